@@ -1,0 +1,79 @@
+"""A quick look at a labelled dataset: counts per split and class, and the majority baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import LabelledDataset
+
+
+def summarise(dataset: LabelledDataset) -> dict:
+    """Counts per split and class, and the accuracy of always guessing the training majority."""
+    counts = dataset.counts()
+    train = np.array(list(counts["train"].values()))
+    majority = int(train.argmax())
+    baseline = {}
+    for split, split_counts in counts.items():
+        total = sum(split_counts.values())
+        baseline[split] = split_counts[dataset.class_names[majority]] / total if total else 0.0
+    return {
+        "source": dataset.source,
+        "layout": dataset.layout,
+        "classes": list(dataset.class_names),
+        "image_shape": list(dataset["train"].images.shape[1:]),
+        "counts": counts,
+        "totals": {split: sum(c.values()) for split, c in counts.items()},
+        "majority_class": dataset.class_names[majority],
+        "majority_baseline_accuracy": baseline,
+        "skipped_files": len(dataset.skipped),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    classes = summary["classes"]
+    splits = list(summary["counts"])
+    width = max(8, *(len(c) for c in classes))
+    lines = [
+        f"{summary['source']}  ({summary['layout']}, images {'x'.join(map(str, summary['image_shape']))})",
+        f"{'class':<{width}} " + " ".join(f"{s:>7}" for s in splits),
+    ]
+    for c in classes:
+        lines.append(f"{c:<{width}} " + " ".join(f"{summary['counts'][s][c]:>7}" for s in splits))
+    lines.append(f"{'total':<{width}} " + " ".join(f"{summary['totals'][s]:>7}" for s in splits))
+    acc = summary["majority_baseline_accuracy"]
+    lines.append(
+        f"majority-class baseline ('{summary['majority_class']}'): "
+        + ", ".join(f"{s} {acc[s]:.1%}" for s in splits)
+    )
+    if summary["skipped_files"]:
+        lines.append(f"skipped {summary['skipped_files']} unreadable file(s)")
+    return "\n".join(lines)
+
+
+def plot_class_distribution(summary: dict, path: str | Path) -> Path:
+    """Grouped bar chart of images per class and split, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = summary["classes"]
+    splits = list(summary["counts"])
+    x = np.arange(len(classes))
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 4), dpi=100)
+    for i, split in enumerate(splits):
+        values = [summary["counts"][split][c] for c in classes]
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, values, width, label=f"{split} ({summary['totals'][split]})")
+        ax.bar_label(bars, fontsize=7, padding=1)
+    ax.set_xticks(x, classes)
+    ax.set_ylabel("images")
+    ax.set_title(f"Class distribution: {Path(summary['source']).name}")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

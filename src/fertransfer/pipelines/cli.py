@@ -1,0 +1,165 @@
+"""The `pipeline` command (also installed as `fertransfer`).
+
+Errors a user can fix (bad config, bad data, a stage not built yet) print one line each
+and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from fertransfer.data.datasets import DatasetError
+
+from .config import DEFAULT_CONFIG, ConfigError, default_config_text, load_config
+from .registry import STAGE_ORDER, StageNotBuilt
+from .stage import StageError
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / DEFAULT_CONFIG
+    if target.exists() and not args.force:
+        print(f"error: {target} exists; use --force to overwrite it", file=sys.stderr)
+        return EXIT_FAILED
+    target.write_text(default_config_text())
+    print(target)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_pipeline
+
+    config = load_config(args.config)
+    run_pipeline(config, args.stage, force=args.force)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runner import stage_status
+
+    config = load_config(args.config)
+    print(f"run dir: {config.run_dir}")
+    for name in STAGE_ORDER:
+        status = stage_status(config, name)
+        line = f"  {name:<9} {status.state}"
+        if status.reason:
+            line += f" ({status.reason})"
+        if status.manifest:
+            outputs = status.manifest.get("outputs", {})
+            line += f"  {outputs.get('count', 0)} files in {config.run_dir / name}"
+            line += f", finished {status.manifest['timings']['finished']}"
+        print(line)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from fertransfer.data import class_set, load_dataset
+    from fertransfer.data.inspect import format_summary, plot_class_distribution, summarise
+
+    dataset = load_dataset(args.path, classes=class_set(args.classes), seed=args.seed)
+    summary = summarise(dataset)
+    print(format_summary(summary))
+    chart = Path(args.chart or f"{Path(args.path).stem or 'dataset'}_classes.png")
+    plot_class_distribution(summary, chart)
+    print(f"class distribution chart: {chart}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fertransfer.demo import write_demo
+
+    from .runner import run_pipeline
+
+    config_path = write_demo(args.dir)
+    print(f"demo data and config written to {config_path}")
+    if args.no_run:
+        return 0
+    config = load_config(config_path)
+    run_pipeline(config, "all", force=args.force)
+    print(f"demo run finished: {config.run_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write a commented pipeline.toml with every option")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--force", action="store_true", help="overwrite an existing pipeline.toml")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", help="run one stage or all of them")
+    p.add_argument("stage", choices=[*STAGE_ORDER, "all"])
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.add_argument("--force", action="store_true", help="run even if up to date")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="list each stage as done, stale or missing")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("inspect", help="counts per split and class of a labelled dataset")
+    p.add_argument("path", help="a Kaggle CSV, or a folder in split or class layout")
+    p.add_argument("--chart", help="where to write the bar chart PNG (default: <name>_classes.png)")
+    p.add_argument("--json", help="also write the summary as JSON here")
+    p.add_argument("--classes", nargs="+", help="class names, in label order (default: FER2013's)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits the data lacks")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", help="write the built-in demo data and config, then run all stages")
+    p.add_argument("dir", nargs="?", default="runs/demo")
+    p.add_argument("--no-run", action="store_true", help="only write the data and config")
+    p.add_argument("--force", action="store_true", help="re-run stages even if up to date")
+    p.set_defaults(func=cmd_demo)
+
+    # Stages add their own commands (translate, gallery, predict, ...) from <stage>/cli.py.
+    for name in STAGE_ORDER:
+        try:
+            module = importlib.import_module(f"fertransfer.{name}.cli")
+        except ModuleNotFoundError as error:
+            if error.name != f"fertransfer.{name}.cli":
+                raise
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StageNotBuilt as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (StageError, DatasetError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted; finished stages are kept, the interrupted one is not marked done", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Declaring stage options: dataclass fields with a help line, a kind and, where useful, choices.
+
+Every stage's options are a plain dataclass built with `option(...)`. From that one
+declaration the config module validates TOML, `pipeline init` writes a commented file,
+and the runner fingerprints the section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+
+def option(default: Any, help: str, *, kind: str = "value", choices: tuple | None = None) -> Any:
+    """A config option. kind: "value", "path" (resolved against the config file's folder,
+    must exist) or "paths" (a list of paths or glob patterns, each must match something)."""
+    metadata = {"help": help, "kind": kind, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class RunOptions:
+    """The [run] section: settings every stage shares."""
+
+    dir: str = option("runs/default", "Folder the stages write into, one subfolder per stage.", kind="path")
+    seed: int = option(0, "Seed for every random choice (splits, initialisation, sampling).")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None

@@ -1,0 +1,261 @@
+"""Running stages: skip what is up to date, work in a private folder, publish atomically.
+
+A stage is *done* when ``<run dir>/<stage>/manifest.json`` exists and its fingerprint
+(the stage's config section, the seed, its input files and its upstream manifests)
+matches the current one; *stale* when the fingerprint differs; *missing* otherwise.
+Work happens in ``<run dir>/<stage>.partial/``, which becomes ``<stage>/`` only after the
+manifest is written, so an interrupted stage is never taken as done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, missing_inputs, resolve
+from .registry import STAGE_ORDER, StageNotBuilt, get_stage
+from .stage import Stage, StageContext, StageError
+
+log = logging.getLogger("fertransfer")
+
+MANIFEST = "manifest.json"
+FINGERPRINT_FILE = ".fingerprint.json"
+RECORDED_PACKAGES = (
+    "fertransfer", "numpy", "opencv-python-headless", "pillow", "torch", "torchvision",
+    "facenet-pytorch", "keras", "autokeras", "scikit-learn",
+)
+
+
+# --- fingerprints ---------------------------------------------------------------------
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def path_fingerprint(path: Path) -> str:
+    """Cheap content identity: names, sizes and modification times of every file below."""
+    if path.is_file():
+        st = path.stat()
+        return _digest([path.name, st.st_size, st.st_mtime_ns])
+    entries = []
+    for directory, subdirs, names in os.walk(path):
+        subdirs.sort()
+        for name in sorted(names):
+            full = os.path.join(directory, name)
+            st = os.stat(full)
+            entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    return _digest(entries)
+
+
+def input_paths(config: Config, stage: Stage) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in stage.inputs(config.options(stage.name)):
+        if not pattern:
+            continue
+        full = str(resolve(config.base_dir, pattern))
+        matches = sorted(glob.glob(full, recursive=True)) if glob.has_magic(full) else [full]
+        paths += [Path(m) for m in matches]
+    return paths
+
+
+def read_manifest(stage_dir: Path) -> dict | None:
+    try:
+        return json.loads((stage_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def fingerprint(config: Config, stage: Stage) -> dict:
+    options = config.options(stage.name)
+    upstream = {}
+    for name in stage.upstream(options):
+        manifest = read_manifest(config.run_dir / name)
+        upstream[name] = manifest["fingerprint"]["digest"] if manifest else None
+    inputs = {str(p): path_fingerprint(p) if p.exists() else None for p in input_paths(config, stage)}
+    parts = {
+        "config": dataclasses.asdict(options),
+        "seed": config.run.seed,
+        "inputs": inputs,
+        "upstream": upstream,
+    }
+    return {**parts, "digest": _digest(parts)}
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+@dataclass
+class StageStatus:
+    name: str
+    state: str  # done, stale, missing, not built
+    manifest: dict | None = None
+    reason: str = ""
+
+
+def stage_status(config: Config, name: str) -> StageStatus:
+    try:
+        stage = get_stage(name)
+    except StageNotBuilt:
+        return StageStatus(name, "not built")
+    manifest = read_manifest(config.run_dir / name)
+    if manifest is None:
+        return StageStatus(name, "missing")
+    current = fingerprint(config, stage)
+    recorded = manifest.get("fingerprint", {})
+    if recorded.get("digest") == current["digest"]:
+        return StageStatus(name, "done", manifest)
+    changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != current[k]]
+    return StageStatus(name, "stale", manifest, "changed: " + ", ".join(changed))
+
+
+# --- running --------------------------------------------------------------------------
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def list_outputs(folder: Path, limit: int = 200) -> dict:
+    """Files a stage wrote: all of them when few, else counts per top-level entry."""
+    files = sorted(
+        os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names
+    )
+    files = [f for f in files if f not in (MANIFEST, FINGERPRINT_FILE)]
+    if len(files) <= limit:
+        return {"files": files, "count": len(files)}
+    per_top: dict[str, int] = {}
+    for f in files:
+        top = f.split(os.sep, 1)[0]
+        per_top[top] = per_top.get(top, 0) + 1
+    return {"folders": per_top, "count": len(files)}
+
+
+def _publish(work: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
+    """Run one stage unless it is up to date; returns its status afterwards."""
+    stage = get_stage(name)
+    status = stage_status(config, name)
+    if status.state == "done" and not force:
+        log.info("%s: up to date, skipped (use --force to run it again)", name)
+        return status
+    options = config.options(name)
+    upstream_dirs = {}
+    for up in stage.upstream(options):
+        up_status = stage_status(config, up)
+        if up_status.state != "done":
+            raise StageError(f"stage '{name}' needs '{up}', which is {up_status.state}: run `pipeline run {up}` first")
+        upstream_dirs[up] = config.run_dir / up
+
+    current = fingerprint(config, stage)
+    work = config.run_dir / f"{name}.partial"
+    resuming = False
+    if work.exists():
+        previous = _read_json(work / FINGERPRINT_FILE)
+        if stage.resumable and not force and previous and previous.get("digest") == current["digest"]:
+            resuming = True
+            log.info("%s: continuing the interrupted run in %s", name, work)
+        else:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / FINGERPRINT_FILE).write_text(json.dumps(current, indent=1))
+
+    context = StageContext(
+        name=name,
+        options=options,
+        run=config.run,
+        run_dir=config.run_dir,
+        out_dir=work,
+        upstream_dirs=upstream_dirs,
+        config_dir=config.base_dir,
+        log=logging.getLogger(f"fertransfer.{name}"),
+        resuming=resuming,
+    )
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    log.info("%s: running -> %s", name, config.run_dir / name)
+    summary = stage.run(context) or {}
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "stage": name,
+        "description": stage.description,
+        "config": dataclasses.asdict(options),
+        "run": dataclasses.asdict(config.run),
+        "fingerprint": current,
+        "summary": summary,
+        "outputs": list_outputs(work),
+        "timings": {
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            **{k: round(v, 3) for k, v in context.timings.items()},
+        },
+        "versions": package_versions(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    (work / FINGERPRINT_FILE).unlink()
+    _publish(work, config.run_dir / name)
+    log.info("%s: done in %.1f s", name, seconds)
+    return StageStatus(name, "done", manifest)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def check_before_run(config: Config, names: list[str]) -> None:
+    """Input paths of all stages about to run, checked up front."""
+    problems = missing_inputs(config, names)
+    if problems:
+        raise ConfigError([f"{config.path}: {p}" for p in problems])
+
+
+def run_pipeline(config: Config, target: str, force: bool = False) -> list[StageStatus]:
+    """`target` is a stage name or "all" (every built stage, in order)."""
+    if target == "all":
+        names = []
+        for name in STAGE_ORDER:
+            try:
+                get_stage(name)
+                names.append(name)
+            except StageNotBuilt:
+                log.info("%s: not built yet, skipped", name)
+    else:
+        get_stage(target)  # raises StageNotBuilt / KeyError with a one-line message
+        names = [target]
+    check_before_run(config, names)
+    return [run_stage(config, name, force=force) for name in names]

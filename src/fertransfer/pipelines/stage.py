@@ -1,0 +1,63 @@
+"""What a stage is, as the runner sees it.
+
+A stage module (``fertransfer.<stage>.stage``) defines an options dataclass and exposes
+``STAGE = Stage(...)``. The runner owns everything around the stage's work: where it
+writes, when it is skipped, and the manifest. The stage only does its work in ``out_dir``
+and returns a summary (counts and anything else worth recording).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .options import RunOptions
+
+
+class StageError(RuntimeError):
+    """A stage cannot do its work; the message names the input at fault."""
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's run function may use."""
+
+    name: str
+    options: Any
+    run: RunOptions
+    run_dir: Path
+    out_dir: Path  # a private work folder; it becomes <run_dir>/<name> on success
+    upstream_dirs: dict[str, Path]
+    config_dir: Path
+    log: logging.Logger
+    resuming: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def upstream(self, name: str) -> Path:
+        """Finished output folder of an upstream stage."""
+        try:
+            return self.upstream_dirs[name]
+        except KeyError:
+            raise StageError(f"stage '{self.name}' needs the output of '{name}', which it was not given") from None
+
+    def path(self, value: str) -> Path:
+        """A path from config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.config_dir / p)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    options: type
+    run: Callable[[StageContext], dict]
+    description: str
+    # Upstream stages whose outputs this stage reads, given its options.
+    upstream: Callable[[Any], list[str]] = lambda options: []
+    # Files, folders or glob patterns from config that the stage reads (fingerprinted).
+    inputs: Callable[[Any], list[str]] = lambda options: []
+    # Whether an interrupted run's work folder is reused (e.g. training checkpoints).
+    resumable: bool = False
