@@ -8,15 +8,12 @@ from pathlib import Path
 from .smileys import make_smiley_dataset
 from .video import DemoVideoSpec, make_demo_video
 
-# Small settings per stage so that the whole demo runs in minutes on 2 CPU cores.
-# Keys of stages that are not built yet are ignored when the config is written.
-DEMO_OVERRIDES: dict[str, dict] = {
-    "run": {"dir": "run"},
-    "extract": {"inputs": ["data/lecture.mp4"]},
-    "cyclegan": {"fer": "data/smileys"},
-    "augment": {"fer": "data/smileys"},
-    "classify": {"fer": "data/smileys"},
-}
+
+def demo_overrides() -> dict[str, dict]:
+    """Each built stage's own demo settings (Stage.demo), plus the run folder."""
+    from fertransfer.pipelines.registry import built_stages
+
+    return {"run": {"dir": "run"}, **{stage.name: dict(stage.demo) for stage in built_stages()}}
 
 
 def write_demo(folder: str | Path, video: DemoVideoSpec = DemoVideoSpec()) -> Path:
@@ -32,8 +29,8 @@ def write_demo(folder: str | Path, video: DemoVideoSpec = DemoVideoSpec()) -> Pa
         shutil.rmtree(data / "smileys.tmp", ignore_errors=True)
         make_smiley_dataset(data / "smileys.tmp").rename(data / "smileys")
     config = folder / "pipeline.toml"
-    config.write_text(default_config_text(DEMO_OVERRIDES))
+    config.write_text(default_config_text(demo_overrides()))
     return config
 
 
-__all__ = ["DEMO_OVERRIDES", "DemoVideoSpec", "make_demo_video", "make_smiley_dataset", "write_demo"]
+__all__ = ["demo_overrides", "DemoVideoSpec", "make_demo_video", "make_smiley_dataset", "write_demo"]

@@ -61,3 +61,6 @@ class Stage:
     inputs: Callable[[Any], list[str]] = lambda options: []
     # Whether an interrupted run's work folder is reused (e.g. training checkpoints).
     resumable: bool = False
+    # Option values for the built-in demo (paths relative to the demo folder, whose data
+    # lives in data/lecture.mp4 and data/smileys/), small enough for minutes on 2 CPU cores.
+    demo: dict = field(default_factory=dict)
