@@ -1,0 +1,63 @@
+"""The [extract] section of the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fertransfer.pipelines.options import option
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+@dataclass
+class ExtractOptions:
+    inputs: list[str] = option(
+        [],
+        "Videos (mp4, avi, mov, mkv, webm), glob patterns and image folders to take faces from.",
+        kind="paths",
+    )
+    # --- which frames
+    every_n: int = option(1, "Use every N-th frame of each video (1: every frame).")
+    target_fps: float = option(
+        0.0, "At most this many frames per second of video, after every_n (0: no limit)."
+    )
+    # --- detection (facenet-pytorch MTCNN)
+    min_face_size: int = option(
+        80,
+        "Smallest face to detect, in pixels of the full-resolution frame. Larger is faster: "
+        "the costly fine levels of MTCNN's image pyramid are skipped.",
+    )
+    thresholds: list[float] = option([0.6, 0.7, 0.7], "MTCNN's P-Net, R-Net and O-Net score thresholds.")
+    batch_size: int = option(16, "Frames detected together in one MTCNN call.")
+    detect_max_side: int = option(
+        0,
+        "Shrink frames so their longer side is at most this before detecting (0: detect on the "
+        "full frame). Faster on very large frames; boxes then agree less with full-resolution MTCNN.",
+    )
+    threads: int = option(0, "CPU threads for detection (0: one per core). On a busy machine 1 is often faster.")
+    # --- crops
+    crop_size: int = option(128, "Side of the square face crops, in pixels.")
+    margin: float = option(0.2, "Extra space around the face box, as a fraction of its side.")
+    jpeg_quality: int = option(95, "JPEG quality of the crops (1-100).")
+    # --- one person
+    person: str = option(
+        "dominant",
+        "Whose faces to keep: dominant = the IoU face track with the most screen time, joined by "
+        "tracks never on screen together with it (the person coming back after a cut); largest = "
+        "the largest face of each frame. Image folders always use the largest face.",
+        choices=("dominant", "largest"),
+    )
+    track_iou: float = option(0.2, "Smallest box overlap (IoU) that continues a face track from one sampled frame to the next.")
+    track_max_gap_s: float = option(2.0, "Seconds a face may be missing before its track ends.")
+    # --- filters (0, or -1 for dedupe_hash_distance, turns one off)
+    min_probability: float = option(0.95, "Drop faces MTCNN is less sure of than this (0: off).")
+    min_face_px: int = option(64, "Drop faces whose box is narrower or shorter than this many pixels (0: off).")
+    min_sharpness: float = option(
+        20.0, "Drop blurred crops: variance of the Laplacian of the gray crop below this (0: off)."
+    )
+    dedupe_hash_distance: int = option(
+        4,
+        "Drop a crop whose perceptual hash (64 bits) is within this many bits of a crop already "
+        "kept (-1: off; 0: only identical hashes).",
+    )
+    samples: int = option(48, "Crops shown in samples.png.")

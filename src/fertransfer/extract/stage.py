@@ -1,0 +1,324 @@
+"""`pipeline run extract`: one person's faces from videos and image folders, with MTCNN.
+
+Writes into the stage folder:
+  faces/<video stem>_<frame>.jpg   aligned RGB face crops (the cyclegan stage's domain A)
+  faces.csv                        one row per crop: source, frame, time, box, landmarks, ...
+  samples.png                      a grid of some crops, to look at
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import time
+from pathlib import Path
+
+from fertransfer.pipelines.stage import Stage, StageContext, StageError
+
+from .options import VIDEO_SUFFIXES, ExtractOptions
+
+CSV_COLUMNS = (
+    "file", "video", "frame", "time_s", "x1", "y1", "x2", "y2", "probability",
+    "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y", "nose_x", "nose_y",
+    "mouth_left_x", "mouth_left_y", "mouth_right_x", "mouth_right_y",
+    "eye_angle", "sharpness", "track",
+)
+
+
+def check_options(o: ExtractOptions) -> None:
+    problems = []
+    if len(o.thresholds) != 3 or not all(0 <= t <= 1 for t in o.thresholds):
+        problems.append(f"thresholds: expected three scores in [0, 1], got {o.thresholds}")
+    for name in ("every_n", "batch_size", "crop_size", "min_face_size"):
+        if getattr(o, name) < 1:
+            problems.append(f"{name}: must be at least 1, got {getattr(o, name)}")
+    if not 1 <= o.jpeg_quality <= 100:
+        problems.append(f"jpeg_quality: must be 1-100, got {o.jpeg_quality}")
+    if o.margin < 0 or o.target_fps < 0 or o.threads < 0 or o.detect_max_side < 0:
+        problems.append("margin, target_fps, threads and detect_max_side must not be negative")
+    if problems:
+        raise StageError("[extract] " + "; ".join(problems))
+
+
+def expand_inputs(ctx: StageContext, patterns: list[str]) -> list[Path]:
+    """Config inputs as paths, globs expanded (sorted), duplicates dropped, order kept."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        full = str(ctx.path(pattern))
+        matches = sorted(glob.glob(full, recursive=True)) if glob.has_magic(full) else [full]
+        for match in matches:
+            path = Path(match)
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise StageError(f"[run].device is '{requested}' but CUDA is not available here (use auto or cpu)")
+    return requested
+
+
+def unique_stem(path: Path, used: set[str]) -> str:
+    stem, n = path.stem or path.name, 2
+    name = stem
+    while name in used:
+        name, n = f"{stem}-{n}", n + 1
+    used.add(name)
+    return name
+
+
+def new_counts() -> dict:
+    from .core import FILTERS
+
+    return {
+        "frames_read": 0, "frames_sampled": 0, "frames_with_face": 0, "faces_detected": 0,
+        "other_faces": 0, "tracks": 0, "filtered": dict.fromkeys(FILTERS, 0), "kept": 0,
+    }
+
+
+def process_video(path: Path, ctx: StageContext, detector, settings, duplicates) -> tuple[dict, list]:
+    """Detect, crop, choose the person and filter in one video; returns its counts and kept faces."""
+    from tqdm import tqdm
+
+    from .core import apply_filters, choose_person, crop_faces
+    from .video import FrameSampler, VideoError, open_video, read_batches
+
+    o: ExtractOptions = ctx.options
+    capture, info = open_video(str(path))
+    counts = {**new_counts(), "fps": round(info.fps, 3), "frames_expected": info.frame_count,
+              "width": info.width, "height": info.height, "status": "ok"}
+    faces_per_frame = []
+    timing = {"detect_s": 0.0, "crop_s": 0.0}
+    started = time.perf_counter()
+    sampler = FrameSampler(info.fps, o.every_n, o.target_fps)
+    try:
+        with tqdm(total=info.frame_count or None, desc=path.name, unit="frame", leave=False) as bar:
+            for batch in read_batches(capture, sampler, o.batch_size):
+                bar.update(batch.frames_read - bar.n)
+                counts["frames_read"] = batch.frames_read
+                if not batch.indices:
+                    continue
+                t0 = time.perf_counter()
+                found = detector.detect(batch.frames)
+                t1 = time.perf_counter()
+                times = [i / info.fps for i in batch.indices]
+                faces_per_frame += crop_faces(batch.frames, batch.indices, times, found, o.crop_size, o.margin)
+                timing["detect_s"] += t1 - t0
+                timing["crop_s"] += time.perf_counter() - t1
+    finally:
+        capture.release()
+    if counts["frames_read"] == 0:
+        raise VideoError(f"{path}: no frame could be decoded (damaged or not a video)")
+    if info.frame_count and counts["frames_read"] < info.frame_count:
+        counts["status"] = "truncated"
+        ctx.log.warning("%s: ended after %d of %d frames (truncated or damaged); using the frames read",
+                        path, counts["frames_read"], info.frame_count)
+    selection = choose_person(faces_per_frame, o.person, o.track_iou, o.track_max_gap_s)
+    result = apply_filters(selection.chosen, settings, duplicates)
+    seconds = time.perf_counter() - started
+    counts.update(
+        frames_sampled=len(faces_per_frame),
+        frames_with_face=sum(1 for f in faces_per_frame if f),
+        faces_detected=sum(len(f) for f in faces_per_frame),
+        other_faces=selection.other_faces,
+        tracks=selection.tracks,
+        filtered=result.removed,
+        kept=len(result.kept),
+        seconds=round(seconds, 3),
+        frames_per_s=round(counts["frames_read"] / seconds, 2) if seconds else None,
+        detect_s=round(timing["detect_s"], 3),
+        crop_s=round(timing["crop_s"], 3),
+    )
+    return counts, result.kept
+
+
+def process_folder(path: Path, ctx: StageContext, detector, settings, duplicates) -> tuple[dict, list]:
+    """Every image of a folder is one frame; the largest face of each is taken."""
+    from tqdm import tqdm
+
+    from fertransfer.data.images import UnreadableImage, is_image_file, read_image
+
+    from .core import apply_filters, choose_person, crop_faces
+
+    o: ExtractOptions = ctx.options
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    images = [p for p in files if is_image_file(p)]
+    counts = {**new_counts(), "status": "ok", "images": len(images), "skipped_files": len(files) - len(images),
+              "unreadable_images": 0}
+    if counts["skipped_files"]:
+        others = [p.name for p in files if not is_image_file(p)]
+        ctx.log.warning("%s: skipped %d files that are not images (%s%s)", path, len(others),
+                        ", ".join(others[:3]), ", ..." if len(others) > 3 else "")
+    started = time.perf_counter()
+    faces_per_frame = []
+    for index, file in enumerate(tqdm(images, desc=path.name, unit="image", leave=False)):
+        try:
+            image = read_image(file, channels=3)
+        except UnreadableImage as error:
+            ctx.log.warning("%s", error)
+            counts["unreadable_images"] += 1
+            continue
+        counts["frames_read"] += 1
+        faces = crop_faces(image[None], [index], [None], detector.detect(image[None]), o.crop_size, o.margin)[0]
+        for face in faces:
+            face.source = file.name
+        faces_per_frame.append(faces)
+    selection = choose_person(faces_per_frame, "largest", o.track_iou, o.track_max_gap_s)
+    result = apply_filters(selection.chosen, settings, duplicates)
+    counts.update(
+        frames_sampled=len(faces_per_frame),
+        frames_with_face=sum(1 for f in faces_per_frame if f),
+        faces_detected=sum(len(f) for f in faces_per_frame),
+        other_faces=selection.other_faces,
+        filtered=result.removed,
+        kept=len(result.kept),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return counts, result.kept
+
+
+def face_row(file_name: str, source: str, face) -> dict:
+    x1, y1, x2, y2 = (round(float(v), 2) for v in face.box)
+    row = {"file": file_name, "video": source, "frame": face.frame,
+           "time_s": "" if face.time is None else round(face.time, 4),
+           "x1": x1, "y1": y1, "x2": x2, "y2": y2, "probability": round(face.probability, 5)}
+    names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+    for name, (x, y) in zip(names, face.landmarks):
+        row[f"{name}_x"], row[f"{name}_y"] = round(float(x), 2), round(float(y), 2)
+    row.update(eye_angle=round(face.angle, 3), sharpness=round(face.sharpness, 2), track=face.track)
+    return row
+
+
+def write_samples(path: Path, crops: list, count: int) -> None:
+    """An evenly spaced selection of crops as one PNG grid."""
+    import numpy as np
+    import torch
+    from torchvision.utils import make_grid
+
+    from fertransfer.data.images import write_png
+
+    picks = np.linspace(0, len(crops) - 1, num=min(count, len(crops))).round().astype(int)
+    batch = torch.from_numpy(np.stack([crops[i] for i in picks])).permute(0, 3, 1, 2)
+    grid = make_grid(batch, nrow=min(8, len(picks)), padding=2, pad_value=255)
+    write_png(path, grid.permute(1, 2, 0).numpy())
+
+
+def run(ctx: StageContext) -> dict:
+    import torch
+
+    from fertransfer.data.images import write_jpeg
+
+    from .core import FILTERS, FilterSettings
+    from .detect import FaceDetector
+    from .filters import DuplicateFilter
+    from .video import VideoError
+
+    o: ExtractOptions = ctx.options
+    check_options(o)
+    device = resolve_device(ctx.run.device)
+    torch.set_num_threads(o.threads or os.cpu_count() or 1)
+    detector = FaceDetector(o.min_face_size, tuple(o.thresholds), o.detect_max_side, device)
+    settings = FilterSettings(o.min_probability, o.min_face_px, o.min_sharpness)
+    duplicates = DuplicateFilter(o.dedupe_hash_distance)
+    faces_dir = ctx.out_dir / "faces"
+    faces_dir.mkdir(parents=True, exist_ok=True)
+    ctx.log.info("detecting on %s with %d threads", device, torch.get_num_threads())
+
+    started = time.perf_counter()
+    per_input: dict[str, dict] = {}
+    failed: list[str] = []
+    rows: list[dict] = []
+    sample_crops: list = []
+    used_stems: set[str] = set()
+    write_s = 0.0
+    for path in expand_inputs(ctx, o.inputs):
+        try:
+            if path.is_dir():
+                counts, kept = process_folder(path, ctx, detector, settings, duplicates)
+            elif path.suffix.lower() in VIDEO_SUFFIXES or not path.exists():
+                counts, kept = process_video(path, ctx, detector, settings, duplicates)
+            else:
+                raise VideoError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor an image folder")
+        except VideoError as error:
+            ctx.log.warning("%s; skipped", error)
+            failed.append(str(error))
+            per_input[str(path)] = {"status": "failed", "error": str(error)}
+            continue
+        t0 = time.perf_counter()
+        stem = unique_stem(path, used_stems)
+        for face in kept:
+            name = f"{stem}_{Path(face.source).stem}.jpg" if face.source else f"{stem}_{face.frame:06d}.jpg"
+            write_jpeg(faces_dir / name, face.crop, o.jpeg_quality)
+            rows.append(face_row(name, str(path), face))
+            sample_crops.append(face.crop)
+        write_s += time.perf_counter() - t0
+        per_input[str(path)] = counts
+        ctx.log.info(
+            "%s: %d frames read, %d sampled, %d with a face, %d kept",
+            path.name, counts["frames_read"], counts["frames_sampled"], counts["frames_with_face"], counts["kept"],
+        )
+
+    done = [c for c in per_input.values() if c["status"] != "failed"]
+    totals = {key: sum(c[key] for c in done) for key in
+              ("frames_read", "frames_sampled", "frames_with_face", "faces_detected", "other_faces", "kept")}
+    totals["filtered"] = {name: sum(c["filtered"][name] for c in done) for name in FILTERS}
+    totals.update(inputs=len(per_input), failed_inputs=len(failed),
+                  truncated_inputs=sum(1 for c in done if c["status"] == "truncated"))
+    if totals["faces_detected"] == 0:
+        raise StageError(
+            f"no face found in any input ({totals['frames_sampled']} frames sampled from {len(done)} inputs"
+            f"{', ' + str(len(failed)) + ' unreadable' if failed else ''}); check [extract].inputs and min_face_size"
+        )
+    if totals["kept"] == 0:
+        raise StageError(f"all {totals['faces_detected']} faces found were filtered out ({totals['filtered']}); relax the [extract] filters")
+
+    with open(ctx.out_dir / "faces.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    write_samples(ctx.out_dir / "samples.png", sample_crops, o.samples)
+
+    seconds = time.perf_counter() - started
+    detect_s = sum(c.get("detect_s", 0.0) for c in done)
+    ctx.timings.update(detect_s=detect_s, write_s=write_s)
+    return {
+        "faces_dir": "faces",
+        "faces_csv": "faces.csv",
+        "samples": "samples.png",
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "totals": totals,
+        "inputs": per_input,
+        "failed": failed,
+        "timings": {
+            "seconds": round(seconds, 3),
+            "detect_s": round(detect_s, 3),
+            "write_s": round(write_s, 3),
+            "frames_per_s": round(totals["frames_read"] / seconds, 2) if seconds else None,
+        },
+    }
+
+
+def _inputs(options: ExtractOptions) -> list[str]:
+    return list(options.inputs)
+
+
+STAGE = Stage(
+    name="extract",
+    options=ExtractOptions,
+    run=run,
+    description="extract: one person's aligned face crops from videos, with MTCNN",
+    inputs=_inputs,
+    demo={
+        "inputs": ["data/lecture.mp4"],
+        "min_face_size": 40,
+        "every_n": 2,
+        "batch_size": 16,
+    },
+)
