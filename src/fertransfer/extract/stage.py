@@ -77,7 +77,7 @@ def new_counts() -> dict:
     from .core import FILTERS
 
     return {
-        "frames_read": 0, "frames_sampled": 0, "frames_with_face": 0, "faces_detected": 0,
+        "frames_read": 0, "frames_sampled": 0, "frames_with_face": 0, "frames_with_one_face": 0, "faces_detected": 0,
         "other_faces": 0, "tracks": 0, "filtered": dict.fromkeys(FILTERS, 0), "kept": 0,
     }
 
@@ -125,6 +125,7 @@ def process_video(path: Path, ctx: StageContext, detector, settings, duplicates)
     counts.update(
         frames_sampled=len(faces_per_frame),
         frames_with_face=sum(1 for f in faces_per_frame if f),
+        frames_with_one_face=sum(1 for f in faces_per_frame if len(f) == 1),
         faces_detected=sum(len(f) for f in faces_per_frame),
         other_faces=selection.other_faces,
         tracks=selection.tracks,
@@ -174,6 +175,7 @@ def process_folder(path: Path, ctx: StageContext, detector, settings, duplicates
     counts.update(
         frames_sampled=len(faces_per_frame),
         frames_with_face=sum(1 for f in faces_per_frame if f),
+        frames_with_one_face=sum(1 for f in faces_per_frame if len(f) == 1),
         faces_detected=sum(len(f) for f in faces_per_frame),
         other_faces=selection.other_faces,
         filtered=result.removed,
@@ -266,7 +268,7 @@ def run(ctx: StageContext) -> dict:
 
     done = [c for c in per_input.values() if c["status"] != "failed"]
     totals = {key: sum(c[key] for c in done) for key in
-              ("frames_read", "frames_sampled", "frames_with_face", "faces_detected", "other_faces", "kept")}
+              ("frames_read", "frames_sampled", "frames_with_face", "frames_with_one_face", "faces_detected", "other_faces", "kept")}
     totals["filtered"] = {name: sum(c["filtered"][name] for c in done) for name in FILTERS}
     totals.update(inputs=len(per_input), failed_inputs=len(failed),
                   truncated_inputs=sum(1 for c in done if c["status"] == "truncated"))
