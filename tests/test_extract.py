@@ -74,6 +74,40 @@ def test_area_resample_equals_torch_area_interpolation():
             np.testing.assert_allclose(ours, expected, atol=1e-3)
 
 
+def test_pyramid_starts_on_a_default_level():
+    from fertransfer.extract.detect import pyramid_face_size
+
+    assert pyramid_face_size(12) == 12 and pyramid_face_size(20) == 20
+    assert pyramid_face_size(80) == pytest.approx(20 / 0.709**4)
+    assert pyramid_face_size(79.2) == pytest.approx(20 / 0.709**4)
+    assert pyramid_face_size(79.0) == pytest.approx(20 / 0.709**3)
+
+
+def test_fast_detector_gives_facenet_pytorchs_boxes(short_video):
+    """The batched integral-image cascade, starting its pyramid at 40 px faces, finds the same
+    boxes, landmarks and probabilities as facenet-pytorch's default detect() on these faces."""
+    import torch
+    from facenet_pytorch import MTCNN
+
+    from fertransfer.extract.detect import FaceDetector
+
+    capture = cv2.VideoCapture(str(short_video))
+    frames = []
+    for _ in range(4):
+        ok, frame = capture.read()
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    frames = np.stack(frames)
+    plain = MTCNN(keep_all=True, device="cpu")
+    found = FaceDetector(min_face_size=40).detect(frames)
+    with torch.no_grad():
+        for frame, ours in zip(frames, found):
+            boxes, probs, points = plain.detect(frame, landmarks=True)
+            assert len(ours) == len(boxes) == 1
+            np.testing.assert_allclose(ours.boxes, np.asarray(boxes, np.float32), atol=0.01)
+            np.testing.assert_allclose(ours.landmarks, np.asarray(points, np.float32), atol=0.01)
+            np.testing.assert_allclose(ours.probs, np.asarray(probs, np.float32), atol=1e-4)
+
+
 def test_alignment_levels_the_eyes():
     box = np.array([100, 100, 200, 220], np.float32)
     landmarks = np.array([[130, 140], [170, 160], [150, 175], [135, 195], [165, 205]], np.float32)

@@ -1,10 +1,13 @@
-"""MTCNN face detection on batches of frames, on a downscaled copy when faces are large.
+"""MTCNN face detection on batches of frames, fast where faces are large.
 
-MTCNN's cost is dominated by its first network (P-Net) run over an image pyramid whose
-largest level is the frame scaled by 12 / min_face_size. Lecture and interview clips show
-faces that fill a third of the frame, so detecting on a copy whose longer side is a few
-hundred pixels, with a minimum face size to match, finds the same faces many times faster;
-boxes and landmarks are scaled back so that crops come from the full-resolution frame.
+MTCNN scans an image pyramid whose first (largest) level is the frame scaled by
+12 / min_face_size; the large levels, which find small faces, cost the most. Lecture and
+interview clips show faces a third of the frame high, so a min_face_size of 80 px skips
+them. The pyramid still starts on one of the levels MTCNN uses by default (see
+pyramid_face_size), and every level and candidate is resampled from the full-resolution
+frame (mtcnn_fast), so boxes match a default full-resolution run on the same faces.
+Optionally frames are also shrunk before detection (max_side) for very large videos, with
+boxes and landmarks scaled back so that crops come from the full-resolution frame.
 """
 
 from __future__ import annotations
@@ -64,10 +67,10 @@ def detection_scale(height: int, width: int, max_side: int) -> float:
 
 
 class FaceDetector:
-    """facenet-pytorch's MTCNN with downscaled, batched detection.
+    """facenet-pytorch's MTCNN networks, run on batches of frames by mtcnn_fast.detect_face.
 
-    min_face_size is in full-resolution pixels; it is converted to detection pixels per frame
-    size, so the same config finds the same faces whatever the detection scale.
+    min_face_size is in full-resolution pixels; when frames are shrunk first (max_side) it is
+    converted to detection pixels, so the same config finds the same faces at any scale.
     """
 
     def __init__(
@@ -81,6 +84,8 @@ class FaceDetector:
         self.max_side = max_side
         self.device = device
         self._mtcnn = MTCNN(keep_all=True, thresholds=list(thresholds), min_face_size=min_face_size, device=device)
+        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
 
     def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Detections]:
         """Faces in each of a batch of RGB uint8 frames of one size, largest face first."""

@@ -34,7 +34,11 @@ class ExtractOptions:
         "Shrink frames so their longer side is at most this before detecting (0: detect on the "
         "full frame). Faster on very large frames; boxes then agree less with full-resolution MTCNN.",
     )
-    threads: int = option(0, "CPU threads for detection (0: one per core). On a busy machine 1 is often faster.")
+    threads: int = option(
+        1,
+        "CPU threads for detection (0: one per core). MTCNN's many small operations gain little from "
+        "more threads, and video decoding runs in a thread of its own, so 1 suits 2-core machines.",
+    )
     # --- crops
     crop_size: int = option(128, "Side of the square face crops, in pixels.")
     margin: float = option(0.2, "Extra space around the face box, as a fraction of its side.")
@@ -56,7 +60,7 @@ class ExtractOptions:
         20.0, "Drop blurred crops: variance of the Laplacian of the gray crop below this (0: off)."
     )
     dedupe_hash_distance: int = option(
-        4,
+        2,
         "Drop a crop whose perceptual hash (64 bits) is within this many bits of a crop already "
         "kept (-1: off; 0: only identical hashes).",
     )

@@ -115,7 +115,8 @@ def process_video(path: Path, ctx: StageContext, detector, settings, duplicates)
         capture.release()
     if counts["frames_read"] == 0:
         raise VideoError(f"{path}: no frame could be decoded (damaged or not a video)")
-    if info.frame_count and counts["frames_read"] < info.frame_count:
+    # Containers state the frame count only roughly (from the duration) in some formats.
+    if info.frame_count and counts["frames_read"] < 0.99 * info.frame_count - 1:
         counts["status"] = "truncated"
         ctx.log.warning("%s: ended after %d of %d frames (truncated or damaged); using the frames read",
                         path, counts["frames_read"], info.frame_count)
@@ -319,8 +320,6 @@ STAGE = Stage(
     inputs=_inputs,
     demo={
         "inputs": ["data/lecture.mp4"],
-        "min_face_size": 40,
-        "every_n": 2,
-        "batch_size": 16,
+        "min_face_size": 40,  # the demo's face is 65-110 px high in a 384x288 frame
     },
 )
