@@ -256,7 +256,6 @@ def test_missing_input_is_caught_before_running(tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_speaker_a_every_frame_one_face(tmp_path, shared_data):
     video = shared_data / "videos" / "speaker_a.mp4"
     ctx = make_context(tmp_path, inputs=[str(video)], **NO_FILTERS)

@@ -320,6 +320,8 @@ STAGE = Stage(
     inputs=_inputs,
     demo={
         "inputs": ["data/lecture.mp4"],
-        "min_face_size": 40,  # the demo's face is 65-110 px high in a 384x288 frame
+        # The demo's face is 65-110 px high in a 384x288 frame.
+        "min_face_size": 40,
+        "min_face_px": 48,
     },
 )
