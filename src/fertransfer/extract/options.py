@@ -25,7 +25,8 @@ class ExtractOptions:
     min_face_size: int = option(
         80,
         "Smallest face to detect, in pixels of the full-resolution frame. Larger is faster: "
-        "the costly fine levels of MTCNN's image pyramid are skipped.",
+        "the costly fine levels of MTCNN's image pyramid are skipped. Rounded down to a level of "
+        "MTCNN's default pyramid (20, 28, 40, 56, 79, 112, 157 px, ...) so boxes match a default run.",
     )
     thresholds: list[float] = option([0.6, 0.7, 0.7], "MTCNN's P-Net, R-Net and O-Net score thresholds.")
     batch_size: int = option(16, "Frames detected together in one MTCNN call.")

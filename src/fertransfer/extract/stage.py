@@ -28,6 +28,8 @@ CSV_COLUMNS = (
 
 def check_options(o: ExtractOptions) -> None:
     problems = []
+    if not o.inputs:
+        problems.append("inputs: empty; list the videos, glob patterns or image folders to take faces from")
     if len(o.thresholds) != 3 or not all(0 <= t <= 1 for t in o.thresholds):
         problems.append(f"thresholds: expected three scores in [0, 1], got {o.thresholds}")
     for name in ("every_n", "batch_size", "crop_size", "min_face_size"):
