@@ -198,11 +198,24 @@ def test_bad_videos_are_reported_and_others_still_processed(tmp_path, short_vide
     data = short_video.read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])
+    # With the index at the front (faststart) a cut-off file still opens and ends early.
+    import subprocess
+
+    import imageio_ffmpeg
+
+    faststart = tmp_path / "faststart.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(short_video), "-c", "copy",
+         "-movflags", "+faststart", str(faststart)],
+        check=True,
+    )
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 6 // 10])
     garbage = tmp_path / "garbage.mov"
     garbage.write_bytes(b"not a video at all" * 100)
     good = tmp_path / "good.mp4"
     shutil.copy(short_video, good)
-    inputs = ["missing.mp4", str(empty), str(truncated), str(garbage), str(good)]
+    inputs = ["missing.mp4", str(empty), str(truncated), str(cut), str(garbage), str(good)]
     ctx = make_context(tmp_path, inputs=inputs, min_face_size=40, **NO_FILTERS)
     with caplog.at_level(logging.WARNING):
         summary = run(ctx)
@@ -212,6 +225,10 @@ def test_bad_videos_are_reported_and_others_still_processed(tmp_path, short_vide
     truncated_status = summary["inputs"][str(truncated)]["status"]
     assert truncated_status in ("failed", "truncated")
     assert any("truncated.mp4" in m for m in caplog.messages)
+    cut_counts = summary["inputs"][str(cut)]
+    assert cut_counts["status"] == "truncated" and 0 < cut_counts["frames_read"] < 24
+    assert any("cut.mp4" in m and "ended after" in m for m in caplog.messages)
+    assert summary["totals"]["truncated_inputs"] == 1
     assert summary["inputs"][str(good)]["kept"] == 24
     assert summary["totals"]["failed_inputs"] >= 3
     assert len(list((ctx.out_dir / "faces").glob("good_*.jpg"))) == 24
