@@ -12,6 +12,7 @@ import csv
 import glob
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 
 from fertransfer.pipelines.stage import Stage, StageContext, StageError
@@ -100,8 +101,10 @@ def process_video(path: Path, ctx: StageContext, detector, settings, duplicates)
     started = time.perf_counter()
     sampler = FrameSampler(info.fps, o.every_n, o.target_fps)
     try:
-        with tqdm(total=info.frame_count or None, desc=path.name, unit="frame", leave=False) as bar:
-            for batch in read_batches(capture, sampler, o.batch_size):
+        # closing(): the decoding thread stops before the capture is released, even on errors.
+        batches = closing(read_batches(capture, sampler, o.batch_size))
+        with batches, tqdm(total=info.frame_count or None, desc=path.name, unit="frame", leave=False) as bar:
+            for batch in batches.thing:
                 bar.update(batch.frames_read - bar.n)
                 counts["frames_read"] = batch.frames_read
                 if not batch.indices:
