@@ -1,0 +1,155 @@
+"""`pipeline run augment`: translate labelled FER data into the person's domain and write
+training sets and the translation gallery.
+
+Output folder (read by classify; see io.py):
+
+    translated/<split>/<class>/*.png, labels.csv
+    sets/{real,synthetic,real_synthetic,balanced,classic}/<class>/*.png
+    gallery.html, gallery.png
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fertransfer.pipelines.options import option
+from fertransfer.pipelines.stage import Stage, StageContext, StageError
+
+from . import SET_NAMES
+
+# The cyclegan stage's final generator weights, inside its stage folder.
+CYCLEGAN_CHECKPOINT = Path("checkpoints") / "latest.pt"
+
+
+@dataclass
+class AugmentOptions:
+    fer: str = option(
+        "data/fer2013",
+        "The labelled FER dataset to translate: Kaggle CSV, split folders or class folders.",
+        kind="path",
+    )
+    splits: list[str] = option(["train"], "Splits to translate (train, val, test); the training sets come from train.")
+    checkpoint: str = option(
+        "", "Generator checkpoint; empty = the cyclegan stage's checkpoints/latest.pt in this run.", kind="path"
+    )
+    faces: str = option(
+        "",
+        "Folder of the person's real faces for the gallery; empty = the cyclegan stage's domain A "
+        "(its faces option, else the extract stage's faces/).",
+        kind="path",
+    )
+    sets: list[str] = option(
+        list(SET_NAMES),
+        "Training sets to write: real, synthetic, real+synthetic (folder real_synthetic), balanced, classic.",
+    )
+    synthetic_ratio: float = option(
+        1.0, "real+synthetic: share (0..1) of each class's translations added to the real images."
+    )
+    balanced_target: int = option(
+        0, "balanced and classic: images per class to reach (classes above it keep all); 0 = the largest class."
+    )
+    gallery_examples: int = option(8, "Examples per class in gallery.html and gallery.png; 0 = no gallery.")
+    batch_size: int = option(64, "Images per generator call.")
+    image_format: str = option("png", "Format of the written images.", choices=("png", "jpg"))
+
+
+def checkpoint_path(ctx: StageContext) -> Path:
+    if ctx.options.checkpoint:
+        return ctx.path(ctx.options.checkpoint)
+    return ctx.upstream("cyclegan") / CYCLEGAN_CHECKPOINT
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def person_faces_dir(faces_option: str, checkpoint: Path, resolve) -> Path | None:
+    """Where the person's real faces are: the `faces` option, else the domain A folder of the
+    cyclegan run the checkpoint belongs to (its manifest), else that run's extract/faces/."""
+    if faces_option:
+        return resolve(faces_option)
+    stage_dir = checkpoint.parent.parent  # <run>/cyclegan/checkpoints/latest.pt
+    manifest = _read_json(stage_dir / "manifest.json")
+    candidates = []
+    for value in (manifest.get("summary", {}).get("faces"), manifest.get("config", {}).get("faces")):
+        if value:
+            candidates += [Path(value)] if Path(value).is_absolute() else [resolve(value), stage_dir.parent / value]
+    candidates.append(stage_dir.parent / "extract" / "faces")
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def load_generator(path: Path, direction: str, device: str):
+    """The cyclegan Translator for one direction, as a build.Generator."""
+    from fertransfer.cyclegan.translate import Translator
+
+    from .build import callable_generator
+
+    if not path.is_file():
+        raise StageError(f"{path}: generator checkpoint not found")
+    try:
+        translator = Translator.from_checkpoint(path, direction=direction, device=device)
+    except (OSError, RuntimeError, KeyError, ValueError) as error:
+        raise StageError(f"{path}: cannot load the {direction} generator: {error}") from None
+    return callable_generator(translator, f"{path} ({direction})")
+
+
+def run(ctx: StageContext) -> dict:
+    from .build import BuildSettings, build_outputs, check_settings, load_faces, load_fer
+
+    o: AugmentOptions = ctx.options
+    settings = BuildSettings(
+        splits=list(o.splits),
+        sets=list(o.sets),
+        synthetic_ratio=o.synthetic_ratio,
+        balanced_target=o.balanced_target,
+        gallery_examples=o.gallery_examples,
+        batch_size=o.batch_size,
+        image_format=o.image_format,
+        seed=ctx.run.seed,
+    )
+    check_settings(settings)
+    checkpoint = checkpoint_path(ctx)
+    forward = load_generator(checkpoint, "BtoA", ctx.run.device)
+    backward = load_generator(checkpoint, "AtoB", ctx.run.device) if o.gallery_examples else None
+    dataset = load_fer(ctx.path(o.fer), ctx.run.seed)
+    ctx.log.info("%s: %s", dataset.source, dataset.counts())
+    faces = None
+    faces_dir = person_faces_dir(o.faces, checkpoint, ctx.path) if o.gallery_examples else None
+    if faces_dir is not None:
+        spec = forward.spec
+        faces = load_faces(faces_dir, o.gallery_examples, spec.image_size, spec.out_channels, ctx.run.seed)
+    elif o.gallery_examples:
+        ctx.log.warning("no folder of the person's faces found; the gallery has no reference row (set [augment].faces)")
+    summary = build_outputs(
+        ctx.out_dir,
+        ctx.run_dir,
+        dataset,
+        forward,
+        settings,
+        checkpoint=str(checkpoint.resolve()),
+        backward=backward,
+        faces=faces,
+        log=ctx.log,
+        timings=ctx.timings,
+    )
+    summary["faces"] = str(faces_dir.resolve()) if faces_dir else None
+    summary["label_preservation_note"] = (
+        None if summary["label_preservation"] else "not measured: no classifier trained on real FER is wired in yet"
+    )
+    return summary
+
+
+STAGE = Stage(
+    name="augment",
+    options=AugmentOptions,
+    run=run,
+    description="Translate labelled FER data into the person's domain; write training sets and a gallery",
+    upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
+    inputs=lambda o: [o.fer, o.checkpoint, o.faces],
+    demo={"fer": "data/smileys", "gallery_examples": 6},
+)
