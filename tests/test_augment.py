@@ -130,7 +130,7 @@ def test_builders_class_counts():
     assert real_set(real).counts(everything, 7).tolist() == counts
     assert synthetic_set(translated).counts(everything, 7).tolist() == counts
     half = real_synthetic_set(real, translated, 0.5, 7, rng)
-    assert half.counts(everything, 7).tolist() == [6 + 3, 0, 3 + 2, 12 + 6, 4 + 2, 1 + 0, 2 + 1]
+    assert half.counts(everything, 7).tolist() == [6 + 3, 0, 3 + 2, 12 + 6, 4 + 2, 1 + 1, 2 + 1]
     assert real_synthetic_set(real, translated, 1.0, 7, rng).counts(everything, 7).tolist() == [2 * c for c in counts]
 
     extra, notes = balance_plan(np.array(counts), 0, NAMES)

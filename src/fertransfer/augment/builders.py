@@ -82,12 +82,12 @@ def synthetic_set(translated: ImageSet) -> SetRecipe:
 
 
 def real_synthetic_set(real: ImageSet, translated: ImageSet, ratio: float, num_classes: int, rng: np.random.Generator) -> SetRecipe:
-    """All real images plus round(ratio * n) random translations of each class's n images."""
+    """All real images plus ratio * n (rounded half up) random translations of each class's n images."""
     if not 0 <= ratio <= 1:
         raise ValueError(f"synthetic_ratio must be between 0 and 1, got {ratio}")
     chosen = []
     for index in class_indices(translated.labels, num_classes):
-        take = int(round(ratio * len(index)))
+        take = int(np.floor(ratio * len(index) + 0.5))
         chosen.append(np.sort(rng.permutation(index)[:take]))
     return SetRecipe("real+synthetic", {"real": np.arange(len(real)), "translated": np.concatenate(chosen)})
 
