@@ -158,3 +158,16 @@ def test_config_errors_on_bad_toml(tmp_path):
         load_config(tmp_path / "p.toml")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_report_shows_each_stage(project, capsys):
+    config_path = str(project / "pipeline.toml")
+    assert main(["run", "all", "--config", config_path]) == 0
+    assert f"run report: {project / 'out' / 'report.html'}" in capsys.readouterr().out
+    page = (project / "out" / "report.html").read_text()
+    assert "<h2>extract</h2>" in page and "test stage one" in page
+    assert "<th>characters</th><td class=\"num\">5</td>" in page
+    assert "<h2>augment</h2><p class=\"muted\">Not run.</p>" in page
+    (project / "out" / "report.html").unlink()
+    assert main(["report", str(project / "out")]) == 0
+    assert (project / "out" / "report.html").exists()
