@@ -19,7 +19,7 @@ from fertransfer.augment import stage as augment_stage
 from fertransfer.augment.build import BuildSettings, build_outputs, load_fer
 from fertransfer.augment.io import check_output_dir, file_stem
 from fertransfer.augment.transforms import conform
-from fertransfer.data import load_dataset
+from fertransfer.data import FER, load_dataset
 from fertransfer.data.images import read_image, write_jpeg
 from fertransfer.pipelines import load_config, run_pipeline
 from fertransfer.pipelines.cli import main
@@ -234,6 +234,14 @@ def test_stage_runs_through_the_runner_and_gallery_rebuilds(smileys, tmp_path, s
     assert page.count("data:image/png;base64,") == 7 * 2 * 3 + 2
     assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--no-cycle"]) == 0
     assert "cycled back" not in (tmp_path / "g" / "gallery.html").read_text()
+
+    # Label preservation measured later by classify shows on the rebuilt page.
+    (tmp_path / "run" / "classify").mkdir()
+    measured = {"overall": 0.5, "images": 10, "per_class": {**dict.fromkeys(FER.names, None), "happy": 0.75}}
+    (tmp_path / "run" / "classify" / "manifest.json").write_text(json.dumps({"summary": {"label_preservation": measured}}))
+    assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--no-cycle"]) == 0
+    page = (tmp_path / "g" / "gallery.html").read_text()
+    assert "<h2>happy &mdash; 75% keep their label</h2>" in page and "50.0% of 10" in page
 
     # Another run's folder is refused without --force.
     busy = tmp_path / "busy"

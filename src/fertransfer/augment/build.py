@@ -355,8 +355,12 @@ def rebuild_gallery(
     examples: int,
     backward: Generator | None,
     faces: np.ndarray | None,
+    agreement: dict | None = None,
 ) -> dict:
-    """gallery.html / gallery.png from a finished augment folder (its labels.csv and manifest)."""
+    """gallery.html / gallery.png from a finished augment folder (its labels.csv and manifest).
+
+    `agreement`: label preservation (label_agreement's dict) when measured after the stage ran
+    (by classify); else the one recorded in the augment manifest, if any."""
     manifest_path = stage_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -378,7 +382,7 @@ def rebuild_gallery(
     originals = _read_originals([r["source_file"] for r in chosen], in_channels, summary.get("fer"), seed)
     translated = np.stack([read_image(stage_dir / r["file"], channels=int(spec.get("out_channels", 3))) for r in chosen])
     real = ImageSet(originals, labels[picks], [r["source_file"] for r in chosen])
-    agreement = summary.get("label_preservation")
+    agreement = agreement or summary.get("label_preservation")
     # Examples are picked again from the chosen rows alone: all of them, in class order.
     classes = gallery_classes(real, translated, backward, class_names, examples, seed, agreement)
     facts = {

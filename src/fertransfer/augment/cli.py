@@ -9,6 +9,13 @@ from pathlib import Path
 from fertransfer.pipelines.stage import StageError
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def cmd_gallery(args: argparse.Namespace) -> int:
     from .build import load_faces, rebuild_gallery
     from .io import check_output_dir
@@ -16,9 +23,9 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     stage_dir = run_dir / "augment"
-    if not (stage_dir / "manifest.json").is_file():
-        raise StageError(f"{stage_dir}: no finished augment stage here (manifest.json missing)")
-    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    manifest = _read_json(stage_dir / "manifest.json")
+    if not manifest:
+        raise StageError(f"{stage_dir}: no finished augment stage here (manifest.json missing or unreadable)")
     summary, seed = manifest.get("summary", {}), int(manifest.get("run", {}).get("seed", 0))
     out = Path(args.out) if args.out else stage_dir
     check_output_dir(out, run_dir, args.force)
@@ -33,7 +40,10 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         faces = load_faces(
             faces_dir, args.examples, int(generator.get("image_size", 64)), int(generator.get("out_channels", 3)), seed
         )
-    result = rebuild_gallery(stage_dir, out, run_dir, args.examples, backward, faces)
+    # Label preservation is measured by classify (a classifier trained on real FER), after augment.
+    classify = _read_json(run_dir / "classify" / "manifest.json").get("summary", {})
+    agreement = classify.get("label_preservation")
+    result = rebuild_gallery(stage_dir, out, run_dir, args.examples, backward, faces, agreement)
     print(out / result["html"])
     print(out / result["png"])
     return 0
