@@ -1,0 +1,57 @@
+"""The augment stage with the real cyclegan Translator (a tiny untrained checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fertransfer.cyclegan.testing", reason="needs the cyclegan stage")
+
+from fertransfer.cyclegan.testing import tiny_checkpoint  # noqa: E402
+from fertransfer.data import load_dataset  # noqa: E402
+from fertransfer.data.images import read_image, write_jpeg  # noqa: E402
+from fertransfer.pipelines import StageError, load_config, run_pipeline  # noqa: E402
+from fertransfer.pipelines.cli import main  # noqa: E402
+
+
+def write_config(folder: Path, smileys: Path, **augment) -> Path:
+    values = {"fer": str(smileys), "checkpoint": "gen.pt", "gallery_examples": 2, "batch_size": 32, **augment}
+    config = folder / "pipeline.toml"
+    config.write_text('[run]\ndir = "run"\n[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return config
+
+
+def test_stage_with_a_tiny_translator(smileys, tmp_path):
+    tiny_checkpoint(tmp_path / "gen.pt", image_size=32, a_channels=3, b_channels=1)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        write_jpeg(faces / f"face_{i}.jpg", np.full((40, 40, 3), 60 * i, np.uint8))
+    config = load_config(write_config(tmp_path, smileys, faces="faces", sets=["synthetic", "balanced"]))
+    (status,) = run_pipeline(config, "augment")
+    summary = status.manifest["summary"]
+    stage_dir = tmp_path / "run" / "augment"
+    assert summary["generator"] == {"image_size": 32, "in_channels": 1, "out_channels": 3}
+    train = load_dataset(smileys)["train"]
+    assert summary["translated_total"] == len(train)
+    some = next((stage_dir / "translated/train/happy").iterdir())
+    assert read_image(some, channels=3).shape == (32, 32, 3)
+    balanced = load_dataset(stage_dir / "sets/balanced", channels=3, val_fraction=0, test_fraction=0)
+    largest = int(np.bincount(train.labels).max())
+    assert set(balanced.counts()["train"].values()) == {largest}
+    assert summary["gallery"]["cycled_back"] and summary["gallery"]["person_faces"] == 2
+    assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--examples", "1"]) == 0
+    assert (tmp_path / "g" / "gallery.html").read_text().count("data:image/png;base64,") == 7 * 3 + 1
+
+
+def test_stage_refuses_a_checkpoint_that_does_not_fit(smileys, tmp_path):
+    tiny_checkpoint(tmp_path / "gen.pt", image_size=32, a_channels=3, b_channels=3)  # B as RGB, data gray
+    with pytest.raises(StageError, match=r"gen.pt \(BtoA\) takes 3-channel 32x32 input, but .* holds gray 48x48"):
+        run_pipeline(load_config(write_config(tmp_path, smileys)), "augment")
+    (tmp_path / "gen.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(StageError, match=r"gen.pt: cannot load the BtoA generator"):
+        run_pipeline(load_config(write_config(tmp_path, smileys)), "augment")
+    assert not (tmp_path / "run" / "augment").exists()
