@@ -266,3 +266,19 @@ def test_stage_reports_a_missing_checkpoint_and_unfit_generator(smileys, tmp_pat
     with pytest.raises(StageError, match=r"gen.pt \(BtoA\) takes 3-channel 32x32 input, but .*smileys holds gray 48x48"):
         run_pipeline(config, "augment")
     assert not (tmp_path / "run" / "augment").exists()
+
+
+def test_person_faces_come_from_the_cyclegan_run_of_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    checkpoint = run / "cyclegan" / "checkpoints" / "latest.pt"
+    checkpoint.parent.mkdir(parents=True)
+    resolve = lambda value: tmp_path / value  # noqa: E731
+    assert augment_stage.person_faces_dir("", checkpoint, resolve) is None
+    (run / "extract" / "faces").mkdir(parents=True)
+    assert augment_stage.person_faces_dir("", checkpoint, resolve) == run / "extract" / "faces"
+    domain_a = tmp_path / "crops"
+    domain_a.mkdir()
+    manifest = {"summary": {"domains": {"A": {"path": str(domain_a), "images": 5}}}, "config": {"faces": ""}}
+    (run / "cyclegan" / "manifest.json").write_text(json.dumps(manifest))
+    assert augment_stage.person_faces_dir("", checkpoint, resolve) == domain_a
+    assert augment_stage.person_faces_dir("mine", checkpoint, resolve) == tmp_path / "mine"

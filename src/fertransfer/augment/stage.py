@@ -75,9 +75,12 @@ def person_faces_dir(faces_option: str, checkpoint: Path, resolve) -> Path | Non
         return resolve(faces_option)
     stage_dir = checkpoint.parent.parent  # <run>/cyclegan/checkpoints/latest.pt
     manifest = _read_json(stage_dir / "manifest.json")
+    domain_a = manifest.get("summary", {}).get("domains", {}).get("A")  # a path, or {"path": ...}
+    if isinstance(domain_a, dict):
+        domain_a = domain_a.get("path")
     candidates = []
-    for value in (manifest.get("summary", {}).get("faces"), manifest.get("config", {}).get("faces")):
-        if value:
+    for value in (domain_a, manifest.get("config", {}).get("faces")):
+        if isinstance(value, str) and value:
             candidates += [Path(value)] if Path(value).is_absolute() else [resolve(value), stage_dir.parent / value]
     candidates.append(stage_dir.parent / "extract" / "faces")
     return next((c for c in candidates if c.is_dir()), None)
