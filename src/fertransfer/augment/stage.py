@@ -19,7 +19,7 @@ from fertransfer.pipelines.stage import Stage, StageContext, StageError
 
 from . import SET_NAMES
 
-# The cyclegan stage's final generator weights, inside its stage folder.
+# The cyclegan stage's final generator weights, inside its stage folder (its summary's "checkpoint").
 CYCLEGAN_CHECKPOINT = Path("checkpoints") / "latest.pt"
 
 
@@ -56,9 +56,12 @@ class AugmentOptions:
 
 
 def checkpoint_path(ctx: StageContext) -> Path:
+    """The `checkpoint` option, else the final generators the cyclegan stage recorded."""
     if ctx.options.checkpoint:
         return ctx.path(ctx.options.checkpoint)
-    return ctx.upstream("cyclegan") / CYCLEGAN_CHECKPOINT
+    cyclegan = ctx.upstream("cyclegan")
+    recorded = _read_json(cyclegan / "manifest.json").get("summary", {}).get("checkpoint")
+    return cyclegan / (recorded or CYCLEGAN_CHECKPOINT)
 
 
 def _read_json(path: Path) -> dict:
