@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fertransfer.cyclegan.testing", reason="needs the cyclegan stage")
-
-from fertransfer.cyclegan.testing import tiny_checkpoint  # noqa: E402
-from fertransfer.data import load_dataset  # noqa: E402
-from fertransfer.data.images import read_image, write_jpeg  # noqa: E402
-from fertransfer.pipelines import StageError, load_config, run_pipeline  # noqa: E402
-from fertransfer.pipelines.cli import main  # noqa: E402
+from fertransfer.cyclegan.testing import tiny_checkpoint
+from fertransfer.data import load_dataset
+from fertransfer.data.images import read_image, write_jpeg
+from fertransfer.pipelines import StageError, load_config, run_pipeline
+from fertransfer.pipelines.cli import main
 
 
 def write_config(folder: Path, smileys: Path, **augment) -> Path:
@@ -55,3 +53,23 @@ def test_stage_refuses_a_checkpoint_that_does_not_fit(smileys, tmp_path):
     with pytest.raises(StageError, match=r"gen.pt: cannot load the BtoA generator"):
         run_pipeline(load_config(write_config(tmp_path, smileys)), "augment")
     assert not (tmp_path / "run" / "augment").exists()
+
+
+def test_after_the_cyclegan_stage_it_takes_its_generator_and_faces(smileys, tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(10):
+        write_jpeg(faces / f"f{i}.jpg", np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    cyclegan = dict(faces="faces", fer=str(smileys), image_size=16, ngf=4, ndf=4, n_layers=2, steps=2,
+                    checkpoint_every=2, sample_every=2, swd_images=2, threads=1)
+    text = '[run]\ndir = "run"\ndevice = "cpu"\n[cyclegan]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in cyclegan.items())
+    text += f'[augment]\nfer = {json.dumps(str(smileys))}\nsets = ["synthetic"]\ngallery_examples = 1\n'
+    (tmp_path / "pipeline.toml").write_text(text)
+    config = load_config(tmp_path / "pipeline.toml")
+    run_pipeline(config, "cyclegan")
+    (status,) = run_pipeline(config, "augment")
+    summary = status.manifest["summary"]
+    assert summary["checkpoint"] == str((tmp_path / "run/cyclegan/checkpoints/latest.pt").resolve())
+    assert summary["generator"]["image_size"] == 16
+    assert summary["faces"] == str(faces.resolve()) and summary["gallery"]["person_faces"] == 1
+    assert list(status.manifest["fingerprint"]["upstream"]) == ["cyclegan"]
