@@ -2,11 +2,13 @@
 
 The generator has the real architecture (resnet_6blocks, ngf 64, as in the cyclegan stage's
 defaults) with untrained weights from `fertransfer.cyclegan.testing.tiny_checkpoint`; speed does
-not depend on the weights. Images go through the stage's own path (`translate_images` with the
-cyclegan `Translator`), on FER2013 train images when ../shared/data is present.
+not depend on the weights. Images go through the stage's own path (`load_generator`, then
+`translate_images` over the cyclegan `Translator`), on FER2013 train images when ../shared/data
+is present, once in fp32 and once with the stage's default precision (auto: bf16 autocast on a
+CPU with native bf16).
 
-Usage: python bench/augment_bench.py [--images N] [--threads 2] [--batch-size 64] [--bf16-what-if]
-Last line: `images_per_s=<x>` (the stage's path, as shipped).
+Usage: python bench/augment_bench.py [--images N] [--threads 2] [--batch-size 64]
+Last line: `images_per_s=<x>` (the stage's default precision).
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fertransfer.augment.build import callable_generator
 from fertransfer.augment.core import translate_images
+from fertransfer.augment.stage import load_generator
 from fertransfer.cyclegan.testing import tiny_checkpoint
-from fertransfer.cyclegan.translate import Translator
 
 FER_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "train"
 FER_TRAIN_IMAGES = 28_709
@@ -57,39 +58,28 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--generator", default="resnet_6blocks")
-    parser.add_argument("--bf16-what-if", action="store_true",
-                        help="also time the same generator under CPU bf16 autocast (not what the stage does yet)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "bf16", "auto"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images, source = fer_images(args.images)
+    print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores, load average "
+          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, {args.threads} threads")
+    print(f"data: {len(images)} images from {source}; generator {args.generator} ngf {args.ngf} at {args.size} px, "
+          f"batch {args.batch_size}")
+    rate = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_checkpoint(Path(tmp) / "latest.pt", image_size=args.size, a_channels=3, b_channels=1,
                                ngf=args.ngf, generator=args.generator)
-        translator = Translator.from_checkpoint(path, direction="BtoA", device="cpu")
-    generator = callable_generator(translator, "bench")
-    translate_images(images[: args.batch_size], generator.fn, generator.spec, args.batch_size, progress=False)  # warm-up
-    start = time.perf_counter()
-    translate_images(images, generator.fn, generator.spec, args.batch_size, progress=False)
-    seconds = time.perf_counter() - start
-    rate = len(images) / seconds
-    print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {args.threads} threads")
-    print(f"data: {len(images)} images from {source}; generator {args.generator} ngf {args.ngf} at {args.size} px, "
-          f"batch {args.batch_size}")
-    print(f"stage path (Translator.translate, fp32): {seconds:.1f} s, {rate:.1f} images/s; "
-          f"FER2013 train ({FER_TRAIN_IMAGES}) would take {FER_TRAIN_IMAGES / rate / 60:.1f} min")
-    if args.bf16_what_if:
-        from fertransfer.augment.transforms import conform
-
-        x = torch.from_numpy(conform(images, args.size, 1)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        net = translator.generator
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            net(x[: args.batch_size])
+        for precision in args.precisions:
+            generator = load_generator(path, "BtoA", "cpu", precision)
+            warm = images[: args.batch_size]
+            translate_images(warm, generator.fn, generator.spec, args.batch_size, progress=False)
             start = time.perf_counter()
-            for i in range(0, len(x), args.batch_size):
-                net(x[i : i + args.batch_size])
-            bf16 = len(x) / (time.perf_counter() - start)
-        print(f"what-if, bf16 autocast on CPU: {bf16:.1f} images/s; FER2013 train would take "
-              f"{FER_TRAIN_IMAGES / bf16 / 60:.1f} min")
+            translate_images(images, generator.fn, generator.spec, args.batch_size, progress=False)
+            seconds = time.perf_counter() - start
+            rate = len(images) / seconds
+            print(f"precision {precision} (ran as {generator.precision}): {seconds:.1f} s, {rate:.1f} images/s; "
+                  f"FER2013 train ({FER_TRAIN_IMAGES}) would take {FER_TRAIN_IMAGES / rate / 60:.1f} min", flush=True)
     print(f"images_per_s={rate:.1f}")
 
 

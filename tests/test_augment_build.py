@@ -195,7 +195,7 @@ def test_output_dir_guard(tmp_path):
 def stand_in_generators(monkeypatch):
     """The stage's checkpoint loading replaced by the stand-ins (the file must still exist)."""
 
-    def load(path, direction, device):
+    def load(path, direction, device, precision="fp32"):
         if not Path(path).is_file():
             raise StageError(f"{path}: generator checkpoint not found")
         return forward() if direction == "BtoA" else backward()
@@ -258,7 +258,7 @@ def test_stage_reports_a_missing_checkpoint_and_unfit_generator(smileys, tmp_pat
     (tmp_path / "gen.pt").write_bytes(b"x")
     config = load_config(write_config(tmp_path, smileys))
 
-    def unfit(path, direction, device):
+    def unfit(path, direction, device, precision="fp32"):
         generator = forward()
         return type(generator)(generator.fn, type(generator.spec)(SIZE, 3, 3, f"{path} ({direction})"))
 

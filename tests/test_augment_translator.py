@@ -73,3 +73,17 @@ def test_after_the_cyclegan_stage_it_takes_its_generator_and_faces(smileys, tmp_
     assert summary["generator"]["image_size"] == 16
     assert summary["faces"] == str(faces.resolve()) and summary["gallery"]["person_faces"] == 1
     assert list(status.manifest["fingerprint"]["upstream"]) == ["cyclegan"]
+
+
+def test_bf16_on_cpu_stays_close_to_fp32(tmp_path):
+    from fertransfer.augment.stage import load_generator
+
+    path = tiny_checkpoint(tmp_path / "gen.pt", image_size=32, ngf=8)
+    images = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1), dtype=np.uint8)
+    fp32 = load_generator(path, "BtoA", "cpu", "fp32")
+    bf16 = load_generator(path, "BtoA", "cpu", "bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32.fn(images).astype(int), bf16.fn(images).astype(int)
+    assert a.shape == b.shape == (8, 32, 32, 3)
+    assert not np.array_equal(a, b)  # bf16 really ran
+    assert np.abs(a - b).mean() < 3  # within a few gray levels

@@ -45,6 +45,7 @@ class Generator:
 
     fn: TranslateFn
     spec: GeneratorSpec
+    precision: str = "fp32"  # what the generator computes in (for the summary)
 
 
 @dataclass

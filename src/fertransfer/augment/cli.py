@@ -31,7 +31,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     check_output_dir(out, run_dir, args.force)
 
     checkpoint = Path(args.checkpoint or summary.get("checkpoint") or run_dir / "cyclegan" / "checkpoints" / "latest.pt")
-    backward = None if args.no_cycle else load_generator(checkpoint, "AtoB", args.device)
+    backward = None if args.no_cycle else load_generator(checkpoint, "AtoB", args.device, "auto")
     generator = summary.get("generator", {})
     faces_option = args.faces or summary.get("faces") or ""
     faces_dir = person_faces_dir(faces_option, checkpoint, lambda value: Path(value).expanduser())

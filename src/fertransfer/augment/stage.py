@@ -52,6 +52,12 @@ class AugmentOptions:
     )
     gallery_examples: int = option(8, "Examples per class in gallery.html and gallery.png; 0 = no gallery.")
     batch_size: int = option(64, "Images per generator call.")
+    precision: str = option(
+        "auto",
+        "Generator arithmetic on a CPU: auto = bf16 where the CPU has native bf16 (AMX / AVX512-BF16, "
+        "~3x faster), else fp32. On CUDA the Translator uses bf16 itself.",
+        choices=("auto", "fp32", "bf16"),
+    )
     image_format: str = option("png", "Format of the written images.", choices=("png", "jpg"))
 
 
@@ -89,7 +95,27 @@ def person_faces_dir(faces_option: str, checkpoint: Path, resolve) -> Path | Non
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def load_generator(path: Path, direction: str, device: str):
+def cpu_has_native_bf16() -> bool:
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def _autocast_bf16_on_cpu(translator) -> None:
+    """Run the Translator's generator under CPU bf16 autocast (it autocasts only on CUDA)."""
+    import torch
+
+    plain = translator.generator.forward
+
+    def forward(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain(x).float()
+
+    translator.generator.forward = forward
+
+
+def load_generator(path: Path, direction: str, device: str, precision: str = "fp32"):
     """The cyclegan Translator for one direction, as a build.Generator."""
     from fertransfer.cyclegan.translate import Translator
 
@@ -101,7 +127,13 @@ def load_generator(path: Path, direction: str, device: str):
         translator = Translator.from_checkpoint(path, direction=direction, device=device)
     except (OSError, RuntimeError, KeyError, ValueError) as error:
         raise StageError(f"{path}: cannot load the {direction} generator: {error}") from None
-    return callable_generator(translator, f"{path} ({direction})")
+    on_cpu = translator.device.type == "cpu"
+    bf16 = on_cpu and (precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()))
+    if bf16:
+        _autocast_bf16_on_cpu(translator)
+    generator = callable_generator(translator, f"{path} ({direction})")
+    generator.precision = "bf16" if bf16 or not on_cpu else "fp32"
+    return generator
 
 
 def run(ctx: StageContext) -> dict:
@@ -120,8 +152,8 @@ def run(ctx: StageContext) -> dict:
     )
     check_settings(settings)
     checkpoint = checkpoint_path(ctx)
-    forward = load_generator(checkpoint, "BtoA", ctx.run.device)
-    backward = load_generator(checkpoint, "AtoB", ctx.run.device) if o.gallery_examples else None
+    forward = load_generator(checkpoint, "BtoA", ctx.run.device, o.precision)
+    backward = load_generator(checkpoint, "AtoB", ctx.run.device, o.precision) if o.gallery_examples else None
     dataset = load_fer(ctx.path(o.fer), ctx.run.seed)
     ctx.log.info("%s: %s", dataset.source, dataset.counts())
     faces = None
@@ -144,6 +176,7 @@ def run(ctx: StageContext) -> dict:
         timings=ctx.timings,
     )
     summary["faces"] = str(faces_dir.resolve()) if faces_dir else None
+    summary["precision"] = forward.precision
     summary["label_preservation_note"] = (
         None if summary["label_preservation"] else "not measured: no classifier trained on real FER is wired in yet"
     )
