@@ -223,7 +223,7 @@ def test_stage_runs_through_the_runner_and_gallery_rebuilds(smileys, tmp_path, s
     summary = status.manifest["summary"]
     assert summary["faces"] == str(faces.resolve()) and summary["gallery"]["person_faces"] == 2
     assert summary["checkpoint"] == str((tmp_path / "gen.pt").resolve())
-    assert summary["label_preservation"] is None and "not measured" in summary["label_preservation_note"]
+    assert summary["label_preservation"] is None and "after classify" in summary["label_preservation_note"]
     assert "translate_s" in status.manifest["timings"]
     assert (stage_dir / "gallery.html").is_file() and (stage_dir / "sets/synthetic").is_dir()
 

@@ -26,8 +26,8 @@ CYCLEGAN_CHECKPOINT = Path("checkpoints") / "latest.pt"
 @dataclass
 class AugmentOptions:
     fer: str = option(
-        "data/fer2013",
-        "The labelled FER dataset to translate: Kaggle CSV, split folders or class folders.",
+        "",
+        "The labelled FER dataset to translate (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
         kind="path",
     )
     splits: list[str] = option(["train"], "Splits to translate (train, val, test); the training sets come from train.")
@@ -140,6 +140,8 @@ def run(ctx: StageContext) -> dict:
     from .build import BuildSettings, build_outputs, check_settings, load_faces, load_fer
 
     o: AugmentOptions = ctx.options
+    if not o.fer:
+        raise StageError("[augment].fer is not set: give the labelled FER dataset to translate")
     settings = BuildSettings(
         splits=list(o.splits),
         sets=list(o.sets),
@@ -178,7 +180,9 @@ def run(ctx: StageContext) -> dict:
     summary["faces"] = str(faces_dir.resolve()) if faces_dir else None
     summary["precision"] = forward.precision
     summary["label_preservation_note"] = (
-        None if summary["label_preservation"] else "not measured: no classifier trained on real FER is wired in yet"
+        None
+        if summary["label_preservation"]
+        else "measured after classify trains on real FER (label_agreement); `pipeline gallery RUN_DIR` shows it"
     )
     return summary
 
