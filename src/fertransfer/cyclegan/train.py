@@ -75,7 +75,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 autocast on CUDA), fp32, bf16
-    threads: int = 0  # CPU threads; 0 = torch's default
+    threads: int = 1  # CPU threads; 0 = torch's default (all cores)
     compile: bool = False
 
     def architecture(self) -> dict:
@@ -283,7 +283,15 @@ def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = Fals
           stop_at: int | None = None) -> dict:
     """Train (or continue training) into out_dir; returns the summary. `stop_at` ends the run
     early after that step, as an interruption would (used by the resume test)."""
-    out_dir = Path(out_dir)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(cfg, domains, Path(out_dir), resume, stop_at)
+    finally:  # these are process-wide: give them back (tests of other stages run in the same process)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop_at: int | None) -> dict:
     rank, world, device = setup_distributed(cfg.device)
     main_process = rank == 0
     if cfg.threads > 0:
