@@ -169,7 +169,7 @@ STAGE = Stage(
     inputs=_inputs,
     resumable=True,
     demo={
-        "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 800,
-        "checkpoint_every": 200, "sample_every": 200, "swd_images": 32,
+        "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
+        "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,
     },
 )
