@@ -12,8 +12,8 @@ CHUNK = 512  # images read, translated and written at a time
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fertransfer.data import read_images, write_png
-    from fertransfer.data.datasets import DatasetError, _list_images
+    from fertransfer.data import DatasetError, read_images, write_png
+    from fertransfer.data.images import is_image_file
     from fertransfer.pipelines.stage import StageError
     from tqdm import tqdm
 
@@ -23,7 +23,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     if not source.is_dir():
         raise DatasetError(f"{source}: no such folder")
-    files = _list_images(source)
+    files = sorted(str(p) for p in source.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
     if not files:
         raise DatasetError(f"{source}: no images found")
     try:

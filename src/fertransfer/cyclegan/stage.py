@@ -32,7 +32,7 @@ class CycleganOptions:
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
     generator: str = option("resnet_6blocks", "Generator architecture.", choices=GENERATORS)
-    ngf: int = option(64, "Generator width (filters in the first layer); 32 is ~3x faster on a CPU.")
+    ngf: int = option(64, "Generator width (filters in the first layer); 32 is about 2x faster on a CPU.")
     ndf: int = option(64, "Discriminator width.")
     n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).")
     gan_mode: str = option("lsgan", "Adversarial loss.", choices=GAN_MODES)
@@ -50,7 +50,8 @@ class CycleganOptions:
     swd_images: int = option(128, "Images held out of each domain for SWD and samples (at most a fifth).")
     deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
     precision: str = option("auto", "auto: bf16 autocast on CUDA, fp32 on CPU.", choices=("auto", "fp32", "bf16"))
-    threads: int = option(0, "CPU threads for torch (0: its default).")
+    threads: int = option(1, "CPU threads for torch (0: all cores). More than 1 was 10-30x slower per step on a "
+                             "2-core machine shared with other busy processes (see docs/benchmarks.md).")
     processes: int = option(1, "Processes (GPUs) for DDP training, launched with torchrun.")
     compile: bool = option(False, "torch.compile the networks (a GPU speed-up; slow to start).")
 
@@ -168,7 +169,7 @@ STAGE = Stage(
     inputs=_inputs,
     resumable=True,
     demo={
-        "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 300,
-        "checkpoint_every": 100, "sample_every": 100, "swd_images": 32,
+        "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
+        "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,
     },
 )

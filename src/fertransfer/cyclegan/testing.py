@@ -25,5 +25,5 @@ def tiny_checkpoint(path: str | Path, image_size: int = 32, a_channels: int = 3,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"format": FORMAT, "version": VERSION, "step": 0,
-                 "config": {**dataclasses.asdict(cfg), **cfg.architecture()}, "models": models}, path)
+                 "config": dataclasses.asdict(cfg), "models": models}, path)
     return path

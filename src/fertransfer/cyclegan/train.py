@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from fertransfer.data import write_png
+
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
 from .data import Domains
 from .losses import discriminator_loss, generator_loss, gradient_penalty
@@ -75,7 +77,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 autocast on CUDA), fp32, bf16
-    threads: int = 0  # CPU threads; 0 = torch's default
+    threads: int = 1  # CPU threads; 0 = torch's default (all cores)
     compile: bool = False
 
     def architecture(self) -> dict:
@@ -283,7 +285,15 @@ def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = Fals
           stop_at: int | None = None) -> dict:
     """Train (or continue training) into out_dir; returns the summary. `stop_at` ends the run
     early after that step, as an interruption would (used by the resume test)."""
-    out_dir = Path(out_dir)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(cfg, domains, Path(out_dir), resume, stop_at)
+    finally:  # these are process-wide: give them back (tests of other stages run in the same process)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop_at: int | None) -> dict:
     rank, world, device = setup_distributed(cfg.device)
     main_process = rank == 0
     if cfg.threads > 0:
@@ -320,7 +330,7 @@ def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = Fals
     start = 0
     resumed_from = None
     if resume:
-        state = load_newest_valid(ckpt_dir, {**cfg.architecture()}, map_location=device)
+        state = load_newest_valid(ckpt_dir, cfg.architecture(), map_location=device)
         if state is not None:
             for name, net in nets.items():
                 net.load_state_dict(state["models"][name])
@@ -365,7 +375,7 @@ def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = Fals
         if main_process:
             save_checkpoint(ckpt_dir, {
                 "step": step,
-                "config": {**dataclasses.asdict(cfg), **cfg.architecture()},
+                "config": dataclasses.asdict(cfg),
                 "models": {name: net.state_dict() for name, net in nets.items()},
                 "optimizers": {"G": opt_G.state_dict(), "D": opt_D.state_dict()},
                 "schedulers": {"G": sched_G.state_dict(), "D": sched_D.state_dict()},
@@ -375,7 +385,8 @@ def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = Fals
             dist.barrier()
 
     # Evaluation pieces (rank 0): a fixed batch for the grids, the held-out sets for SWD.
-    fixed_a, fixed_b = domains.held_a[: cfg.sample_images], domains.held_b[: cfg.sample_images]
+    rows = max(1, min(cfg.sample_images, len(domains.held_a), len(domains.held_b)))
+    fixed_a, fixed_b = domains.held_a[:rows], domains.held_b[:rows]
     untranslated = {}
     samples_dir = out_dir / "samples"
 
@@ -387,12 +398,9 @@ def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = Fals
         fake_a = translate_array(G_BA, fixed_b, b, device, autocast)
         rec_a = translate_array(G_BA, fake_b, b, device, autocast)
         rec_b = translate_array(G_AB, fake_a, a, device, autocast)
-        rows = [[fixed_a[i], fake_b[i], rec_a[i], fixed_b[i], fake_a[i], rec_b[i]] for i in range(len(fixed_a))]
-        rows = rows or [[np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8)] * 6]
-        grid = sample_grid(rows, ["A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"])
+        tiles = [[fixed_a[i], fake_b[i], rec_a[i], fixed_b[i], fake_a[i], rec_b[i]] for i in range(len(fixed_a))]
+        grid = sample_grid(tiles, ["A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"])
         samples_dir.mkdir(parents=True, exist_ok=True)
-        from fertransfer.data import write_png
-
         write_png(samples_dir / f"step_{step:06d}.png", grid)
         result = None
         if with_swd:
