@@ -38,8 +38,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_pipeline
 
+    from .report import write_report
+
     config = load_config(args.config)
     run_pipeline(config, args.stage, force=args.force)
+    print(f"run report: {write_report(config.run_dir)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir))
     return 0
 
 
@@ -85,9 +95,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo data and config written to {config_path}")
     if args.no_run:
         return 0
+    from .report import write_report
+
     config = load_config(config_path)
     run_pipeline(config, "all", force=args.force)
-    print(f"demo run finished: {config.run_dir}")
+    print(f"demo finished; run report: {write_report(config.run_dir)}")
     return 0
 
 
@@ -110,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="list each stage as done, stale or missing")
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="(re)build report.html of a run folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("inspect", help="counts per split and class of a labelled dataset")
     p.add_argument("path", help="a Kaggle CSV, or a folder in split or class layout")

@@ -13,7 +13,8 @@ from .stage import Stage
 
 STAGE_ORDER: tuple[str, ...] = ("extract", "cyclegan", "augment", "classify")
 
-ISSUE_OF_STAGE = {"extract": 3, "cyclegan": 4, "augment": 5, "classify": 6}
+# Where each stage's `STAGE` object lives.
+STAGE_MODULES: dict[str, str] = {name: f"fertransfer.{name}.stage" for name in STAGE_ORDER}
 
 
 class StageNotBuilt(LookupError):
@@ -23,7 +24,7 @@ class StageNotBuilt(LookupError):
 def get_stage(name: str) -> Stage:
     if name not in STAGE_ORDER:
         raise KeyError(f"unknown stage '{name}'; stages: {', '.join(STAGE_ORDER)}")
-    module_name = f"fertransfer.{name}.stage"
+    module_name = STAGE_MODULES[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

@@ -1,0 +1,147 @@
+"""CycleGAN networks, after Zhu et al. (2017) and the authors' pytorch-CycleGAN-and-pix2pix.
+
+Generators: a ResNet (reflection padding, instance norm, 2 down, N residual blocks, 2 up)
+and a U-Net with skip connections; the discriminator is a PatchGAN that scores
+overlapping patches. Weights start from N(0, 0.02), as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet")
+
+
+def _norm(channels: int) -> nn.Module:
+    # Instance norm without learnt affine or running stats, as in the authors' code.
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=True), _norm(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=True), _norm(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=True), _norm(ngf), nn.ReLU(True),
+        ]
+        for i in range(2):  # downsample
+            c = ngf * 2**i
+            layers += [nn.Conv2d(c, c * 2, 3, stride=2, padding=1, bias=True), _norm(c * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
+        for i in range(2):  # upsample
+            c = ngf * 2 ** (2 - i)
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=True),
+                _norm(c // 2), nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class UnetBlock(nn.Module):
+    """One level of the U-Net: down, the inner levels, up, concatenated with the input."""
+
+    def __init__(self, outer: int, inner: int, in_channels: int | None = None, submodule: nn.Module | None = None,
+                 outermost: bool = False, innermost: bool = False, out_channels: int | None = None):
+        super().__init__()
+        self.outermost = outermost
+        in_channels = in_channels or outer
+        down = [nn.Conv2d(in_channels, inner, 4, stride=2, padding=1, bias=True)]
+        if outermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, out_channels or outer, 4, stride=2, padding=1), nn.Tanh()]
+            layers = down + [submodule] + up
+        elif innermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1, bias=True), _norm(outer)]
+            layers = [nn.LeakyReLU(0.2, True)] + down + up
+        else:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1, bias=True), _norm(outer)]
+            layers = [nn.LeakyReLU(0.2, True)] + down + [_norm(inner), submodule] + up
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net whose bottleneck is 1x1: log2(image_size) levels (7 at 128 px, as unet_128)."""
+
+    def __init__(self, in_channels: int, out_channels: int, image_size: int, ngf: int = 64):
+        super().__init__()
+        num_downs = int(math.log2(image_size))
+        if 2**num_downs != image_size or num_downs < 5:
+            raise ValueError(f"the unet generator needs a power-of-two image size of at least 32, got {image_size}")
+        block = UnetBlock(ngf * 8, ngf * 8, innermost=True)
+        for _ in range(num_downs - 5):
+            block = UnetBlock(ngf * 8, ngf * 8, submodule=block)
+        block = UnetBlock(ngf * 4, ngf * 8, submodule=block)
+        block = UnetBlock(ngf * 2, ngf * 4, submodule=block)
+        block = UnetBlock(ngf, ngf * 2, submodule=block)
+        self.model = UnetBlock(ngf, ngf, in_channels=in_channels, submodule=block, outermost=True,
+                               out_channels=out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: n_layers strided convolutions; one logit per overlapping patch (70x70 at n_layers=3)."""
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=True),
+                _norm(ndf * mult), nn.LeakyReLU(0.2, True),
+            ]
+        layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """Convolutions from N(0, gain), biases 0 (the paper's initialisation)."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return net
+
+
+def build_generator(name: str, in_channels: int, out_channels: int, ngf: int, image_size: int) -> nn.Module:
+    if name == "resnet_6blocks":
+        net = ResnetGenerator(in_channels, out_channels, ngf, n_blocks=6)
+    elif name == "resnet_9blocks":
+        net = ResnetGenerator(in_channels, out_channels, ngf, n_blocks=9)
+    elif name == "unet":
+        net = UnetGenerator(in_channels, out_channels, image_size, ngf)
+    else:
+        raise ValueError(f"unknown generator '{name}'; choose one of {', '.join(GENERATORS)}")
+    return init_weights(net)
+
+
+def build_discriminator(in_channels: int, ndf: int, n_layers: int) -> nn.Module:
+    return init_weights(PatchDiscriminator(in_channels, ndf, n_layers))

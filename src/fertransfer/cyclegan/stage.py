@@ -1,0 +1,175 @@
+"""The cyclegan stage: CycleGAN between one person's faces (A) and FER images (B).
+
+Outputs in <run dir>/cyclegan/: checkpoints/ (step_*.pt full training states, the last few;
+latest.pt the generators, which `Translator.from_checkpoint` loads), samples/step_*.png and
+samples/final.png (A, G(A), F(G(A)) | B, F(B), G(F(B)) on a fixed held-out batch),
+losses.csv, loss_curve.png and swd.csv (SWD of translated and untranslated held-out images
+against real target images, both directions). Interrupted runs continue from the newest
+valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fertransfer.pipelines.options import option
+from fertransfer.pipelines.stage import Stage, StageContext, StageError
+
+GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet")  # as in models.py (not imported: torch)
+GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
+
+
+@dataclass
+class CycleganOptions:
+    faces: str = option("", "Domain A: folder of the person's face crops; empty: the extract stage's faces/.", kind="path")
+    fer: str = option("", "Domain B: a FER dataset (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
+                      kind="path")
+    fer_splits: list[str] = option(["train"], "Splits of the FER dataset used as domain B (train, val, test).")
+    fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven).")
+    a_channels: int = option(3, "Channels domain A runs as (3: RGB faces).", choices=(1, 3))
+    b_channels: int = option(1, "Channels domain B runs as (1: FER is grayscale).", choices=(1, 3))
+    image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
+    load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
+    generator: str = option("resnet_6blocks", "Generator architecture.", choices=GENERATORS)
+    ngf: int = option(64, "Generator width (filters in the first layer); 32 is about 2x faster on a CPU.")
+    ndf: int = option(64, "Discriminator width.")
+    n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).")
+    gan_mode: str = option("lsgan", "Adversarial loss.", choices=GAN_MODES)
+    lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss.")
+    lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).")
+    pool_size: int = option(50, "Past fakes kept for the discriminators.")
+    lr: float = option(0.0002, "Adam learning rate (beta1 0.5).")
+    batch_size: int = option(1, "Images per domain per step (per process).")
+    steps: int = option(5000, "Training steps in all.")
+    decay_steps: int | None = option(None, "Steps of linear learning-rate decay at the end (default: half of steps).")
+    checkpoint_every: int = option(500, "Steps between checkpoints.")
+    keep_checkpoints: int = option(2, "Training checkpoints kept (older ones are deleted).")
+    sample_every: int = option(250, "Steps between sample grids and SWD measurements.")
+    sample_images: int = option(4, "Rows in the sample grids.")
+    swd_images: int = option(128, "Images held out of each domain for SWD and samples (at most a fifth).")
+    deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
+    precision: str = option("auto", "auto: bf16 autocast on CUDA, fp32 on CPU.", choices=("auto", "fp32", "bf16"))
+    threads: int = option(1, "CPU threads for torch (0: all cores). More than 1 was 10-30x slower per step on a "
+                             "2-core machine shared with other busy processes (see docs/benchmarks.md).")
+    processes: int = option(1, "Processes (GPUs) for DDP training, launched with torchrun.")
+    compile: bool = option(False, "torch.compile the networks (a GPU speed-up; slow to start).")
+
+
+def train_config(options: CycleganOptions, seed: int, device: str):
+    from .train import TrainConfig
+
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(options, f.name)}
+    values["load_size"] = options.load_size or -(-options.image_size * 9 // 8)
+    if values["load_size"] < options.image_size:
+        raise StageError(f"[cyclegan].load_size {options.load_size} is smaller than image_size {options.image_size}")
+    return TrainConfig(**values, seed=seed, device=device)
+
+
+def _faces_dir(ctx: StageContext):
+    return ctx.path(ctx.options.faces) if ctx.options.faces else ctx.upstream("extract") / "faces"
+
+
+def _run_torchrun(ctx: StageContext, cfg, data: dict) -> dict:
+    """Launch the same training loop in `processes` ranks with torchrun; rank 0's summary."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"config": dataclasses.asdict(cfg), "data": data, "out_dir": str(ctx.out_dir),
+                "resume": ctx.resuming, "summary": str(Path(tmp) / "summary.json")}
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={ctx.options.processes}", "-m", "fertransfer.cyclegan.train",
+                   str(Path(tmp) / "spec.json")]
+        ctx.log.info("launching %s", " ".join(command))
+        if subprocess.run(command).returncode != 0:
+            raise StageError(f"torchrun training with {ctx.options.processes} processes failed (see its output above)")
+        return json.loads((Path(tmp) / "summary.json").read_text())
+
+
+def run(ctx: StageContext) -> dict:
+    import csv
+    import shutil
+    import time
+
+    from .data import load_domains
+    from .train import plot_losses, train
+
+    o: CycleganOptions = ctx.options
+    if not o.fer:
+        raise StageError("[cyclegan].fer is not set: give the FER dataset for domain B (e.g. ../shared/data/fer2013)")
+    faces = _faces_dir(ctx)
+    cfg = train_config(o, ctx.run.seed, ctx.run.device)
+    data = {
+        "faces": str(faces), "fer": str(ctx.path(o.fer)), "fer_splits": list(o.fer_splits),
+        "fer_classes": list(o.fer_classes), "a_channels": o.a_channels, "b_channels": o.b_channels,
+        "image_size": cfg.image_size, "load_size": cfg.load_size, "holdout": o.swd_images, "seed": ctx.run.seed,
+    }
+    t0 = time.perf_counter()
+    domains = load_domains(**data)
+    ctx.timings["load_seconds"] = time.perf_counter() - t0
+    ctx.log.info("domain A: %d train + %d held out; domain B: %d train + %d held out",
+                 len(domains.train_a), len(domains.held_a), len(domains.train_b), len(domains.held_b))
+    if o.processes > 1:
+        del domains  # each rank loads its own copy
+        summary = _run_torchrun(ctx, cfg, data)
+        domains_sources = None
+    else:
+        summary = train(cfg, domains, ctx.out_dir, resume=ctx.resuming)
+        domains_sources = domains.sources
+    ctx.timings["train_seconds"] = summary.get("train_seconds", 0.0)
+
+    out = ctx.out_dir
+    plot_losses(out / "losses.csv", out / "loss_curve.png")
+    final_grid = out / "samples" / f"step_{cfg.steps:06d}.png"
+    if final_grid.exists():
+        shutil.copyfile(final_grid, out / "samples" / "final.png")
+    with open(out / "swd.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    swd_table = None
+    if rows:
+        last = rows[-1]
+        swd_table = {
+            "step": int(last["step"]),
+            **{d: {"translated": float(last[f"{d}_translated"]), "untranslated": float(last[f"{d}_untranslated"])}
+               for d in ("AtoB", "BtoA")},
+        }
+        ctx.log.info("SWD x1e3 at step %s: AtoB %.1f (untranslated %.1f), BtoA %.1f (untranslated %.1f)",
+                     last["step"], swd_table["AtoB"]["translated"], swd_table["AtoB"]["untranslated"],
+                     swd_table["BtoA"]["translated"], swd_table["BtoA"]["untranslated"])
+    summary.pop("swd", None)
+    return {
+        **summary,
+        "domains": domains_sources or {"A": data["faces"], "B": data["fer"]},
+        "swd": swd_table,
+        "checkpoint": "checkpoints/latest.pt",
+        "sample_grid": "samples/final.png" if (out / "samples" / "final.png").exists() else None,
+        "loss_curve": "loss_curve.png",
+    }
+
+
+def _upstream(options: CycleganOptions) -> list[str]:
+    return [] if options.faces else ["extract"]
+
+
+def _inputs(options: CycleganOptions) -> list[str]:
+    return [p for p in (options.faces, options.fer) if p]
+
+
+STAGE = Stage(
+    name="cyclegan",
+    options=CycleganOptions,
+    run=run,
+    description="CycleGAN between the person's faces (A) and FER images (B): checkpoints, samples, SWD",
+    upstream=_upstream,
+    inputs=_inputs,
+    resumable=True,
+    demo={
+        "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
+        "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,
+    },
+)

@@ -1,0 +1,605 @@
+"""CycleGAN training, readable top to bottom (in the spirit of nanoGPT's train.py).
+
+One step: sample an unpaired batch from each domain (random crop + flip), update both
+generators with adversarial + cycle + identity losses, then both discriminators on real
+images and on fakes from a pool of past fakes. Adam(2e-4, 0.5), constant learning rate,
+then linear decay to zero over the last `decay_steps`. Every `sample_every` steps a sample
+grid and the SWD metric; every `checkpoint_every` steps a checkpoint.
+
+Multi-GPU: run this module under `torchrun --nproc_per_node N -m fertransfer.cyclegan.train
+SPEC.json` (the stage does this when `processes > 1`). It uses plain torch.distributed
+DDP: no extra dependency, and the loop stays explicit. Each rank draws its own batches;
+rank 0 alone writes files. With one process nothing of this is touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fertransfer.data import write_png
+
+from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
+from .data import Domains
+from .losses import discriminator_loss, generator_loss, gradient_penalty
+from .models import build_discriminator, build_generator
+from .swd import swd
+from .tensors import from_tensor, match_channels, to_tensor
+
+log = logging.getLogger("fertransfer.cyclegan")
+
+LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "D_A", "D_B", "seconds")
+SWD_COLUMNS = ("step", "AtoB_translated", "AtoB_untranslated", "BtoA_translated", "BtoA_untranslated")
+
+
+@dataclass
+class TrainConfig:
+    image_size: int = 64
+    load_size: int = 72  # images are resized to this, then randomly cropped to image_size
+    a_channels: int = 3
+    b_channels: int = 1
+    generator: str = "resnet_6blocks"
+    ngf: int = 64
+    ndf: int = 64
+    n_layers: int = 3
+    gan_mode: str = "lsgan"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5  # times lambda_cycle
+    lambda_gp: float = 10.0  # wgangp only
+    pool_size: int = 50
+    lr: float = 2e-4
+    beta1: float = 0.5
+    batch_size: int = 1
+    steps: int = 1000
+    decay_steps: int | None = None  # None: the second half of training
+    flip: bool = True
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 250
+    sample_images: int = 4
+    swd_every_sample: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    precision: str = "auto"  # auto (bf16 autocast on CUDA), fp32, bf16
+    threads: int = 1  # CPU threads; 0 = torch's default (all cores)
+    compile: bool = False
+
+    def architecture(self) -> dict:
+        return {k: getattr(self, k) for k in ARCHITECTURE_KEYS}
+
+
+# --- small pieces ---------------------------------------------------------------------
+
+
+class ImagePool:
+    """Shrivastava et al.'s history of fakes: D sees a mix of current and past generator output."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def query(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return batch
+        out = []
+        for image in batch.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif rng.random() > 0.5:
+                i = int(rng.integers(self.size))
+                out.append(self.images[i].clone())
+                self.images[i] = image.clone()
+            else:
+                out.append(image)
+        return torch.cat(out)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return [im.cpu() for im in self.images]
+
+    def load_state_dict(self, images: list[torch.Tensor], device: torch.device) -> None:
+        self.images = [im.to(device) for im in images]
+
+
+class LinearDecay:
+    """LR factor: 1 for the first steps, then linearly down to (almost) zero at the end."""
+
+    def __init__(self, steps: int, decay_steps: int):
+        self.constant = steps - decay_steps
+        self.decay_steps = decay_steps
+
+    def __call__(self, step: int) -> float:
+        return 1.0 - max(0, step - self.constant) / float(self.decay_steps + 1)
+
+
+class Generators(nn.Module):
+    """Both generators in one forward, so that DDP sees one call per step."""
+
+    def __init__(self, G_AB: nn.Module, G_BA: nn.Module, a_channels: int, b_channels: int, identity: bool):
+        super().__init__()
+        self.G_AB, self.G_BA = G_AB, G_BA
+        self.a_channels, self.b_channels, self.identity = a_channels, b_channels, identity
+
+    def forward(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"fake_B": self.G_AB(real_A), "fake_A": self.G_BA(real_B)}
+        out["rec_A"] = self.G_BA(out["fake_B"])
+        out["rec_B"] = self.G_AB(out["fake_A"])
+        if self.identity:  # a generator shown its own target domain should leave it alone
+            out["same_B"] = self.G_AB(match_channels(real_B, self.a_channels))
+            out["same_A"] = self.G_BA(match_channels(real_A, self.b_channels))
+        return out
+
+
+class Discriminators(nn.Module):
+    """Both discriminators on real and pooled fake images, in one forward for DDP."""
+
+    def __init__(self, D_A: nn.Module, D_B: nn.Module):
+        super().__init__()
+        self.D_A, self.D_B = D_A, D_B
+
+    def forward(self, real_A, fake_A, real_B, fake_B) -> tuple[torch.Tensor, ...]:
+        return self.D_A(real_A), self.D_A(fake_A), self.D_B(real_B), self.D_B(fake_B)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def sample_batch(images: np.ndarray, rng: np.random.Generator, batch_size: int, size: int, flip: bool) -> np.ndarray:
+    """Random images, each randomly cropped to size x size and flipped left-right half the time."""
+    index = rng.integers(0, len(images), batch_size)
+    load = images.shape[1]
+    tops = rng.integers(0, load - size + 1, batch_size)
+    lefts = rng.integers(0, load - size + 1, batch_size)
+    flips = rng.random(batch_size) < 0.5
+    batch = []
+    for i, top, left, f in zip(index, tops, lefts, flips):
+        crop = images[i, top : top + size, left : left + size]
+        batch.append(crop[:, ::-1] if flip and f else crop)
+    return np.stack(batch)
+
+
+def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def rng_state(rng: np.random.Generator, device: torch.device) -> dict:
+    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(rng: np.random.Generator, state: dict, device: torch.device) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class CsvLog:
+    """A CSV that, when resuming, first drops rows written after the checkpoint's step."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], keep_until: int | None):
+        self.path, self.columns = path, columns
+        rows = []
+        if keep_until is not None and path.exists():
+            with open(path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= keep_until]
+        self.handle = open(path, "w", newline="")
+        self.writer = csv.DictWriter(self.handle, columns)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow({k: row.get(k, "") for k in self.columns})
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+# --- evaluation: sample grids and SWD ------------------------------------------------
+
+
+@torch.no_grad()
+def translate_array(G: nn.Module, images: np.ndarray, in_channels: int, device: torch.device,
+                    autocast, batch_size: int = 32) -> np.ndarray:
+    outs = []
+    for start in range(0, len(images), batch_size):
+        x = to_tensor(images[start : start + batch_size], in_channels, device)
+        with autocast():
+            outs.append(from_tensor(G(x).float()))
+    return np.concatenate(outs)
+
+
+def _rgb(images: np.ndarray) -> np.ndarray:
+    return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
+
+
+def sample_grid(rows: list[list[np.ndarray]], labels: list[str], min_tile: int = 96) -> np.ndarray:
+    """Tiles (all the same size) in rows, with a gap between the A and B halves and a header."""
+    import cv2
+
+    tile = rows[0][0].shape[0]
+    scale = max(1, -(-min_tile // tile))
+    t, gap, header = tile * scale, 6, 18
+    half = len(rows[0]) // 2
+    width = len(rows[0]) * t + gap
+    grid = np.full((header + len(rows) * t, width, 3), 255, np.uint8)
+    for c, label in enumerate(labels):
+        x = c * t + (gap if c >= half else 0)
+        cv2.putText(grid, label, (x + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            x = c * t + (gap if c >= half else 0)
+            big = np.repeat(np.repeat(_rgb(image[None])[0], scale, 0), scale, 1)
+            grid[header + r * t : header + (r + 1) * t, x : x + t] = big
+    return grid
+
+
+# --- distributed set-up ----------------------------------------------------------------
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). torchrun sets WORLD_SIZE; a plain run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(device_name)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+# --- the training run ------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = False,
+          stop_at: int | None = None) -> dict:
+    """Train (or continue training) into out_dir; returns the summary. `stop_at` ends the run
+    early after that step, as an interruption would (used by the resume test)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(cfg, domains, Path(out_dir), resume, stop_at)
+    finally:  # these are process-wide: give them back (tests of other stages run in the same process)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop_at: int | None) -> dict:
+    rank, world, device = setup_distributed(cfg.device)
+    main_process = rank == 0
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    # Models, optimisers, schedules. Same seed on every rank (DDP also broadcasts rank 0's weights).
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, rank])  # batches, crops, flips and the pools
+    a, b = cfg.a_channels, cfg.b_channels
+    G_AB = build_generator(cfg.generator, a, b, cfg.ngf, cfg.image_size)
+    G_BA = build_generator(cfg.generator, b, a, cfg.ngf, cfg.image_size)
+    D_A, D_B = build_discriminator(a, cfg.ndf, cfg.n_layers), build_discriminator(b, cfg.ndf, cfg.n_layers)
+    nets = {"G_AB": G_AB, "G_BA": G_BA, "D_A": D_A, "D_B": D_B}
+    for net in nets.values():
+        net.to(device, memory_format=memory_format)
+    opt_G = torch.optim.Adam([*G_AB.parameters(), *G_BA.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_D = torch.optim.Adam([*D_A.parameters(), *D_B.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    decay = LinearDecay(cfg.steps, cfg.decay_steps if cfg.decay_steps is not None else cfg.steps // 2)
+    sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, decay)
+    sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, decay)
+    pool_A, pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
+
+    # Continue from the newest valid checkpoint, if asked and there is one.
+    ckpt_dir = out_dir / "checkpoints"
+    start = 0
+    resumed_from = None
+    if resume:
+        state = load_newest_valid(ckpt_dir, cfg.architecture(), map_location=device)
+        if state is not None:
+            for name, net in nets.items():
+                net.load_state_dict(state["models"][name])
+            opt_G.load_state_dict(state["optimizers"]["G"])
+            opt_D.load_state_dict(state["optimizers"]["D"])
+            sched_G.load_state_dict(state["schedulers"]["G"])
+            sched_D.load_state_dict(state["schedulers"]["D"])
+            per_rank = state["rng"]
+            if len(per_rank) == world:
+                set_rng_state(rng, per_rank[rank]["rng"], device)
+                pool_A.load_state_dict(per_rank[rank]["pool_A"], device)
+                pool_B.load_state_dict(per_rank[rank]["pool_B"], device)
+            else:
+                log.warning("checkpoint made with %d process(es), now %d: batches and pools start afresh",
+                            len(per_rank), world)
+            start = resumed_from = int(state["step"])
+            if main_process:
+                log.info("resuming from step %d", start)
+        elif main_process:
+            log.info("no usable checkpoint in %s; starting from step 0", ckpt_dir)
+
+    identity = cfg.lambda_identity > 0
+    generators = Generators(G_AB, G_BA, a, b, identity)
+    discriminators = Discriminators(D_A, D_B)
+    if world > 1:
+        ddp_args = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        generators = nn.parallel.DistributedDataParallel(generators, **ddp_args)
+        discriminators = nn.parallel.DistributedDataParallel(discriminators, **ddp_args)
+    if cfg.compile:
+        generators, discriminators = torch.compile(generators), torch.compile(discriminators)
+
+    def to_device(batch: np.ndarray, channels: int) -> torch.Tensor:
+        return to_tensor(batch, channels, device).contiguous(memory_format=memory_format)
+
+    def checkpoint(step: int) -> None:
+        per_rank = {"rng": rng_state(rng, device), "pool_A": pool_A.state_dict(), "pool_B": pool_B.state_dict()}
+        if world > 1:
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, per_rank)
+        else:
+            gathered = [per_rank]
+        if main_process:
+            save_checkpoint(ckpt_dir, {
+                "step": step,
+                "config": dataclasses.asdict(cfg),
+                "models": {name: net.state_dict() for name, net in nets.items()},
+                "optimizers": {"G": opt_G.state_dict(), "D": opt_D.state_dict()},
+                "schedulers": {"G": sched_G.state_dict(), "D": sched_D.state_dict()},
+                "rng": gathered,
+            }, keep=cfg.keep_checkpoints)
+        if world > 1:
+            dist.barrier()
+
+    # Evaluation pieces (rank 0): a fixed batch for the grids, the held-out sets for SWD.
+    rows = max(1, min(cfg.sample_images, len(domains.held_a), len(domains.held_b)))
+    fixed_a, fixed_b = domains.held_a[:rows], domains.held_b[:rows]
+    untranslated = {}
+    samples_dir = out_dir / "samples"
+
+    def evaluate(step: int, with_swd: bool) -> dict | None:
+        """Write samples/step_<step>.png; with_swd: also return the SWD row for swd.csv."""
+        for net in (G_AB, G_BA):
+            net.eval()
+        fake_b = translate_array(G_AB, fixed_a, a, device, autocast)
+        fake_a = translate_array(G_BA, fixed_b, b, device, autocast)
+        rec_a = translate_array(G_BA, fake_b, b, device, autocast)
+        rec_b = translate_array(G_AB, fake_a, a, device, autocast)
+        tiles = [[fixed_a[i], fake_b[i], rec_a[i], fixed_b[i], fake_a[i], rec_b[i]] for i in range(len(fixed_a))]
+        grid = sample_grid(tiles, ["A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"])
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        write_png(samples_dir / f"step_{step:06d}.png", grid)
+        result = None
+        if with_swd:
+            held_a, held_b = domains.held_a, domains.held_b
+            translated_b = translate_array(G_AB, held_a, a, device, autocast)
+            translated_a = translate_array(G_BA, held_b, b, device, autocast)
+            if not untranslated:
+                untranslated["AtoB"] = swd(_channels_np(held_a, b), held_b, seed=cfg.seed)["mean"]
+                untranslated["BtoA"] = swd(_channels_np(held_b, a), held_a, seed=cfg.seed)["mean"]
+            result = {
+                "step": step,
+                "AtoB_translated": round(swd(translated_b, held_b, seed=cfg.seed)["mean"], 3),
+                "AtoB_untranslated": round(untranslated["AtoB"], 3),
+                "BtoA_translated": round(swd(translated_a, held_a, seed=cfg.seed)["mean"], 3),
+                "BtoA_untranslated": round(untranslated["BtoA"], 3),
+            }
+        for net in (G_AB, G_BA):
+            net.train()
+        return result
+
+    loss_log = swd_log = None
+    writer = None
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        keep_until = start if resume else None
+        loss_log = CsvLog(out_dir / "losses.csv", LOSS_COLUMNS, keep_until)
+        swd_log = CsvLog(out_dir / "swd.csv", SWD_COLUMNS, keep_until)
+        writer = _tensorboard(out_dir)
+
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    progress = tqdm(range(start, end), initial=start, total=cfg.steps, desc="cyclegan", unit="step",
+                    disable=not main_process, dynamic_ncols=True)
+    t_start = time.perf_counter()
+    train_seconds = 0.0
+    last_swd = None
+    l1 = F.l1_loss
+    for step in progress:
+        t0 = time.perf_counter()
+        real_A = to_device(sample_batch(domains.train_a, rng, cfg.batch_size, cfg.image_size, cfg.flip), a)
+        real_B = to_device(sample_batch(domains.train_b, rng, cfg.batch_size, cfg.image_size, cfg.flip), b)
+
+        # 1. Generators: fool both discriminators, and come back to the input after a round trip.
+        set_requires_grad([D_A, D_B], False)
+        with autocast():
+            out = generators(real_A, real_B)
+            # The raw discriminators (not the DDP wrapper): their gradients are not used here.
+            loss_G_AB = generator_loss(cfg.gan_mode, D_B(out["fake_B"]))
+            loss_G_BA = generator_loss(cfg.gan_mode, D_A(out["fake_A"]))
+            loss_cycle_A = cfg.lambda_cycle * l1(out["rec_A"].float(), real_A)
+            loss_cycle_B = cfg.lambda_cycle * l1(out["rec_B"].float(), real_B)
+            loss_G = loss_G_AB + loss_G_BA + loss_cycle_A + loss_cycle_B
+            if identity:
+                weight = cfg.lambda_cycle * cfg.lambda_identity
+                loss_same_A = weight * l1(out["same_A"].float(), real_A)
+                loss_same_B = weight * l1(out["same_B"].float(), real_B)
+                loss_G = loss_G + loss_same_A + loss_same_B
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        opt_G.step()
+
+        # 2. Discriminators: real images against fakes drawn from the pools of past fakes.
+        set_requires_grad([D_A, D_B], True)
+        fake_A = pool_A.query(out["fake_A"].detach().float(), rng)
+        fake_B = pool_B.query(out["fake_B"].detach().float(), rng)
+        with autocast():
+            real_A_score, fake_A_score, real_B_score, fake_B_score = discriminators(real_A, fake_A, real_B, fake_B)
+            loss_D_A = discriminator_loss(cfg.gan_mode, real_A_score.float(), fake_A_score.float())
+            loss_D_B = discriminator_loss(cfg.gan_mode, real_B_score.float(), fake_B_score.float())
+        if cfg.gan_mode == "wgangp":
+            loss_D_A = loss_D_A + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
+            loss_D_B = loss_D_B + gradient_penalty(D_B, real_B, fake_B, cfg.lambda_gp)
+        opt_D.zero_grad(set_to_none=True)
+        (loss_D_A + loss_D_B).backward()
+        opt_D.step()
+        lr = opt_G.param_groups[0]["lr"]
+        sched_G.step()
+        sched_D.step()
+        done = step + 1
+        step_seconds = time.perf_counter() - t0
+        train_seconds += step_seconds
+
+        # 3. Book-keeping (rank 0): losses, samples + SWD, checkpoints.
+        if main_process:
+            losses = {
+                "G": loss_G.item(), "G_AB": loss_G_AB.item(), "G_BA": loss_G_BA.item(),
+                "cycle_A": loss_cycle_A.item(), "cycle_B": loss_cycle_B.item(),
+                "same_A": loss_same_A.item() if identity else 0.0, "same_B": loss_same_B.item() if identity else 0.0,
+                "D_A": loss_D_A.item(), "D_B": loss_D_B.item(),
+            }
+            loss_log.write({"step": done, "lr": f"{lr:.3g}", "seconds": f"{step_seconds:.4f}",
+                            **{k: f"{v:.5f}" for k, v in losses.items()}})
+            if writer is not None:
+                for k, v in losses.items():
+                    writer.add_scalar(f"loss/{k}", v, done)
+            if done % 10 == 0 or done == end:
+                progress.set_postfix({k: f"{losses[k]:.3f}" for k in ("G", "D_A", "D_B", "cycle_A", "cycle_B")})
+            if done % cfg.sample_every == 0 or done == cfg.steps:
+                result = evaluate(done, with_swd=cfg.swd_every_sample or done == cfg.steps)
+                if result is not None:
+                    swd_log.write(result)
+                    last_swd = result
+                    if writer is not None:
+                        for k, v in result.items():
+                            if k != "step":
+                                writer.add_scalar(f"swd/{k}", v, done)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            checkpoint(done)
+    progress.close()
+
+    summary: dict = {}
+    if main_process:
+        loss_log.close()
+        swd_log.close()
+        if writer is not None:
+            writer.close()
+        steps_run = end - start
+        summary = {
+            "steps": end,
+            "steps_planned": cfg.steps,
+            "steps_this_run": steps_run,
+            "resumed_from_step": resumed_from,
+            "processes": world,
+            "device": str(device),
+            "precision": "bf16" if use_bf16 else "fp32",
+            "seconds": round(time.perf_counter() - t_start, 2),
+            "train_seconds": round(train_seconds, 2),
+            "seconds_per_step": round(train_seconds / steps_run, 4) if steps_run else None,
+            "images_per_s": round(steps_run * cfg.batch_size * world / train_seconds, 2) if steps_run else None,
+            "swd": last_swd,
+        }
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def _channels_np(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (N, H, W, C) to `channels` (luma for gray, repeat for RGB)."""
+    from fertransfer.data.images import to_channels
+
+    if images.shape[3] == channels:
+        return images
+    return np.stack([to_channels(im, channels) for im in images]).reshape(*images.shape[:3], channels)
+
+
+def _tensorboard(out_dir: Path):
+    """A TensorBoard writer when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def plot_losses(csv_path: Path, png_path: Path) -> Path:
+    """The loss curves (smoothed over ~1% of the steps) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    steps = np.array([int(r["step"]) for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    window = max(1, len(rows) // 100)
+    kernel = np.ones(window) / window
+    for ax, keys, title in (
+        (axes[0], ("G_AB", "G_BA", "D_A", "D_B"), "adversarial"),
+        (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B"), "cycle and identity"),
+    ):
+        for key in keys:
+            values = np.array([float(r[key]) for r in rows])
+            if len(values) >= window:
+                ax.plot(steps[window - 1 :], np.convolve(values, kernel, mode="valid"), label=key)
+        ax.set_title(f"{title} losses (moving mean of {window})")
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`torchrun ... -m fertransfer.cyclegan.train SPEC.json`: one rank of a multi-process run."""
+    from .data import load_domains
+
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfg = TrainConfig(**spec["config"])
+    domains = load_domains(**spec["data"])
+    summary = train(cfg, domains, Path(spec["out_dir"]), resume=spec["resume"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(spec["summary"]).write_text(json.dumps(summary))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

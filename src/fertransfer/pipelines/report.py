@@ -1,0 +1,130 @@
+"""`report.html`: one offline page per run with what every stage did and its pictures.
+
+The page is built only from the stage folders and their manifests, so it can be rebuilt at
+any time (`pipeline report RUN_DIR`). Pictures are linked by relative paths, so the run folder
+can be copied or zipped and still opens without a network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .registry import STAGE_ORDER
+from .runner import MANIFEST
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: 14px; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
+figure img { max-width: 100%; max-height: 520px; border: 1px solid #ccc; image-rendering: pixelated; }
+figcaption { font-size: 13px; color: #555; } .muted { color: #777; } details { margin: .5em 0; }
+"""
+
+# Pictures shown per stage: top-level PNGs plus these (relative to the stage folder).
+EXTRA_PICTURES = ("samples/final.png",)
+PAGES = ("gallery.html", "report.md")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, (list, tuple)) and len(value) > 12:
+        text = ", ".join(map(str, value[:12])) + f", ... ({len(value)} items)"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(map(str, value))
+    else:
+        text = str(value)
+    css = ' class="num"' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
+def _is_table(value: Any) -> bool:
+    """A dict of dicts with the same scalar keys renders as a grid (e.g. per-class counts)."""
+    if not isinstance(value, dict) or not value:
+        return False
+    rows = list(value.values())
+    if not all(isinstance(r, dict) and r for r in rows):
+        return False
+    keys = list(rows[0])
+    return all(list(r) == keys and all(not isinstance(v, (dict, list)) for v in r.values()) for r in rows)
+
+
+def render_value(value: Any) -> str:
+    if _is_table(value):
+        columns = list(next(iter(value.values())))
+        head = "<tr><th></th>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in columns) + "</tr>"
+        body = "".join(
+            f"<tr><th>{html.escape(str(name))}</th>" + "".join(_cell(row[c]) for c in columns) + "</tr>"
+            for name, row in value.items()
+        )
+        return f"<table>{head}{body}</table>"
+    if isinstance(value, dict):
+        rows = "".join(
+            f"<tr><th>{html.escape(str(k))}</th>"
+            + (f"<td>{render_value(v)}</td>" if isinstance(v, dict) else _cell(v))
+            + "</tr>"
+            for k, v in value.items()
+        )
+        return f"<table>{rows}</table>"
+    return f"<table><tr>{_cell(value)}</tr></table>"
+
+
+def stage_section(run_dir: Path, name: str) -> str:
+    folder = run_dir / name
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        partial = " (an interrupted run is in progress)" if (run_dir / f"{name}.partial").exists() else ""
+        return f'<h2>{name}</h2><p class="muted">Not run{partial}.</p>'
+    manifest = json.loads(manifest_path.read_text())
+    timings = manifest.get("timings", {})
+    parts = [
+        f"<h2>{name}</h2>",
+        f"<p>{html.escape(manifest.get('description', ''))}<br>"
+        f'<span class="muted">finished {html.escape(str(timings.get("finished", "?")))} '
+        f"in {timings.get('seconds', 0):.1f} s; {manifest.get('outputs', {}).get('count', 0)} files</span></p>",
+    ]
+    pictures = sorted(p.relative_to(run_dir) for p in folder.glob("*.png"))
+    pictures += [Path(name) / extra for extra in EXTRA_PICTURES if (folder / extra).exists()]
+    for picture in pictures:
+        parts.append(
+            f'<figure><a href="{picture.as_posix()}"><img src="{picture.as_posix()}" loading="lazy"></a>'
+            f"<figcaption>{html.escape(picture.as_posix())}</figcaption></figure>"
+        )
+    links = [f'<a href="{name}/{page}">{page}</a>' for page in PAGES if (folder / page).exists()]
+    if links:
+        parts.append("<p>Pages: " + " · ".join(links) + "</p>")
+    summary = manifest.get("summary") or {}
+    if summary:
+        parts.append("<h3>What it did</h3>" + render_value(summary))
+    parts.append("<details><summary>Settings</summary>" + render_value(manifest.get("config", {})) + "</details>")
+    parts.append("<details><summary>Timings and versions</summary>"
+                 + render_value({"timings": timings, "versions": manifest.get("versions", {})}) + "</details>")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """(Re)build `<run_dir>/report.html` from the stage folders; returns its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    sections = [stage_section(run_dir, name) for name in STAGE_ORDER]
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>fertransfer run: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>fertransfer run report</h1><p class='muted'>{html.escape(str(run_dir.resolve()))} · built {stamp}</p>"
+        + "\n".join(sections)
+        + "</body></html>"
+    )
+    target = run_dir / "report.html"
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(target)
+    return target

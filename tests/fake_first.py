@@ -1,0 +1,1 @@
+from fake_stages import FIRST as STAGE  # noqa: F401

@@ -1,0 +1,1 @@
+from fake_stages import SECOND as STAGE  # noqa: F401

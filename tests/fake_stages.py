@@ -1,0 +1,62 @@
+"""Two small stages for testing the runner without any real model.
+
+`first` copies its input file's text, `second` reads first's output; either can be told to
+fail midway, like a stage interrupted by Ctrl-C or a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fertransfer.pipelines import Stage, StageContext, StageError, option
+
+
+@dataclass
+class FirstOptions:
+    source: str = option("input.txt", "A text file to copy.", kind="path")
+    repeat: int = option(1, "How often to repeat the text.")
+    fail_midway: bool = option(False, "Raise after writing half the output.")
+
+
+def run_first(ctx: StageContext) -> dict:
+    text = ctx.path(ctx.options.source).read_text() * ctx.options.repeat
+    (ctx.out_dir / "copy.txt").write_text(text)
+    if ctx.options.fail_midway:
+        raise StageError("failed midway on purpose")
+    (ctx.out_dir / "done.txt").write_text("ok")
+    return {"characters": len(text), "resumed": ctx.resuming}
+
+
+@dataclass
+class SecondOptions:
+    suffix: str = option("!", "Appended to the first stage's text.")
+    fail_midway: bool = option(False, "Raise after writing half the output.")
+
+
+def run_second(ctx: StageContext) -> dict:
+    marker = ctx.out_dir / "attempts.txt"
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    text = (ctx.upstream("extract") / "copy.txt").read_text() + ctx.options.suffix
+    (ctx.out_dir / "result.txt").write_text(text)
+    if ctx.options.fail_midway:
+        raise StageError("failed midway on purpose")
+    return {"characters": len(text), "attempts": attempts, "resumed": ctx.resuming}
+
+
+FIRST = Stage(
+    name="extract",
+    options=FirstOptions,
+    run=run_first,
+    description="test stage one",
+    inputs=lambda o: [o.source],
+    demo={"source": "data/lecture.mp4"},
+)
+SECOND = Stage(
+    name="cyclegan",
+    options=SecondOptions,
+    run=run_second,
+    description="test stage two (resumable)",
+    upstream=lambda o: ["extract"],
+    resumable=True,
+)

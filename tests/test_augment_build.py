@@ -1,0 +1,284 @@
+"""What the augment stage writes: translated folders, labels.csv, sets, gallery, and the CLI.
+
+The generators are deterministic stand-ins (tests/augment_helpers.py); the real cyclegan
+Translator is used in test_augment_translator.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from augment_helpers import SIZE, backward, forward, labelled, to_person
+
+from fertransfer.augment import stage as augment_stage
+from fertransfer.augment.build import BuildSettings, build_outputs, load_fer
+from fertransfer.augment.io import check_output_dir, file_stem
+from fertransfer.augment.transforms import conform
+from fertransfer.data import FER, load_dataset
+from fertransfer.data.images import read_image, write_jpeg
+from fertransfer.pipelines import load_config, run_pipeline
+from fertransfer.pipelines.cli import main
+from fertransfer.pipelines.stage import StageError
+
+ALL_SETS = ["real", "synthetic", "real+synthetic", "balanced", "classic"]
+
+
+def settings(**changes) -> BuildSettings:
+    values = dict(splits=["train"], sets=ALL_SETS, gallery_examples=3, batch_size=16, seed=0)
+    return BuildSettings(**{**values, **changes})
+
+
+def files_per_class(folder: Path) -> dict[str, int]:
+    return {d.name: len(list(d.iterdir())) for d in sorted(folder.iterdir()) if d.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One build over a small imbalanced in-memory dataset with an empty class, val translated too."""
+    out = tmp_path_factory.mktemp("augment")
+    data = labelled([6, 0, 3, 12, 4, 2, 5], split_counts={"val": [1, 1, 1, 1, 1, 1, 1]})
+    faces = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    summary = build_outputs(
+        out, out.parent, data, forward(), settings(splits=["train", "val"], synthetic_ratio=0.5),
+        checkpoint="/ckpt/latest.pt", backward=backward(), faces=faces,
+    )
+    return out, data, summary
+
+
+def test_translated_folders_and_labels_csv(built):
+    out, data, summary = built
+    train = data["train"]
+    assert summary["translated"]["train"] == dict(zip(data.class_names, [6, 0, 3, 12, 4, 2, 5]))
+    assert summary["translated_total"] == 32 + 7
+    with open(out / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["file", "label", "source_file", "split", "checkpoint"]
+    assert len(rows) == 39 and {r["split"] for r in rows} == {"train", "val"}
+    first = rows[0]
+    assert first == {
+        "file": "translated/train/angry/000000_train_0.png",
+        "label": "angry",
+        "source_file": train.files[0],
+        "split": "train",
+        "checkpoint": "/ckpt/latest.pt",
+    }
+    # Each written file is the translation of its source, at the generator's size, in RGB.
+    for row in rows[::7]:
+        index = train.files.index(row["source_file"]) if row["split"] == "train" else None
+        image = read_image(out / row["file"], channels=3)
+        assert image.shape == (SIZE, SIZE, 3)
+        if index is not None:
+            assert np.array_equal(image, to_person(conform(train.images[index : index + 1], SIZE, 1))[0])
+    assert files_per_class(out / "translated" / "val") == dict.fromkeys(sorted(data.class_names), 1)
+
+
+def test_sets_are_readable_with_the_summary_counts(built):
+    out, data, summary = built
+    expected = {
+        "real": [6, 0, 3, 12, 4, 2, 5],
+        "synthetic": [6, 0, 3, 12, 4, 2, 5],
+        "real+synthetic": [9, 0, 5, 18, 6, 3, 8],  # ratio 0.5, rounded half up
+        "balanced": [12, 0, 12, 12, 12, 12, 12],
+        "classic": [12, 0, 12, 12, 12, 12, 12],
+    }
+    assert list(summary["sets"]) == ALL_SETS
+    for name, counts in expected.items():
+        entry = summary["sets"][name]
+        assert entry["counts"] == dict(zip(data.class_names, counts)), name
+        folder = out / entry["folder"]
+        assert folder.name == name.replace("+", "_")
+        # Every class folder exists (empty ones too); the data layer reads the set back.
+        assert sorted(p.name for p in folder.iterdir()) == sorted(data.class_names)
+        loaded = load_dataset(folder, val_fraction=0, test_fraction=0)
+        assert loaded.counts()["train"] == dict(zip(data.class_names, counts)), name
+    assert summary["skipped_classes"] == ["disgust"]
+    assert "class 'disgust' has no images; skipped (it stays empty)" in summary["sets"]["balanced"]["notes"]
+    assert summary["sets"]["balanced"]["target_per_class"] == 12
+    assert "class 'disgust' has no images in split 'train'" in summary["warnings"]
+    # The real set keeps the original images; the others are at the generator's size in RGB.
+    real_file = next((out / "sets/real/happy").iterdir())
+    assert read_image(real_file, channels=3).shape == (24, 24, 3)
+    assert read_image(real_file, channels=1).shape == (24, 24, 1)
+    for name in ("synthetic", "real_synthetic", "balanced", "classic"):
+        some = next((out / "sets" / name / "happy").iterdir())
+        assert read_image(some, channels=3).shape == (SIZE, SIZE, 3), name
+
+
+def test_sets_share_files_instead_of_copies(built):
+    out, _, _ = built
+    synthetic = next((out / "sets/synthetic/angry").iterdir())
+    assert synthetic.stat().st_nlink >= 2  # linked to translated/ (and the other sets using it)
+    names = {p.name for p in (out / "sets/balanced/fear").iterdir()}  # 3 real, 3 translated, 6 new
+    assert any(n.startswith("real_") for n in names) and any(n.startswith("translated_") for n in names)
+    assert any(n.startswith("gan_extra_") for n in names)
+    assert all(n.startswith(("real_", "classic_extra_")) for n in (p.name for p in (out / "sets/classic/angry").iterdir()))
+
+
+def test_gallery_page_is_offline_and_complete(built):
+    out, data, summary = built
+    assert summary["gallery"] == {
+        "html": "gallery.html", "png": "gallery.png", "examples_per_class": 3, "cycled_back": True,
+        "person_faces": 3, "split": "train",
+    }
+    page = (out / "gallery.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    # 3 rows of 3 examples for 5 classes, of 2 for surprise, none for disgust; then 3 faces.
+    assert len(sources) == (5 * 3 + 2) * 3 + 3
+    for name in data.class_names:
+        assert f"<h2>{name}</h2>" in page
+    assert "No images of this class." in page and "cycled back" in page
+    assert "Training sets (images per class)" in page
+    mosaic = read_image(out / "gallery.png", channels=3)
+    assert mosaic.shape[0] > 6 * 3 * SIZE and mosaic.shape[1] > 3 * SIZE
+    assert json.loads((out / "gallery.json").read_text())["run_dir"] == str(out.parent.resolve())
+
+
+def test_bad_settings_and_missing_splits_are_refused(tmp_path):
+    data = labelled([2] * 7)
+    with pytest.raises(StageError, match="unknown set"):
+        build_outputs(tmp_path, tmp_path, data, forward(), settings(sets=["real", "fancy"]), "c")
+    with pytest.raises(StageError, match="built from 'train'"):
+        build_outputs(tmp_path, tmp_path, data, forward(), settings(splits=["val"]), "c")
+    with pytest.raises(StageError, match=r"no split val \(it has train\)"):
+        build_outputs(tmp_path, tmp_path, data, forward(), settings(splits=["train", "val"]), "c")
+    with pytest.raises(StageError, match="synthetic_ratio"):
+        build_outputs(tmp_path, tmp_path, data, forward(), settings(synthetic_ratio=1.5), "c")
+    assert not any(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_smileys_end_to_end_with_jpg(smileys, tmp_path):
+    data = load_fer(smileys, seed=0)
+    assert data["train"].images.shape[1:] == (48, 48, 1)  # gray files stay gray
+    summary = build_outputs(
+        tmp_path, tmp_path, data, forward(), settings(image_format="jpg", sets=["real", "balanced"]), checkpoint="c"
+    )
+    train_counts = data.counts()["train"]
+    largest = max(train_counts.values())
+    assert summary["sets"]["real"]["counts"] == train_counts
+    assert summary["sets"]["balanced"]["counts"] == dict.fromkeys(data.class_names, largest)
+    assert all(p.suffix == ".jpg" for p in (tmp_path / "sets/balanced/disgust").iterdir())
+    assert summary["image_shapes"]["real set (original FER)"] == "48x48x1"
+
+
+def test_file_stems():
+    assert file_stem("/data/train/happy/Training_123.jpg") == "Training_123"
+    assert file_stem("fer2013.csv:17") == "fer2013_csv_17"
+
+
+def test_output_dir_guard(tmp_path):
+    run = tmp_path / "run"
+    (run / "augment").mkdir(parents=True)
+    (run / "augment" / "manifest.json").write_text("{}")
+    check_output_dir(tmp_path / "new", run, force=False)
+    check_output_dir(run / "augment", run, force=False)  # the run's own stage folder
+    other = tmp_path / "other" / "augment"
+    other.mkdir(parents=True)
+    (other / "manifest.json").write_text("{}")
+    with pytest.raises(StageError, match=r"holds another run's data \(a stage's output"):
+        check_output_dir(other, run, force=False)
+    check_output_dir(other, run, force=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "gallery.json").write_text(json.dumps({"run_dir": str(run)}))
+    check_output_dir(tmp_path / "mine", run, force=False)  # an earlier gallery of the same run
+
+
+# --- the stage through the runner, and `pipeline gallery` --------------------------------
+
+
+@pytest.fixture
+def stand_in_generators(monkeypatch):
+    """The stage's checkpoint loading replaced by the stand-ins (the file must still exist)."""
+
+    def load(path, direction, device, precision="fp32"):
+        if not Path(path).is_file():
+            raise StageError(f"{path}: generator checkpoint not found")
+        return forward() if direction == "BtoA" else backward()
+
+    monkeypatch.setattr(augment_stage, "load_generator", load)
+
+
+def write_config(folder: Path, smileys: Path, **augment) -> Path:
+    values = {"fer": str(smileys), "checkpoint": "gen.pt", "gallery_examples": 2, **augment}
+    config = folder / "pipeline.toml"
+    config.write_text('[run]\ndir = "run"\n[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return config
+
+
+def test_stage_runs_through_the_runner_and_gallery_rebuilds(smileys, tmp_path, stand_in_generators, capsys):
+    (tmp_path / "gen.pt").write_bytes(b"stand-in")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        write_jpeg(faces / f"face_{i}.jpg", np.full((50, 50, 3), 40 * i, np.uint8))
+    config = load_config(write_config(tmp_path, smileys, faces="faces", sets=["real", "synthetic"]))
+    assert config.options("augment").sets == ["real", "synthetic"]
+    (status,) = run_pipeline(config, "augment")
+    stage_dir = tmp_path / "run" / "augment"
+    summary = status.manifest["summary"]
+    assert summary["faces"] == str(faces.resolve()) and summary["gallery"]["person_faces"] == 2
+    assert summary["checkpoint"] == str((tmp_path / "gen.pt").resolve())
+    assert summary["label_preservation"] is None and "after classify" in summary["label_preservation_note"]
+    assert "translate_s" in status.manifest["timings"]
+    assert (stage_dir / "gallery.html").is_file() and (stage_dir / "sets/synthetic").is_dir()
+
+    # Rebuild into the run's own folder (allowed), then elsewhere.
+    (stage_dir / "gallery.html").unlink()
+    assert main(["gallery", str(tmp_path / "run"), "--examples", "2"]) == 0
+    page = (stage_dir / "gallery.html").read_text()
+    assert page.count("data:image/png;base64,") == 7 * 2 * 3 + 2
+    assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--no-cycle"]) == 0
+    assert "cycled back" not in (tmp_path / "g" / "gallery.html").read_text()
+
+    # Label preservation measured later by classify shows on the rebuilt page.
+    (tmp_path / "run" / "classify").mkdir()
+    measured = {"overall": 0.5, "images": 10, "per_class": {**dict.fromkeys(FER.names, None), "happy": 0.75}}
+    (tmp_path / "run" / "classify" / "manifest.json").write_text(json.dumps({"summary": {"label_preservation": measured}}))
+    assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--no-cycle"]) == 0
+    page = (tmp_path / "g" / "gallery.html").read_text()
+    assert "<h2>happy &mdash; 75% keep their label</h2>" in page and "50.0% of 10" in page
+
+    # Another run's folder is refused without --force.
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "manifest.json").write_text("{}")
+    assert main(["gallery", str(tmp_path / "run"), "--out", str(busy)]) == 1
+    assert "holds another run's data" in capsys.readouterr().err
+    assert main(["gallery", str(tmp_path / "run"), "--out", str(busy), "--force"]) == 0
+
+
+def test_stage_reports_a_missing_checkpoint_and_unfit_generator(smileys, tmp_path, stand_in_generators, monkeypatch):
+    config = load_config(write_config(tmp_path, smileys, checkpoint=""))
+    assert augment_stage.STAGE.upstream(config.options("augment")) == ["cyclegan"]
+    (tmp_path / "gen.pt").write_bytes(b"x")
+    config = load_config(write_config(tmp_path, smileys))
+
+    def unfit(path, direction, device, precision="fp32"):
+        generator = forward()
+        return type(generator)(generator.fn, type(generator.spec)(SIZE, 3, 3, f"{path} ({direction})"))
+
+    monkeypatch.setattr(augment_stage, "load_generator", unfit)
+    with pytest.raises(StageError, match=r"gen.pt \(BtoA\) takes 3-channel 32x32 input, but .*smileys holds gray 48x48"):
+        run_pipeline(config, "augment")
+    assert not (tmp_path / "run" / "augment").exists()
+
+
+def test_person_faces_come_from_the_cyclegan_run_of_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    checkpoint = run / "cyclegan" / "checkpoints" / "latest.pt"
+    checkpoint.parent.mkdir(parents=True)
+    resolve = lambda value: tmp_path / value  # noqa: E731
+    assert augment_stage.person_faces_dir("", checkpoint, resolve) is None
+    (run / "extract" / "faces").mkdir(parents=True)
+    assert augment_stage.person_faces_dir("", checkpoint, resolve) == run / "extract" / "faces"
+    domain_a = tmp_path / "crops"
+    domain_a.mkdir()
+    manifest = {"summary": {"domains": {"A": {"path": str(domain_a), "images": 5}}}, "config": {"faces": ""}}
+    (run / "cyclegan" / "manifest.json").write_text(json.dumps(manifest))
+    assert augment_stage.person_faces_dir("", checkpoint, resolve) == domain_a
+    assert augment_stage.person_faces_dir("mine", checkpoint, resolve) == tmp_path / "mine"

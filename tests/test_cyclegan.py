@@ -1,0 +1,307 @@
+"""cyclegan: networks, losses, SWD, exact resume, checkpoint checks, translation, the stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fertransfer.cyclegan.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_newest_valid,
+    step_checkpoints,
+)
+from fertransfer.cyclegan.data import Domains
+from fertransfer.cyclegan.losses import GAN_MODES, discriminator_loss, generator_loss, gradient_penalty
+from fertransfer.cyclegan.models import build_discriminator, build_generator
+from fertransfer.cyclegan.swd import swd
+from fertransfer.cyclegan.testing import tiny_checkpoint
+from fertransfer.cyclegan.train import TrainConfig, train
+from fertransfer.cyclegan.translate import Translator
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(image_size=16, load_size=18, ngf=4, ndf=4, n_layers=2, steps=8, checkpoint_every=4,
+                  sample_every=4, sample_images=2, threads=1, deterministic=True, device="cpu")
+    return TrainConfig(**{**values, **overrides})
+
+
+def random_domains(seed: int = 0, size: int = 18, held: int = 16, held_size: int = 16) -> Domains:
+    rng = np.random.default_rng(seed)
+
+    def smooth(n: int, c: int, s: int) -> np.ndarray:
+        noise = rng.integers(0, 255, (n, 6, 6, c), dtype=np.uint8)
+        return np.stack([cv2.resize(x, (s, s)).reshape(s, s, c) for x in noise])
+
+    return Domains(smooth(12, 3, size), smooth(12, 1, size), smooth(held, 3, held_size), smooth(held, 1, held_size), {})
+
+
+# --- networks and losses ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet_6blocks", "resnet_9blocks", "unet"])
+def test_generators_map_channels_and_keep_size(name):
+    g = build_generator(name, 3, 1, ngf=4, image_size=32)
+    y = g(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert y.shape == (2, 1, 32, 32)
+    assert y.abs().max() <= 1.0  # tanh output
+
+
+def test_unet_rejects_sizes_that_are_not_powers_of_two():
+    with pytest.raises(ValueError, match="power-of-two"):
+        build_generator("unet", 3, 3, ngf=4, image_size=48)
+
+
+def test_patch_discriminator_scores_patches_and_init_is_paper_normal():
+    d = build_discriminator(3, ndf=64, n_layers=3)
+    assert d(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 6, 6)
+    weights = torch.cat([m.weight.flatten() for m in d.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(weights.std().item() - 0.02) < 0.001 and abs(weights.mean().item()) < 0.001
+
+
+@pytest.mark.parametrize("mode", GAN_MODES)
+def test_losses_prefer_correct_discriminators(mode):
+    good_real, good_fake = torch.full((2, 1, 4, 4), 2.0), torch.full((2, 1, 4, 4), -2.0)
+    assert discriminator_loss(mode, good_real, good_fake) < discriminator_loss(mode, good_fake, good_real)
+    assert generator_loss(mode, good_real) < generator_loss(mode, good_fake)
+
+
+def test_gradient_penalty_is_positive_and_differentiable():
+    d = build_discriminator(1, ndf=4, n_layers=2)
+    gp = gradient_penalty(d, torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16))
+    gp.backward()
+    assert gp.item() > 0 and next(d.parameters()).grad is not None
+
+
+# --- SWD ---------------------------------------------------------------------------------
+
+
+def test_swd_is_small_for_the_same_distribution_and_large_for_blur():
+    rng = np.random.default_rng(0)
+    images = np.stack([cv2.resize(x, (32, 32)) for x in rng.integers(0, 255, (120, 16, 16, 3), dtype=np.uint8)])
+    blurred = np.stack([cv2.GaussianBlur(x, (9, 9), 4) for x in images[:60]])
+    same = swd(images[:60], images[60:])["mean"]
+    different = swd(blurred, images[60:])["mean"]
+    assert different > 2 * same
+    assert swd(images[:60], images[:60])["mean"] < same
+    with pytest.raises(ValueError, match="shapes differ"):
+        swd(images, images[:, :16, :16])
+
+
+# --- training, exact resume, checkpoints -------------------------------------------------
+
+
+def _weights(folder: Path) -> dict:
+    return load_checkpoint(folder / "checkpoints" / "step_00000008.pt")["models"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    """2K steps in one go == K steps, interruption, resume, K steps (deterministic CPU)."""
+    domains = random_domains()
+    cfg = tiny_config()
+    straight = train(cfg, domains, tmp_path / "straight")
+    first = train(cfg, domains, tmp_path / "split", stop_at=4)
+    assert first["steps"] == 4 and not (tmp_path / "split" / "checkpoints" / "step_00000008.pt").exists()
+    second = train(cfg, domains, tmp_path / "split", resume=True)
+    assert second["resumed_from_step"] == 4 and second["steps_this_run"] == 4
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    for net in ("G_AB", "G_BA", "D_A", "D_B"):
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after resume"
+    # The loss log continues too: same rows, no duplicates of the steps after the checkpoint.
+    lines = lambda p: [r.rsplit(",", 1)[0] for r in (p / "losses.csv").read_text().splitlines()]  # noqa: E731
+    assert lines(tmp_path / "straight") == lines(tmp_path / "split")
+    assert straight["swd"] == second["swd"]
+
+
+def test_outputs_of_a_training_run(tmp_path):
+    summary = train(tiny_config(keep_checkpoints=1), random_domains(), tmp_path)
+    assert [s for s, _ in step_checkpoints(tmp_path / "checkpoints")] == [8]
+    assert (tmp_path / "checkpoints" / "latest.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000004.png", "step_000008.png"]
+    grid = cv2.imread(str(tmp_path / "samples" / "step_000008.png"))
+    assert grid.shape[0] > 2 * 96 and grid.shape[1] > 6 * 96  # 2 rows, 6 tiles of >= 96 px
+    rows = (tmp_path / "swd.csv").read_text().splitlines()
+    assert rows[0].startswith("step,AtoB_translated") and len(rows) == 3
+    assert summary["steps"] == 8 and summary["images_per_s"] > 0
+    assert set(summary["swd"]) >= {"AtoB_translated", "AtoB_untranslated", "BtoA_translated", "BtoA_untranslated"}
+
+
+@pytest.mark.parametrize("gan_mode,generator", [("vanilla", "resnet_6blocks"), ("hinge", "resnet_6blocks"),
+                                                 ("wgangp", "resnet_6blocks"), ("lsgan", "unet")])
+def test_every_objective_and_the_unet_train(tmp_path, gan_mode, generator):
+    cfg = tiny_config(gan_mode=gan_mode, generator=generator, image_size=32, load_size=34, steps=3,
+                      checkpoint_every=3, sample_every=3, lambda_identity=0.0)
+    domains = random_domains(size=34, held=4, held_size=32)
+    domains.held_b = domains.held_b[:1]  # a tiny domain: the grid gets as many rows as both have
+    summary = train(cfg, domains, tmp_path)
+    assert summary["steps"] == 3
+    assert cv2.imread(str(tmp_path / "samples" / "step_000003.png")).shape[0] < 2 * 96
+    rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and all(np.isfinite(float(v)) for r in rows for v in r.split(",")[2:])
+
+
+def test_resume_falls_back_from_a_corrupt_checkpoint(tmp_path, caplog):
+    train(tiny_config(keep_checkpoints=3), random_domains(), tmp_path)
+    newest = tmp_path / "checkpoints" / "step_00000008.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut off, as by a full disk
+    with caplog.at_level(logging.WARNING, "fertransfer.cyclegan"):
+        state = load_newest_valid(tmp_path / "checkpoints", tiny_config().architecture())
+    assert state["step"] == 4
+    assert "step_00000008.pt: not a readable checkpoint" in caplog.text
+    assert newest.exists()  # kept for a person to look at
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(newest)
+
+
+def test_checkpoint_of_another_architecture_names_the_mismatch(tmp_path):
+    train(tiny_config(steps=4), random_domains(), tmp_path)
+    with pytest.raises(CheckpointError, match=r"ngf: checkpoint 4, config 8.*b_channels: checkpoint 1, config 3"):
+        load_newest_valid(tmp_path / "checkpoints", tiny_config(ngf=8, b_channels=3).architecture())
+    with pytest.raises(CheckpointError, match="ngf: checkpoint 4, config 8"):
+        train(tiny_config(steps=8, ngf=8), random_domains(), tmp_path, resume=True)
+
+
+# --- translation -------------------------------------------------------------------------
+
+
+def test_translator_api_converts_sizes_and_channels(tmp_path):
+    path = tiny_checkpoint(tmp_path / "tiny.pt", image_size=32, a_channels=3, b_channels=1)
+    to_person = Translator.from_checkpoint(path, direction="BtoA", device="cpu")
+    assert (to_person.image_size, to_person.in_channels, to_person.out_channels, to_person.direction) == (32, 1, 3, "BtoA")
+    fer = np.random.default_rng(0).integers(0, 255, (5, 48, 48, 1), dtype=np.uint8)
+    out = to_person.translate(fer, batch_size=2)
+    assert out.shape == (5, 32, 32, 3) and out.dtype == np.uint8
+    # RGB input to a gray-input generator, and 2-D gray input, are converted first.
+    assert to_person.translate(np.zeros((2, 40, 50, 3), np.uint8)).shape == (2, 32, 32, 3)
+    to_fer = Translator.from_checkpoint(path, direction="AtoB", device="cpu")
+    assert to_fer.translate(np.zeros((3, 20, 20), np.uint8)).shape == (3, 32, 32, 1)
+    # Batching does not change the result.
+    assert np.array_equal(to_person.translate(fer, batch_size=64), out)
+
+
+def test_translator_loads_the_latest_export_of_a_training_run(tmp_path):
+    train(tiny_config(steps=4), random_domains(), tmp_path)
+    t = Translator.from_checkpoint(tmp_path / "checkpoints" / "latest.pt", direction="AtoB", device="cpu")
+    assert t.step == 4 and t.translate(np.zeros((1, 16, 16, 3), np.uint8)).shape == (1, 16, 16, 1)
+    with pytest.raises(ValueError, match="direction"):
+        Translator.from_checkpoint(tmp_path / "checkpoints" / "latest.pt", direction="sideways")
+
+
+def test_translate_command_converts_a_folder_and_reports_bad_files(tmp_path, capsys):
+    from fertransfer.pipelines.cli import main
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt", image_size=32)
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(source / f"face{i}.jpg"), np.full((40 + i, 40, 3), 60 * i, np.uint8))
+    cv2.imwrite(str(source / "sub" / "gray.png"), np.full((48, 48), 128, np.uint8))
+    argv = ["translate", "--checkpoint", str(ckpt), "--direction", "AtoB", "--device", "cpu", str(source), str(tmp_path / "out")]
+    assert main(argv) == 0
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == ["face0.png", "face1.png", "face2.png", "sub/gray.png"]
+    assert cv2.imread(str(tmp_path / "out" / "face0.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
+
+    (source / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(argv) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    assert (tmp_path / "out" / "face2.png").exists()
+
+    (tmp_path / "bad.pt").write_bytes(b"nonsense")
+    assert main([*argv[:1], "--checkpoint", str(tmp_path / "bad.pt"), *argv[3:]]) == 1
+    assert "bad.pt: not a readable checkpoint" in capsys.readouterr().err
+
+
+# --- the stage, through the runner --------------------------------------------------------
+
+
+def face_folder(root: Path, count: int = 12) -> Path:
+    """RGB 'faces' of mixed sizes, and one grayscale PNG: domain A as extract might leave it."""
+    rng = np.random.default_rng(3)
+    root.mkdir(parents=True)
+    for i in range(count):
+        size = (40, 40) if i % 3 else (56, 44)
+        image = cv2.resize(rng.integers(0, 255, (5, 5, 3), dtype=np.uint8), size)
+        cv2.imwrite(str(root / f"f{i:02d}.jpg"), image)
+    cv2.imwrite(str(root / "gray.png"), np.full((30, 30), 90, np.uint8))
+    return root
+
+
+def write_config(tmp_path: Path, faces: Path, fer: Path, **extra) -> Path:
+    options = dict(faces=str(faces), fer=str(fer), image_size=16, ngf=4, ndf=4, n_layers=2, steps=6,
+                   checkpoint_every=3, sample_every=3, swd_images=8, threads=1, deterministic=True, **extra)
+    lines = ["[run]", 'dir = "run"', 'device = "cpu"', "[cyclegan]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+    path = tmp_path / "pipeline.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_stage_runs_resumes_and_records(tmp_path, smileys, monkeypatch):
+    from fertransfer.cyclegan import train as train_module
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    config = load_config(write_config(tmp_path, face_folder(tmp_path / "faces"), smileys, fer_classes=["happy", "sad"]))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "plot_losses", interrupted)  # dies after training, before the manifest
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, "cyclegan")
+    assert (tmp_path / "run" / "cyclegan.partial" / "checkpoints" / "step_00000006.pt").exists()
+    monkeypatch.undo()
+
+    (status,) = run_pipeline(config, "cyclegan")
+    out = tmp_path / "run" / "cyclegan"
+    summary = status.manifest["summary"]
+    assert summary["resumed_from_step"] == 6 and summary["steps_this_run"] == 0
+    assert summary["domains"]["A"]["images"] == 13
+    assert summary["domains"]["B"]["classes"] == ["happy", "sad"]
+    for name in ("checkpoints/latest.pt", "samples/final.png", "samples/step_000003.png", "losses.csv",
+                 "loss_curve.png", "swd.csv"):
+        assert (out / name).exists(), name
+    assert summary["swd"]["step"] == 6 and set(summary["swd"]["AtoB"]) == {"translated", "untranslated"}
+    assert len((out / "losses.csv").read_text().splitlines()) == 7  # header + 6 steps, none twice
+    assert Translator.from_checkpoint(out / "checkpoints" / "latest.pt", "BtoA", "cpu").out_channels == 3
+
+
+def test_stage_reports_an_empty_domain(tmp_path, smileys):
+    from fertransfer.data import DatasetError
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    (tmp_path / "faces").mkdir()
+    config = load_config(write_config(tmp_path, tmp_path / "faces", smileys))
+    with pytest.raises(DatasetError, match="faces: no readable images"):
+        run_pipeline(config, "cyclegan")
+
+
+def test_stage_takes_faces_from_extract_when_not_given():
+    from fertransfer.cyclegan.stage import STAGE, CycleganOptions
+
+    assert STAGE.upstream(CycleganOptions()) == ["extract"]
+    assert STAGE.upstream(CycleganOptions(faces="my/faces")) == []
+    assert STAGE.resumable
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path, smileys):
+    """The torchrun/DDP path on CPU (gloo): two ranks train, rank 0 writes the outputs."""
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    config = load_config(write_config(tmp_path, face_folder(tmp_path / "faces"), smileys, processes=2))
+    (status,) = run_pipeline(config, "cyclegan")
+    summary = status.manifest["summary"]
+    assert summary["processes"] == 2 and summary["steps"] == 6
+    state = load_checkpoint(tmp_path / "run" / "cyclegan" / "checkpoints" / "step_00000006.pt")
+    assert len(state["rng"]) == 2  # each rank's batches and pools, for resuming

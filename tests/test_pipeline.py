@@ -1,0 +1,173 @@
+"""The stage runner, the config and the CLI, driven through two fake stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fertransfer.pipelines import ConfigError, load_config, registry, run_pipeline, stage_status
+from fertransfer.pipelines.cli import main
+from fertransfer.pipelines.config import default_config_text
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """extract and cyclegan are the fake stages; augment and classify are not built."""
+    monkeypatch.setitem(registry.STAGE_MODULES, "extract", "fake_first")
+    monkeypatch.setitem(registry.STAGE_MODULES, "cyclegan", "fake_second")
+    monkeypatch.setitem(registry.STAGE_MODULES, "augment", "fertransfer.not_a_module")
+    monkeypatch.setitem(registry.STAGE_MODULES, "classify", "fertransfer.not_a_module")
+
+
+@pytest.fixture
+def project(tmp_path, fake_stages) -> Path:
+    (tmp_path / "input.txt").write_text("hello")
+    (tmp_path / "pipeline.toml").write_text(default_config_text({"run": {"dir": "out"}}))
+    return tmp_path
+
+
+def states(config) -> dict[str, str]:
+    return {name: stage_status(config, name).state for name in registry.STAGE_ORDER}
+
+
+def test_init_writes_every_option_with_a_comment(tmp_path, fake_stages, capsys):
+    assert main(["init", str(tmp_path)]) == 0
+    text = (tmp_path / "pipeline.toml").read_text()
+    assert "# A text file to copy.\nsource = \"input.txt\"" in text
+    assert "[cyclegan]\n# Appended to the first stage's text.\nsuffix = \"!\"" in text
+    assert "# [augment]: this stage is not built yet." in text
+    config = load_config(tmp_path / "pipeline.toml")
+    assert config.options("extract").repeat == 1 and config.run.seed == 0
+    assert main(["init", str(tmp_path)]) == 1  # refuses to overwrite
+
+
+def test_run_all_writes_manifests_then_skips(project):
+    config = load_config(project / "pipeline.toml")
+    assert states(config) == {"extract": "missing", "cyclegan": "missing", "augment": "not built", "classify": "not built"}
+    run_pipeline(config, "all")
+    assert states(config)["extract"] == "done" and states(config)["cyclegan"] == "done"
+    assert (project / "out" / "cyclegan" / "result.txt").read_text() == "hello!"
+    manifest = json.loads((project / "out" / "extract" / "manifest.json").read_text())
+    assert manifest["summary"] == {"characters": 5, "resumed": False}
+    assert manifest["config"] == {"source": "input.txt", "repeat": 1, "fail_midway": False}
+    assert manifest["outputs"] == {"files": ["copy.txt", "done.txt"], "count": 2}
+    assert set(manifest["timings"]) >= {"started", "finished", "seconds"}
+    assert "numpy" in manifest["versions"] and "python" in manifest["versions"]
+    assert list(manifest["fingerprint"]["inputs"].values())[0] is not None
+    assert not list((project / "out").glob("*.partial"))
+
+    before = (project / "out" / "extract" / "manifest.json").stat().st_mtime_ns
+    run_pipeline(config, "all")  # nothing changed: both skipped
+    assert (project / "out" / "extract" / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_changes_make_stages_stale(project):
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "all")
+    config.options("cyclegan").suffix = "?"
+    assert states(config)["extract"] == "done"
+    assert stage_status(config, "cyclegan").state == "stale"
+    assert "config" in stage_status(config, "cyclegan").reason
+
+    (project / "input.txt").write_text("changed input")
+    assert stage_status(config, "extract").state == "stale"
+    run_pipeline(config, "extract")
+    # The upstream manifest changed, so the downstream stage is stale too.
+    status = stage_status(config, "cyclegan")
+    assert status.state == "stale" and "upstream" in status.reason
+
+
+def test_interrupted_stage_is_never_done_and_resumable_stage_continues(project):
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "extract")
+    config.options("cyclegan").fail_midway = True
+    with pytest.raises(Exception, match="failed midway"):
+        run_pipeline(config, "cyclegan")
+    assert stage_status(config, "cyclegan").state == "missing"
+    assert (project / "out" / "cyclegan.partial" / "attempts.txt").read_text() == "1"
+
+    # Same config again (still failing): the resumable stage gets its partial folder back.
+    with pytest.raises(Exception, match="failed midway"):
+        run_pipeline(config, "cyclegan")
+    assert (project / "out" / "cyclegan.partial" / "attempts.txt").read_text() == "2"
+
+    config.options("cyclegan").fail_midway = False  # a different config starts afresh
+    [status] = run_pipeline(config, "cyclegan")
+    assert status.manifest["summary"]["attempts"] == 1 and not status.manifest["summary"]["resumed"]
+
+
+def test_failed_rerun_keeps_the_previous_complete_output(project):
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "extract")
+    config.options("extract").fail_midway = True
+    with pytest.raises(Exception, match="failed midway"):
+        run_pipeline(config, "extract", force=True)
+    assert (project / "out" / "extract" / "done.txt").exists()
+    assert stage_status(config, "extract").state == "stale"
+
+
+def test_downstream_stage_needs_its_upstream(project, capsys):
+    assert main(["run", "cyclegan", "--config", str(project / "pipeline.toml")]) == 1
+    assert "needs 'extract', which is missing" in capsys.readouterr().err
+
+
+def test_config_problems_are_all_reported_before_work(project, capsys):
+    (project / "bad.toml").write_text(
+        '[run]\nseed = "zero"\ncolour = 1\n'
+        '[extract]\nsource = "nowhere.txt"\nrepeat = 1.5\n'
+        '[cyclegan]\nsufix = "?"\n'
+        '[train]\nx = 1\n'
+    )
+    assert main(["run", "all", "--config", str(project / "bad.toml")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 5, lines
+    text = "\n".join(lines)
+    assert "[run].seed: expected int, got str 'zero'" in text
+    assert "[run]: unknown key 'colour'" in text
+    assert "[extract].repeat: expected int, got float 1.5" in text
+    assert "[cyclegan]: unknown key 'sufix' (known: suffix, fail_midway)" in text
+    assert "[train]: unknown section" in text
+    assert not (project / "out").exists()
+
+    (project / "missing.toml").write_text('[extract]\nsource = "nowhere.txt"\n')
+    assert main(["run", "all", "--config", str(project / "missing.toml")]) == 2
+    assert "[extract].source: path not found: nowhere.txt" in capsys.readouterr().err
+    assert not (project / "runs").exists()
+
+
+def test_unbuilt_stage_says_so_in_one_line(project, capsys):
+    assert main(["run", "augment", "--config", str(project / "pipeline.toml")]) == 2
+    assert capsys.readouterr().err.strip() == "error: stage 'augment' is not built yet"
+
+
+def test_status_lists_each_stage(project, capsys):
+    config_path = str(project / "pipeline.toml")
+    assert main(["run", "extract", "--config", config_path]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", config_path]) == 0
+    out = capsys.readouterr().out
+    assert "extract   done" in out and "2 files in" in out
+    assert "cyclegan  missing" in out and "augment   not built" in out
+
+
+def test_config_errors_on_bad_toml(tmp_path):
+    (tmp_path / "p.toml").write_text("[run\n")
+    with pytest.raises(ConfigError, match="p.toml"):
+        load_config(tmp_path / "p.toml")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_report_shows_each_stage(project, capsys):
+    config_path = str(project / "pipeline.toml")
+    assert main(["run", "all", "--config", config_path]) == 0
+    assert f"run report: {project / 'out' / 'report.html'}" in capsys.readouterr().out
+    page = (project / "out" / "report.html").read_text()
+    assert "<h2>extract</h2>" in page and "test stage one" in page
+    assert "<th>characters</th><td class=\"num\">5</td>" in page
+    assert "<h2>augment</h2><p class=\"muted\">Not run.</p>" in page
+    (project / "out" / "report.html").unlink()
+    assert main(["report", str(project / "out")]) == 0
+    assert (project / "out" / "report.html").exists()
