@@ -284,6 +284,7 @@ def train_cnn(
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])  # dropout draws from the global generator
         history, best = resume["history"], resume["best"]
         start_epoch, elapsed_before = resume["epoch"], resume["elapsed"]
         log.info("resuming after epoch %d (%.0f s already spent)", start_epoch, elapsed_before)
@@ -343,9 +344,10 @@ def train_cnn(
         if config.patience and epoch - best["epoch"] >= config.patience:
             stopped = "patience"
         if checkpoint:
-            checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(), "history": history, "best": best,
-                        "epoch": epoch, "elapsed": time.perf_counter() - t0})
+            # A copy, so that the state stays that of this epoch while training goes on.
+            checkpoint(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+                                      "epoch": epoch, "elapsed": time.perf_counter() - t0}))
     model.load_state_dict(best["state"])
     return TrainResult(classifier, history, best["epoch"], stopped, time.perf_counter() - t0)
 
