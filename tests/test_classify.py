@@ -64,7 +64,7 @@ def test_stage_writes_metrics_pictures_and_model(trained, smileys):
     assert np.trace(matrix) / n_test == pytest.approx(metrics["test"]["accuracy"])
     assert metrics["test"]["majority_class"] == "happy"  # the smileys follow FER2013's proportions
     assert len(metrics["history"]) == 1 and {"lr", "train_loss", "val_acc"} <= set(metrics["history"][0])
-    for name in ("real/confusion_matrix.png", "real/training_curves.png", "comparison.png"):
+    for name in ("confusion_real.png", "curves_real.png", "comparison.png"):
         assert (trained / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy" in (trained / "report.md").read_text()
     assert not (trained / "real" / "checkpoint.pt").exists()

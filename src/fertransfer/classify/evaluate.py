@@ -90,7 +90,7 @@ def plot_history(history: list[dict], path: Path, title: str, best_epoch: int | 
 
 
 def report_markdown(name: str, metrics: dict) -> str:
-    """A short human-readable report of one trained model."""
+    """A short human-readable report of one trained model (pictures relative to the stage folder)."""
     lines = [f"# classify: {name}", ""]
     info = metrics.get("training", {})
     if info:
@@ -112,7 +112,5 @@ def report_markdown(name: str, metrics: dict) -> str:
         lines += ["", f"Per class ({split}):", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for cls, row in metrics[split]["per_class"].items():
             lines.append(f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
-    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
-    if metrics.get("history_plot"):
-        lines += ["![training curves](training_curves.png)", ""]
+    lines += [""] + [f"![{picture}]({picture})" for picture in metrics.get("pictures", [])] + [""]
     return "\n".join(lines)

@@ -3,11 +3,11 @@
 Output folder (``<run dir>/classify/``)::
 
     metrics.json        every training set's metrics, keyed by set name
-    report.md           the per-set reports, and the comparison when there are several sets
+    report.md           one section per training set, then the comparison
     comparison.{md,csv,png}  accuracy, macro-F1 and recall per class, one row/bar group per set
+    confusion_<set>.png, curves_<set>.png   confusion matrix (counts, row-normalised); loss/accuracy/lr per epoch
     <set>/model/        the trained model (model.json + weights); `pipeline predict --model` takes it
     <set>/metrics.json  val and test metrics, training details, per-epoch history
-    <set>/report.md, confusion_matrix.png, training_curves.png
 
 Selection (best epoch, early stopping, AutoKeras trials) only looks at the validation split;
 the test split is scored once per trained model, at the end.
@@ -180,14 +180,13 @@ def run(ctx: StageContext) -> dict:
             labels, _ = predict_labels(trained.classifier, data.images)
             metrics[split] = score(data.labels, labels, kept, majority)
         final = "test" if "test" in metrics else "val"
-        plot_confusion(metrics[final]["confusion_matrix"], kept, folder / "confusion_matrix.png",
+        plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{name}.png",
                        f"{name}: {final} accuracy {metrics[final]['accuracy']:.3f}, macro-F1 {metrics[final]['macro_f1']:.3f}")
         if trained.history:
-            plot_history(trained.history, folder / "training_curves.png", f"{name} ({metrics['engine']})",
+            plot_history(trained.history, ctx.out_dir / f"curves_{name}.png", f"{name} ({metrics['engine']})",
                          trained.info.get("best_epoch"))
-            metrics["history_plot"] = "training_curves.png"
+        metrics["pictures"] = [p for p in (f"confusion_{name}.png", f"curves_{name}.png") if (ctx.out_dir / p).exists()]
         metrics["history"] = trained.history
-        (folder / "report.md").write_text(report_markdown(name, metrics))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         ctx.timings[f"train_{name}"] = float(trained.info.get("seconds", 0))
         ctx.log.info("%s: %s accuracy %.4f, macro-F1 %.4f", name, final, metrics[final]["accuracy"],
@@ -205,7 +204,7 @@ def run(ctx: StageContext) -> dict:
     ex.plot_comparison(rows, ctx.out_dir / "comparison.png", final)
     (ctx.out_dir / "metrics.json").write_text(json.dumps({k: {s: v for s, v in m.items() if s != "history"}
                                                           for k, m in results.items()}, indent=2, default=float))
-    parts = [(ctx.out_dir / name / "report.md").read_text().replace("](", f"]({name}/") for name in results]
+    parts = [report_markdown(name, metrics) for name, metrics in results.items()]
     (ctx.out_dir / "report.md").write_text("\n\n".join([*parts, "# comparison\n\n" + table + "\n![comparison](comparison.png)\n"]))
 
     return {
@@ -220,8 +219,7 @@ def run(ctx: StageContext) -> dict:
             for name, m in results.items()
         },
         "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in evaluation.items()},
-        "pictures": ["comparison.png", *[f"{n}/confusion_matrix.png" for n in results],
-                     *[f"{n}/training_curves.png" for n in results if results[n].get("history_plot")]],
+        "pictures": ["comparison.png", *[p for m in results.values() for p in m["pictures"]]],
     }
 
 
@@ -233,6 +231,6 @@ STAGE = Stage(
     upstream=_upstream,
     inputs=_inputs,
     resumable=True,
-    demo={"fer": "data/smileys", "engine": "cnn", "epochs": 6, "width": 16, "batch_size": 32, "lr": 0.05,
+    demo={"fer": "data/smileys", "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
           "patience": 0, "tta": "flip"},
 )
