@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from fertransfer.classify.cnn import CnnConfig, FaceNet, normalise, random_crop_flip, to_tensor
+from fertransfer.classify.cnn import CnnConfig, FaceNet, random_crop_flip, standardise, to_tensor
 
 FER_TRAIN = 28709
 
@@ -35,7 +35,7 @@ def bench(width: int, bf16: bool, images: int, batch: int) -> tuple[float, float
     for i, start in enumerate(range(0, images, batch)):
         if i == warmup:
             t0, c0, done = time.perf_counter(), time.process_time(), 0
-        x = normalise(random_crop_flip(data[start : start + batch], config.crop, generator), 0.5, 0.25)
+        x = standardise(random_crop_flip(data[start : start + batch], config.crop, generator))
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)

@@ -236,3 +236,22 @@ def test_training_resumes_from_a_checkpoint(smileys):
                         device="cpu", resume=states[0])
     assert len(resumed.history) == 2 and resumed.history[0] == full.history[0]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-4)
+
+
+def test_input_blur_is_part_of_the_saved_model(smileys, tmp_path):
+    from fertransfer.classify.cnn import CnnConfig, blur, train_cnn
+    from fertransfer.classify.models import save_classifier
+
+    data = load_dataset(smileys)
+    images = data["val"].images
+    assert blur(images, 0) is images
+    blurred = blur(images, 2.0)
+    assert blurred.shape == images.shape and np.abs(np.diff(blurred.astype(float), axis=2)).mean() < np.abs(
+        np.diff(images.astype(float), axis=2)).mean()
+    config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", input_blur=2.0)
+    result = train_cnn(data["train"].images[:64], data["train"].labels[:64], images, data["val"].labels,
+                       list(FER_CLASSES), config, device="cpu")
+    save_classifier(result.classifier, tmp_path / "model")
+    loaded = load_classifier(tmp_path / "model")
+    assert loaded.config.input_blur == 2.0
+    np.testing.assert_allclose(loaded.predict_proba(images[:8]), result.classifier.predict_proba(images[:8]), atol=1e-5)

@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 BLOCKS = ("vanilla", "resnet", "xception")
 
 
+def standardise(images: np.ndarray) -> np.ndarray:
+    """Each image to zero mean and unit variance (float32), as the CNN engine does: brightness
+    and contrast differ between FER2013's training and test images."""
+    x = images.astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / (std + 1.0)
+
+
 def _keras():
     """keras and autokeras, with the torch backend chosen before keras is first imported."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -56,7 +65,7 @@ class AutoKerasClassifier:
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        probs = np.asarray(self.model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0))
+        probs = np.asarray(self.model.predict(standardise(images), batch_size=batch_size, verbose=0))
         if probs.ndim == 1 or probs.shape[1] == 1:  # a binary head gives P(class 1) only
             p1 = probs.reshape(-1)
             probs = np.stack([1 - p1, p1], axis=1)
@@ -126,8 +135,8 @@ def train_autokeras(
     if config.time_budget_minutes > 0:
         callbacks.append(_Deadline(t0 + config.time_budget_minutes * 60, search.tuner))
     history = search.fit(
-        train_images.astype(np.float32), eye[train_labels], epochs=config.epochs, batch_size=config.batch_size,
-        validation_data=(val_images.astype(np.float32), eye[val_labels]), callbacks=callbacks, verbose=0,
+        standardise(train_images), eye[train_labels], epochs=config.epochs, batch_size=config.batch_size,
+        validation_data=(standardise(val_images), eye[val_labels]), callbacks=callbacks, verbose=0,
     )
     model = search.export_model()
     rows = []
