@@ -214,7 +214,6 @@ def test_predict_errors_are_one_clear_line(trained, tmp_path, capsys):
     assert "no model.json" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_cnn_learns_the_smileys(smileys, tmp_path):
     """A few epochs take the CNN far above the majority baseline (the smileys are easy)."""
     _, summary = run_classify(tmp_path, fer=str(smileys), epochs=8, width=16)
