@@ -82,22 +82,21 @@ class AutoKerasClassifier:
         return cls(model, list(meta["classes"]), meta["channels"], meta["size"], AutoKerasConfig(**meta["config"]))
 
 
-class _Deadline:
-    """Stops the running trial at the deadline and lets the tuner start no more trials."""
+def deadline_callback(deadline: float, tuner):
+    """A callback that stops the running trial at `deadline` (time.monotonic) and lets the
+    tuner start no more trials."""
+    keras, _ = _keras()
 
-    def __new__(cls, deadline: float, tuner):
-        keras, _ = _keras()
+    class Deadline(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if time.monotonic() > deadline:
+                self.model.stop_training = True
 
-        class Deadline(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if time.monotonic() > deadline:
-                    self.model.stop_training = True
+        def on_train_end(self, logs=None):
+            if time.monotonic() > deadline:
+                tuner.oracle.max_trials = len(tuner.oracle.trials)
 
-            def on_train_end(self, logs=None):
-                if time.monotonic() > deadline:
-                    tuner.oracle.max_trials = len(tuner.oracle.trials)
-
-        return Deadline()
+    return Deadline()
 
 
 def train_autokeras(
@@ -133,7 +132,7 @@ def train_autokeras(
     eye = np.eye(len(classes), dtype=np.float32)
     callbacks = []
     if config.time_budget_minutes > 0:
-        callbacks.append(_Deadline(t0 + config.time_budget_minutes * 60, search.tuner))
+        callbacks.append(deadline_callback(t0 + config.time_budget_minutes * 60, search.tuner))
     history = search.fit(
         standardise(train_images), eye[train_labels], epochs=config.epochs, batch_size=config.batch_size,
         validation_data=(standardise(val_images), eye[val_labels]), callbacks=callbacks, verbose=0,

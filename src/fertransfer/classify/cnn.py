@@ -378,6 +378,5 @@ def train_cnn(
 def evaluate_loss(classifier: CnnClassifier, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Validation loss and accuracy on the mirrored centre crop (cheap enough for every epoch)."""
     probs = classifier.predict_proba(images, tta="flip")
-    classifier.model.train(False)
     p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     return float(-np.log(p).mean()), float((probs.argmax(1) == labels).mean())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from fertransfer.pipelines.options import option
 from fertransfer.pipelines.stage import Stage, StageContext, StageError
