@@ -1,0 +1,382 @@
+"""A fixed VGG-style network for 48x48 faces and the FER training recipe around it.
+
+The recipe is the one that works on FER2013: random crops and horizontal flips, SGD with
+Nesterov momentum and a cosine learning-rate schedule after a short warm-up, label
+smoothing, bf16 autocast where the hardware has it, and test-time averaging over flips or
+ten crops. Model selection uses the validation split only: the weights of the best
+validation epoch are kept, and training stops early when validation stops improving or the
+time budget is spent. The schedule runs on *progress*, the larger of the share of epochs and
+the share of the time budget used, so a time-limited run still anneals to a low rate.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CnnConfig:
+    """Network width and training recipe; stored with the model so it can be rebuilt."""
+
+    width: int = 48  # channels of the first block; doubled in each of the 4 blocks
+    dropout: float = 0.3
+    crop: int = 44  # random crops of this size are cut from the 48x48 input
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) or adamw
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 8  # epochs without a better validation accuracy before stopping; 0 = never
+    time_budget_minutes: float = 0.0  # 0 = no limit
+    tta: str = "tencrop"  # final evaluation: center, flip or tencrop
+    bf16: str = "auto"  # auto (GPU, or CPU with AMX), on, off
+    input_blur: float = 0.0  # Gaussian sigma applied to every input image (0 = none); see blur()
+
+
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FaceNet(nn.Module):
+    """Four VGG blocks (two 3x3 convs each, max-pooling between) and a global-average head.
+
+    Global pooling makes the network indifferent to the input size, so it is trained on
+    44x44 crops and evaluated on crops or whole 48x48 faces alike.
+    """
+
+    def __init__(self, num_classes: int, channels: int = 1, width: int = 64, dropout: float = 0.3):
+        super().__init__()
+        w = [width, width * 2, width * 4, width * 8]
+        layers: list[nn.Module] = []
+        cin = channels
+        for i, cout in enumerate(w):
+            layers += [conv_bn(cin, cout), conv_bn(cout, cout)]
+            if i < len(w) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+# --- data on tensors -----------------------------------------------------------------
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) uint8 tensor; standardised later, per image."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of every (H, W, C) uint8 image; the identity for sigma 0.
+
+    Part of the model, applied to its training and to every image it classifies, for training
+    data blurrier than the images it will see: the shared FER2013 training split is blurred
+    (about sigma 3) while PublicTest/PrivateTest are sharp, and a network trained on the blur
+    fails on sharp faces unless they are blurred alike.
+    """
+    if sigma <= 0:
+        return images
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        out[i] = cv2.GaussianBlur(image, (0, 0), sigma).reshape(image.shape)
+    return out
+
+
+def standardise(batch: torch.Tensor) -> torch.Tensor:
+    """Each image to zero mean and unit variance.
+
+    Per image rather than with dataset statistics, so that brightness and contrast, which
+    differ between sources (the shared FER2013's training images have about 30% less contrast
+    than its PublicTest/PrivateTest images), do not reach the network.
+    """
+    x = batch.float()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / (std + 1.0)
+
+
+def random_crop_flip(batch: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """A random crop of size `crop` from each image, mirrored with probability 1/2."""
+    n, _, h, w = batch.shape
+    tops = torch.randint(0, h - crop + 1, (n,), generator=generator)
+    lefts = torch.randint(0, w - crop + 1, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.empty((n, batch.shape[1], crop, crop), dtype=batch.dtype)
+    for i in range(n):
+        patch = batch[i, :, tops[i] : tops[i] + crop, lefts[i] : lefts[i] + crop]
+        out[i] = patch.flip(-1) if flips[i] else patch
+    return out
+
+
+def test_views(batch: torch.Tensor, crop: int, tta: str) -> list[torch.Tensor]:
+    """The views averaged at test time: the centre crop, plus its mirror, plus 4 corner crops."""
+    h, w = batch.shape[-2:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    centre = batch[..., top : top + crop, left : left + crop]
+    if tta == "center":
+        return [centre]
+    if tta == "flip":
+        return [centre, centre.flip(-1)]
+    if tta == "tencrop":
+        corners = [batch[..., :crop, :crop], batch[..., :crop, w - crop :], batch[..., h - crop :, :crop],
+                   batch[..., h - crop :, w - crop :]]
+        views = [centre, *corners]
+        return views + [v.flip(-1) for v in views]
+    raise ValueError(f"tta must be center, flip or tencrop, got {tta!r}")
+
+
+# --- the trained model ----------------------------------------------------------------
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def use_bf16(setting: str, device: torch.device) -> bool:
+    """bf16 autocast pays off on GPUs and on CPUs with AMX tiles; elsewhere it is slower."""
+    if setting == "on":
+        return True
+    if setting == "off":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return "amx_bf16" in handle.read()
+    except OSError:
+        return False
+
+
+@dataclass
+class CnnClassifier:
+    """A trained FaceNet with what it needs to classify new images."""
+
+    model: FaceNet
+    classes: list[str]
+    channels: int
+    size: int
+    config: CnnConfig
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    engine = "cnn"
+
+    @torch.no_grad()
+    def predict_proba(self, images: np.ndarray, tta: str | None = None, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, classes) for (N, size, size, channels) uint8 images."""
+        tta = tta or self.config.tta
+        self.model.eval()
+        bf16 = use_bf16(self.config.bf16, self.device)
+        data = to_tensor(blur(images, self.config.input_blur))
+        out = []
+        for start in range(0, len(data), batch_size):
+            batch = data[start : start + batch_size]
+            probs = 0
+            views = test_views(batch, self.config.crop, tta)
+            for view in views:
+                inputs = standardise(view).to(self.device).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = self.model(inputs)
+                probs = probs + F.softmax(logits.float(), dim=1)
+            out.append((probs / len(views)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def state(self) -> dict:
+        """Everything needed to rebuild the classifier, as plain values and tensors."""
+        return {
+            "engine": self.engine,
+            "classes": list(self.classes),
+            "channels": self.channels,
+            "size": self.size,
+            "config": asdict(self.config),
+            "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()},
+        }
+
+    def save(self, folder: Path) -> dict:
+        torch.save(self.state(), folder / "cnn.pt")
+        return {"file": "cnn.pt", "config": asdict(self.config)}
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, device: str = "cpu") -> CnnClassifier:
+        return cls.from_state(torch.load(folder / meta["file"], map_location="cpu", weights_only=True), device)
+
+    @classmethod
+    def from_state(cls, state: dict, device: str = "cpu") -> CnnClassifier:
+        config = CnnConfig(**state["config"])
+        model = FaceNet(len(state["classes"]), state["channels"], config.width, config.dropout)
+        model.load_state_dict(state["state_dict"])
+        dev = pick_device(device)
+        return cls(model.to(dev), list(state["classes"]), state["channels"], state["size"],
+                   config, dev)
+
+
+# --- training -------------------------------------------------------------------------
+
+
+def learning_rate(config: CnnConfig, progress: float, warmup: float) -> float:
+    """Linear warm-up over the first `warmup` share of progress, then cosine to zero."""
+    if progress < warmup:
+        return config.lr * max(progress / warmup, 0.02)
+    rest = (progress - warmup) / max(1e-9, 1 - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
+
+
+@dataclass
+class TrainResult:
+    classifier: CnnClassifier
+    history: list[dict]  # one row per epoch: epoch, lr, train_loss, train_acc, val_loss, val_acc, seconds
+    best_epoch: int
+    stopped: str  # why training ended: epochs, patience, time budget
+    seconds: float
+
+
+def train_cnn(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    classes: list[str],
+    config: CnnConfig,
+    seed: int = 0,
+    device: str = "auto",
+    checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
+) -> TrainResult:
+    """Train FaceNet on uint8 images (N, H, W, C); select the epoch by validation accuracy.
+
+    `checkpoint(state)` is called after every epoch with a resumable state; passing that
+    state back as `resume` continues the run where it stopped.
+    """
+    if len(train_labels) == 0:
+        raise ValueError("no training images")
+    if len(val_labels) == 0:
+        raise ValueError("no validation images: model selection needs a validation split")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    dev = pick_device(device)
+    bf16 = use_bf16(config.bf16, dev)
+    channels, size = train_images.shape[3], train_images.shape[1]
+    if size < config.crop:
+        raise ValueError(f"images are {size}x{size}, smaller than the crop size {config.crop}")
+    model = FaceNet(len(classes), channels, config.width, config.dropout).to(dev)
+    model = model.to(memory_format=torch.channels_last)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    elif config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    else:
+        raise ValueError(f"optimizer must be sgd or adamw, got {config.optimizer!r}")
+    classifier = CnnClassifier(model, list(classes), channels, size, config, dev)
+
+    x_train, y_train = to_tensor(blur(train_images, config.input_blur)), torch.from_numpy(train_labels.astype(np.int64))
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = min(0.3, config.warmup_epochs / max(1, config.epochs))
+    budget = config.time_budget_minutes * 60.0
+
+    history: list[dict] = []
+    best = {"acc": -1.0, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    start_epoch, elapsed_before = 0, 0.0
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])  # dropout draws from the global generator
+        history, best = resume["history"], resume["best"]
+        start_epoch, elapsed_before = resume["epoch"], resume["elapsed"]
+        log.info("resuming after epoch %d (%.0f s already spent)", start_epoch, elapsed_before)
+    t0 = time.perf_counter() - elapsed_before
+
+    def progress(step: int) -> float:
+        p = step / total_steps
+        if budget > 0:
+            p = max(p, (time.perf_counter() - t0) / budget)
+        return p
+
+    stopped = "epochs"
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if stopped != "epochs":
+            break
+        model.train()
+        epoch_start = time.perf_counter()
+        order = torch.randperm(len(y_train), generator=generator)
+        loss_sum, correct, seen, lr = 0.0, 0, 0, config.lr
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=5)
+        for b in bar:
+            p = progress(step)
+            if p >= 1.0:
+                stopped = "time budget"
+                break
+            lr = learning_rate(config, p, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index = order[b * config.batch_size : (b + 1) * config.batch_size]
+            batch = random_crop_flip(x_train[index], config.crop, generator)
+            inputs = standardise(batch).to(dev).contiguous(memory_format=torch.channels_last)
+            targets = y_train[index].to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(index)
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += len(index)
+        if seen == 0:
+            break
+        val_loss, val_acc = evaluate_loss(classifier, val_images, val_labels)
+        row = {
+            "epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(row)
+        if val_acc > best["acc"]:
+            best = {"acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f, lr %.4f, %.0f s%s",
+                 epoch, row["train_loss"], row["train_acc"], val_loss, val_acc, lr, row["seconds"],
+                 " (best)" if best["epoch"] == epoch else "")
+        if config.patience and epoch - best["epoch"] >= config.patience:
+            stopped = "patience"
+        if checkpoint:
+            # A copy, so that the state stays that of this epoch while training goes on.
+            checkpoint(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+                                      "epoch": epoch, "elapsed": time.perf_counter() - t0}))
+    model.load_state_dict(best["state"])
+    return TrainResult(classifier, history, best["epoch"], stopped, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def evaluate_loss(classifier: CnnClassifier, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Validation loss and accuracy on the mirrored centre crop (cheap enough for every epoch)."""
+    probs = classifier.predict_proba(images, tta="flip")
+    p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return float(-np.log(p).mean()), float((probs.argmax(1) == labels).mean())

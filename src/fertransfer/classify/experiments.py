@@ -1,0 +1,190 @@
+"""Training the same engine on several training sets, and comparing the results.
+
+The options from the FER literature live here as transformations of the data: leaving a
+class out (e.g. the rare disgust), oversampling minority classes up to the majority count,
+and the two-tier classifier (positive / negative / neutral first, then the fine class).
+Evaluation data never changes between experiments: the real, untranslated val/test splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fertransfer.data import ImageSet
+
+from .automl import AutoKerasConfig
+from .cnn import CnnConfig
+from .models import Classifier, TwoTierClassifier, coarse_groups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineSettings:
+    engine: str  # cnn or autokeras
+    cnn: CnnConfig = field(default_factory=CnnConfig)
+    automl: AutoKerasConfig = field(default_factory=AutoKerasConfig)
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Trained:
+    classifier: Classifier
+    history: list[dict]  # per epoch (the flat model, or the coarse model of a two-tier one)
+    info: dict  # best epoch, why it stopped, seconds, per-part details
+
+
+# --- data transformations ---------------------------------------------------------------
+
+
+def leave_out(split: ImageSet, classes: list[str], dropped: list[str]) -> tuple[ImageSet, list[str]]:
+    """Drop the images of `dropped` classes and renumber the labels over the classes kept."""
+    kept = [c for c in classes if c not in dropped]
+    remap = np.full(len(classes), -1, np.int64)
+    for new, name in enumerate(kept):
+        remap[classes.index(name)] = new
+    index = np.flatnonzero(remap[split.labels] >= 0)
+    subset = split.subset(index)
+    return ImageSet(subset.images, remap[subset.labels], subset.files), kept
+
+
+def oversample(split: ImageSet, num_classes: int, seed: int) -> ImageSet:
+    """Repeat images of every smaller class (drawn at random) until each matches the largest."""
+    rng = np.random.default_rng(seed)
+    counts = split.counts(num_classes)
+    target = counts.max()
+    index = [np.arange(len(split))]
+    for label, count in enumerate(counts):
+        if 0 < count < target:
+            index.append(rng.choice(np.flatnonzero(split.labels == label), target - count, replace=True))
+    return split.subset(np.concatenate(index))
+
+
+def limit(split: ImageSet, count: int, seed: int) -> ImageSet:
+    """A stratified random subset of about `count` images (for quick runs); all when count <= 0."""
+    if count <= 0 or count >= len(split):
+        return split
+    from fertransfer.data import stratified_split
+
+    _, taken = stratified_split(split.labels, count / len(split), seed)
+    return split.subset(taken)
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def train_flat(
+    settings: EngineSettings, train: ImageSet, val: ImageSet, classes: list[str], work_dir: Path,
+    checkpoint=None, resume=None,
+) -> Trained:
+    """One classifier over `classes` with the chosen engine, selected on `val`."""
+    if settings.engine == "cnn":
+        from .cnn import train_cnn
+
+        result = train_cnn(train.images, train.labels, val.images, val.labels, classes, settings.cnn,
+                           seed=settings.seed, device=settings.device, checkpoint=checkpoint, resume=resume)
+        info = {"best_epoch": result.best_epoch, "stopped": result.stopped, "seconds": result.seconds,
+                "epochs_run": len(result.history)}
+        return Trained(result.classifier, result.history, info)
+    if settings.engine == "autokeras":
+        from .automl import train_autokeras
+
+        classifier, history, seconds = train_autokeras(
+            train.images, train.labels, val.images, val.labels, classes, settings.automl, work_dir / "trials",
+            seed=settings.seed,
+        )
+        best = int(np.nanargmax([r["val_acc"] for r in history])) + 1 if history else None
+        return Trained(classifier, history, {"best_epoch": best, "stopped": "search finished", "seconds": seconds,
+                                             "epochs_run": len(history)})
+    raise ValueError(f"unknown engine '{settings.engine}'")
+
+
+def _relabel(split: ImageSet, mapping: np.ndarray) -> ImageSet:
+    index = np.flatnonzero(mapping[split.labels] >= 0)
+    subset = split.subset(index)
+    return ImageSet(subset.images, mapping[subset.labels], subset.files)
+
+
+def train_two_tier(settings: EngineSettings, train: ImageSet, val: ImageSet, classes: list[str], work_dir: Path) -> Trained:
+    """The coarse model over groups, then one fine model per group of two or more classes."""
+    groups = coarse_groups(classes)
+    group_of = np.array([next(g for g, (_, m) in enumerate(groups.items()) if c in m) for c in classes])
+    log.info("two-tier: coarse model over %s", ", ".join(groups))
+    coarse = train_flat(settings, _relabel(train, group_of), _relabel(val, group_of), list(groups), work_dir / "coarse")
+    fine: dict[str, Classifier | None] = {}
+    info = {"coarse": coarse.info, "seconds": coarse.info["seconds"],
+            "best_epoch": coarse.info["best_epoch"], "stopped": coarse.info["stopped"]}
+    for group, members in groups.items():
+        if len(members) < 2:
+            fine[group] = None
+            continue
+        mapping = np.array([members.index(c) if c in members else -1 for c in classes])
+        log.info("two-tier: fine model for %s (%s)", group, ", ".join(members))
+        part = train_flat(settings, _relabel(train, mapping), _relabel(val, mapping), members, work_dir / f"fine_{group}")
+        fine[group] = part.classifier
+        info[f"fine_{group}"] = part.info
+        info["seconds"] += part.info["seconds"]
+    return Trained(TwoTierClassifier(coarse.classifier, fine, groups, list(classes)), coarse.history, info)
+
+
+# --- comparison -------------------------------------------------------------------------
+
+
+def comparison_rows(results: dict[str, dict], split: str) -> list[dict]:
+    """One row per training set: accuracy, macro-F1 and recall per class on `split`."""
+    rows = []
+    for name, metrics in results.items():
+        m = metrics[split]
+        row = {"train_set": name, "train_images": metrics["training"]["train_images"],
+               "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+        row.update({f"recall_{c}": v["recall"] for c, v in m["per_class"].items()})
+        rows.append(row)
+    return rows
+
+
+def comparison_markdown(rows: list[dict], split: str) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    header = [c.replace("recall_", "recall ") for c in columns]
+    lines = [f"Comparison on the real {split} split.", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(rows: list[dict], path: Path, split: str) -> None:
+    """Accuracy and macro-F1 per training set, and recall per class for each set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["train_set"] for r in rows]
+    classes = list(dict.fromkeys(k[len("recall_"):] for r in rows for k in r if k.startswith("recall_")))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    x = np.arange(len(names))
+    for i, key in enumerate(("accuracy", "macro_f1")):
+        bars = axes[0].bar(x + (i - 0.5) * 0.38, [r[key] for r in rows], 0.38, label=key)
+        axes[0].bar_label(bars, fmt="%.3f", fontsize=7)
+    axes[0].set_xticks(x, names, rotation=20)
+    axes[0].set_ylim(0, 1)
+    axes[0].legend()
+    axes[0].set_title(f"overall ({split})")
+    xc = np.arange(len(classes))
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        axes[1].bar(xc + (i - (len(rows) - 1) / 2) * width, [r.get(f"recall_{c}", np.nan) for c in classes],
+                    width, label=r["train_set"])
+    axes[1].set_xticks(xc, classes)
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title(f"recall per class ({split})")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

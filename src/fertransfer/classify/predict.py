@@ -1,0 +1,199 @@
+"""Classifying the faces in an image, a folder of images or a video.
+
+Faces are found with MTCNN (facenet-pytorch, weights shipped inside the package), cut out
+as squares, converted to the classifier's channels and size, and classified. The output
+is an annotated copy of each input (boxes with the label and its probability) and one CSV
+row per face: source, frame, box, detector score, label, probability of every class.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fertransfer.data.images import fit_square, is_image_file, read_image, to_channels, write_jpeg
+from fertransfer.pipelines.stage import StageError
+
+from .models import Classifier, predict_labels
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels
+    score: float  # detector confidence
+
+
+class FaceDetector:
+    """MTCNN from facenet-pytorch. The one place that knows the detector: the extract stage's
+    detector can take its place as long as it maps an RGB frame to a list of Face."""
+
+    def __init__(self, min_score: float = 0.9, min_size: int = 20, device: str = "cpu"):
+        from facenet_pytorch import MTCNN
+
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_size, device=device)
+        self.min_score = min_score
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        boxes, scores = self.mtcnn.detect(rgb)
+        if boxes is None:
+            return []
+        h, w = rgb.shape[:2]
+        faces = []
+        for box, score in zip(boxes, scores):
+            if score is None or score < self.min_score:
+                continue
+            x1, y1, x2, y2 = box
+            faces.append(Face((max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))), float(score)))
+        return faces
+
+
+def whole_image(rgb: np.ndarray) -> list[Face]:
+    """The 'detector' for inputs that are already face crops."""
+    return [Face((0, 0, rgb.shape[1], rgb.shape[0]), 1.0)]
+
+
+def crop_face(rgb: np.ndarray, box: tuple[int, int, int, int], channels: int, size: int) -> np.ndarray:
+    """A square around the box (its longer side), clipped to the frame, at the model's size and channels."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1, 1)
+    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+    top, left = max(0, cy - side // 2), max(0, cx - side // 2)
+    patch = rgb[top : top + side, left : left + side]
+    return fit_square(to_channels(patch, channels), size)
+
+
+def classify_faces(classifier: Classifier, rgb: np.ndarray, faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
+    if not faces:
+        return np.zeros(0, np.int64), np.zeros((0, len(classifier.classes)), np.float32)
+    crops = np.stack([crop_face(rgb, f.box, classifier.channels, classifier.size) for f in faces])
+    return predict_labels(classifier, crops)
+
+
+def annotate(rgb: np.ndarray, faces: list[Face], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> np.ndarray:
+    out = rgb.copy()
+    scale = max(0.4, min(rgb.shape[:2]) / 600)
+    for face, label, p in zip(faces, labels, probs):
+        x1, y1, x2, y2 = face.box
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 220, 0), max(1, int(2 * scale)))
+        text = f"{classes[label]} {p[label]:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = max(th + 4, y1)
+        cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw + 4, ty), (0, 220, 0), -1)
+        cv2.putText(out, text, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def check_classes(classifier: Classifier, expected: list[str], model_path: Path) -> None:
+    if list(classifier.classes) != list(expected):
+        raise StageError(
+            f"{model_path}: the model was trained on the classes [{', '.join(classifier.classes)}], "
+            f"not the expected [{', '.join(expected)}]; pass --classes {' '.join(classifier.classes)} to use it"
+        )
+
+
+def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
+    import imageio.v2 as imageio
+
+    try:
+        reader = imageio.get_reader(path)
+    except Exception as error:  # imageio raises several types for unreadable videos
+        raise StageError(f"{path}: cannot read the video ({error})") from None
+    with reader:
+        for index, frame in enumerate(reader):
+            if index % every == 0:
+                yield index, np.asarray(frame)[..., :3]
+
+
+def _fps(path: Path) -> float:
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path) as reader:
+        return float(reader.get_meta_data().get("fps", 25.0))
+
+
+def list_inputs(path: Path) -> tuple[str, list[Path]]:
+    """("video" | "images", files); raises StageError for a missing or empty input."""
+    if not path.exists():
+        raise StageError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+        if not files:
+            raise StageError(f"{path}: no images in this folder")
+        return "images", files
+    if path.stat().st_size == 0:
+        raise StageError(f"{path}: empty file")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return "video", [path]
+    if is_image_file(path):
+        return "images", [path]
+    raise StageError(f"{path}: not an image, a folder of images or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+
+
+def predict(
+    input_path: Path, classifier: Classifier, out_dir: Path, detector=None, every: int = 1,
+) -> dict:
+    """Classify every face in the input; write annotated copies and predictions.csv into out_dir."""
+    from tqdm import tqdm
+
+    kind, files = list_inputs(input_path)
+    detector = detector or FaceDetector()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = list(classifier.classes)
+    csv_path = out_dir / "predictions.csv"
+    counts = {"inputs": len(files), "frames": 0, "faces": 0, "unreadable": 0, "per_class": dict.fromkeys(classes, 0)}
+    written: list[str] = []
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "frame", "x1", "y1", "x2", "y2", "face_score", "label", *[f"p_{c}" for c in classes]])
+
+        def record(source: str, frame: int, rgb: np.ndarray) -> np.ndarray:
+            faces = detector(rgb)
+            labels, probs = classify_faces(classifier, rgb, faces)
+            counts["frames"] += 1
+            counts["faces"] += len(faces)
+            for face, label, p in zip(faces, labels, probs):
+                counts["per_class"][classes[label]] += 1
+                writer.writerow([source, frame, *face.box, f"{face.score:.4f}", classes[label], *[f"{v:.4f}" for v in p]])
+            return annotate(rgb, faces, labels, probs, classes)
+
+        if kind == "video":
+            import imageio.v2 as imageio
+
+            video = files[0]
+            target = out_dir / f"{video.stem}_annotated.mp4"
+            fps = _fps(video) / every
+            with imageio.get_writer(target, fps=fps, codec="libx264", quality=7, macro_block_size=16) as out:
+                for index, rgb in tqdm(_video_frames(video, every), desc=video.name, mininterval=5):
+                    out.append_data(record(video.name, index, rgb))
+            if counts["frames"] == 0:
+                target.unlink(missing_ok=True)
+                raise StageError(f"{video}: the video has no frames")
+            written.append(target.name)
+        else:
+            root = input_path if input_path.is_dir() else input_path.parent
+            for file in tqdm(files, desc="images", mininterval=5, disable=len(files) < 20):
+                try:
+                    rgb = read_image(file, channels=3)
+                except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
+                    log.warning("skipped %s", error)
+                    counts["unreadable"] += 1
+                    continue
+                relative = file.relative_to(root)
+                name = "__".join(relative.with_suffix("").parts) + "_annotated.jpg"
+                write_jpeg(out_dir / name, record(str(relative), 0, rgb))
+                written.append(name)
+            if counts["frames"] == 0:
+                raise StageError(f"{input_path}: none of the {len(files)} image(s) could be read")
+    counts["csv"] = csv_path.name
+    counts["annotated"] = written if len(written) <= 20 else f"{len(written)} files"
+    return counts

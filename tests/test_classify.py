@@ -1,0 +1,256 @@
+"""The classify stage on tiny data: both engines for one short epoch, the experiment options,
+the saved models, evaluation outputs and `pipeline predict`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fertransfer.classify.experiments import leave_out, oversample
+from fertransfer.classify.models import coarse_groups, load_classifier
+from fertransfer.classify.stage import ClassifyOptions, run
+from fertransfer.data import FER_CLASSES, ImageSet, load_dataset, write_png
+from fertransfer.pipelines.cli import main
+from fertransfer.pipelines.config import default_config_text, load_config
+from fertransfer.pipelines.options import RunOptions
+from fertransfer.pipelines.runner import run_stage
+from fertransfer.pipelines.stage import StageContext, StageError
+
+TINY = {"epochs": 1, "width": 8, "batch_size": 32, "patience": 0, "tta": "flip"}
+
+
+def run_classify(tmp: Path, upstream: dict | None = None, **options) -> tuple[Path, dict]:
+    """Call the stage's run function directly (so tests can hand it a fake augment folder)."""
+    out = tmp / "classify.partial"
+    out.mkdir(parents=True)
+    ctx = StageContext(
+        name="classify", options=ClassifyOptions(**{**TINY, **options}), run=RunOptions(device="cpu"),
+        run_dir=tmp, out_dir=out, upstream_dirs=upstream or {}, config_dir=tmp,
+        log=logging.getLogger("test.classify"),
+    )
+    return out, run(ctx)
+
+
+@pytest.fixture(scope="module")
+def trained(smileys, tmp_path_factory) -> Path:
+    """A classify stage run through the runner: cnn, one epoch, on the smileys."""
+    folder = tmp_path_factory.mktemp("classify_run")
+    config = folder / "pipeline.toml"
+    config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
+                                           "classify": {"fer": str(smileys), **TINY}}))
+    status = run_stage(load_config(config), "classify")
+    assert status.state == "done"
+    return folder / "run" / "classify"
+
+
+def test_stage_writes_metrics_pictures_and_model(trained, smileys):
+    data = load_dataset(smileys)
+    n_test = len(data["test"])
+    manifest = json.loads((trained / "manifest.json").read_text())
+    summary = manifest["summary"]
+    assert summary["engine"] == "cnn"
+    assert summary["evaluated_on"] == {"val": len(data["val"]), "test": n_test}  # PublicTest / PrivateTest
+    real = summary["train_sets"]["real"]
+    assert real["train_images"] > 200 and 0.0 <= real["test_accuracy"] <= 1.0
+    metrics = json.loads((trained / "real" / "metrics.json").read_text())
+    assert set(metrics["test"]["per_class"]) == set(FER_CLASSES)
+    matrix = np.array(metrics["test"]["confusion_matrix"])
+    assert matrix.shape == (7, 7) and matrix.sum() == n_test
+    assert np.trace(matrix) / n_test == pytest.approx(metrics["test"]["accuracy"])
+    assert metrics["test"]["majority_class"] == "happy"  # the smileys follow FER2013's proportions
+    assert len(metrics["history"]) == 1 and {"lr", "train_loss", "val_acc"} <= set(metrics["history"][0])
+    for name in ("confusion_real.png", "curves_real.png", "comparison.png"):
+        assert (trained / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy" in (trained / "report.md").read_text()
+    assert not (trained / "real" / "checkpoint.pt").exists()
+    model = load_classifier(trained)
+    assert model.classes == list(FER_CLASSES) and (model.channels, model.size) == (1, 48)
+
+
+def test_saved_model_reproduces_scores(trained, smileys):
+    model = load_classifier(trained / "real" / "model")
+    test = load_dataset(smileys)["test"]
+    probs = model.predict_proba(test.images)
+    assert probs.shape == (len(test), 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    metrics = json.loads((trained / "real" / "metrics.json").read_text())
+    assert float(np.mean(probs.argmax(1) == test.labels)) == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_leave_out_and_oversample():
+    images = np.zeros((10, 4, 4, 1), np.uint8)
+    labels = np.array([0, 0, 0, 0, 1, 2, 2, 3, 3, 3])
+    split = ImageSet(images, labels, [str(i) for i in range(10)])
+    kept_split, kept = leave_out(split, ["a", "b", "c", "d"], ["b"])
+    assert kept == ["a", "c", "d"]
+    assert kept_split.labels.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    balanced = oversample(kept_split, 3, seed=0)
+    assert balanced.counts(3).tolist() == [4, 4, 4]
+    assert set(balanced.files) == set(kept_split.files)
+
+
+def test_coarse_groups_follow_the_classes():
+    groups = coarse_groups(list(FER_CLASSES))
+    assert groups == {"negative": ["angry", "disgust", "fear", "sad"], "positive": ["happy", "surprise"],
+                      "neutral": ["neutral"]}
+    assert coarse_groups(["happy", "sad", "bored"])["bored"] == ["bored"]
+
+
+def test_experiments_compare_sets_with_literature_options(smileys, tmp_path):
+    # A fake augment output: one extra training set in flat class-folder layout.
+    real = load_dataset(smileys)["train"]
+    sets = tmp_path / "augment" / "sets" / "mirrored"
+    for i in range(0, len(real), 3):
+        folder = sets / FER_CLASSES[real.labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(folder / f"{i}.png", real.images[i][:, ::-1])
+    out, summary = run_classify(tmp_path, {"augment": tmp_path / "augment"}, fer=str(smileys),
+                                train_sets=["real", "mirrored"], leave_out=["disgust"], oversample=True, two_tier=True)
+    classes = [c for c in FER_CLASSES if c != "disgust"]
+    assert summary["classes"] == classes
+    test_labels = load_dataset(smileys)["test"].labels
+    assert summary["evaluated_on"]["test"] == int(np.sum(test_labels != FER_CLASSES.index("disgust")))
+    with open(out / "comparison.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["train_set"] for r in rows] == ["real", "mirrored"]
+    assert {f"recall_{c}" for c in classes} <= set(rows[0]) and "recall_disgust" not in rows[0]
+    metrics = json.loads((out / "mirrored" / "metrics.json").read_text())
+    counts = metrics["training"]["train_counts"]
+    assert len(set(counts.values())) == 1  # oversampled to the majority count
+    assert metrics["training"]["train_images_before_oversampling"] < metrics["training"]["train_images"]
+    model = load_classifier(out / "real" / "model")
+    assert model.engine == "two_tier" and model.classes == classes
+    assert set(model.groups) == {"negative", "positive", "neutral"}
+    probs = model.predict_proba(load_dataset(smileys)["test"].images[:5])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert (out / "comparison.png").stat().st_size > 0
+
+
+def test_missing_augment_set_is_named(smileys, tmp_path):
+    (tmp_path / "augment" / "sets" / "balanced").mkdir(parents=True)
+    with pytest.raises(StageError, match=r"no training set 'synthetic'.*available: balanced"):
+        run_classify(tmp_path, {"augment": tmp_path / "augment"}, fer=str(smileys), train_sets=["synthetic"])
+
+
+def test_upstream_only_when_augment_sets_are_named():
+    from fertransfer.classify.stage import STAGE
+
+    assert STAGE.upstream(ClassifyOptions()) == []
+    assert STAGE.upstream(ClassifyOptions(train_sets=["real", "balanced"])) == ["augment"]
+
+
+def test_autokeras_engine_tiny(smileys, tmp_path):
+    out, summary = run_classify(tmp_path, fer=str(smileys), engine="autokeras", max_trials=1, epochs=1,
+                                train_limit=40, batch_size=16)
+    assert summary["train_sets"]["real"]["train_images"] <= 42
+    assert (out / "real" / "model" / "model.keras").is_file()
+    assert (out / "real" / "trials").is_dir()  # the search's trials stay in the stage folder
+    model = load_classifier(out / "real" / "model")
+    assert model.engine == "autokeras" and model.classes == list(FER_CLASSES)
+    probs = model.predict_proba(load_dataset(smileys)["test"].images[:4])
+    assert probs.shape == (4, 7)
+
+
+# --- predict ----------------------------------------------------------------------------
+
+
+def test_predict_video_finds_and_classifies_faces(trained, demo_video, tmp_path, capsys):
+    from fertransfer.demo.video import DemoVideoSpec, face_visible
+
+    out = tmp_path / "pred"
+    assert main(["predict", str(demo_video), "--model", str(trained), "--out", str(out), "--every", "6"]) == 0
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    spec = DemoVideoSpec(frames=96)
+    frames_with_faces = {int(r["frame"]) for r in rows}
+    assert frames_with_faces, "no face found in the demo video"
+    assert all(face_visible(f, spec) for f in frames_with_faces)
+    assert len(frames_with_faces) >= 0.7 * sum(face_visible(f, spec) for f in range(0, 96, 6))
+    for r in rows:
+        assert r["label"] in FER_CLASSES
+        assert sum(float(r[f"p_{c}"]) for c in FER_CLASSES) == pytest.approx(1.0, abs=1e-3)
+    assert (out / "lecture_annotated.mp4").stat().st_size > 0
+
+
+def test_predict_folder_of_images_in_other_modes(trained, demo_video, tmp_path):
+    import imageio.v2 as imageio
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    frame = imageio.get_reader(demo_video).get_data(0)
+    write_png(folder / "colour.png", frame)
+    write_png(folder / "gray.png", frame.mean(axis=2).astype(np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred"
+    assert main(["predict", str(folder), "--model", str(trained / "real"), "--out", str(out)]) == 0
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted({r["source"] for r in rows}) == ["colour.png", "gray.png"]
+    assert (out / "colour_annotated.jpg").is_file() and (out / "gray_annotated.jpg").is_file()
+
+
+def test_predict_face_crops_without_detection(trained, smileys, tmp_path):
+    out = tmp_path / "pred"
+    assert main(["predict", str(smileys / "test" / "happy"), "--model", str(trained), "--out", str(out), "--faces"]) == 0
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(list((smileys / "test" / "happy").glob("*.jpg")))
+
+
+def test_predict_errors_are_one_clear_line(trained, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--model", str(trained)]) == 1
+    assert "no images in this folder" in capsys.readouterr().err
+    assert main(["predict", str(empty), "--model", str(trained), "--classes", "happy", "sad"]) == 1
+    err = capsys.readouterr().err
+    assert "angry, disgust, fear, happy, sad, surprise, neutral" in err and "[happy, sad]" in err
+    assert main(["predict", str(empty), "--model", str(tmp_path)]) == 1
+    assert "no model.json" in capsys.readouterr().err
+
+
+def test_cnn_learns_the_smileys(smileys, tmp_path):
+    """A few epochs take the CNN far above the majority baseline (the smileys are easy)."""
+    _, summary = run_classify(tmp_path, fer=str(smileys), epochs=8, width=16)
+    real = summary["train_sets"]["real"]
+    assert real["val_accuracy"] > 0.6 > summary["majority_baseline_accuracy"]["val"] + 0.2
+
+
+def test_training_resumes_from_a_checkpoint(smileys):
+    from fertransfer.classify.cnn import CnnConfig, train_cnn
+
+    data = load_dataset(smileys)
+    train, val = data["train"].subset(np.arange(64)), data["val"]
+    config = CnnConfig(width=4, epochs=2, batch_size=32, patience=0, tta="center")
+    states = []
+    full = train_cnn(train.images, train.labels, val.images, val.labels, list(FER_CLASSES), config,
+                     device="cpu", checkpoint=states.append)
+    assert [s["epoch"] for s in states] == [1, 2]
+    resumed = train_cnn(train.images, train.labels, val.images, val.labels, list(FER_CLASSES), config,
+                        device="cpu", resume=states[0])
+    assert len(resumed.history) == 2 and resumed.history[0] == full.history[0]
+    assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-4)
+
+
+def test_input_blur_is_part_of_the_saved_model(smileys, tmp_path):
+    from fertransfer.classify.cnn import CnnConfig, blur, train_cnn
+    from fertransfer.classify.models import save_classifier
+
+    data = load_dataset(smileys)
+    images = data["val"].images
+    assert blur(images, 0) is images
+    blurred = blur(images, 2.0)
+    assert blurred.shape == images.shape and np.abs(np.diff(blurred.astype(float), axis=2)).mean() < np.abs(
+        np.diff(images.astype(float), axis=2)).mean()
+    config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", input_blur=2.0)
+    result = train_cnn(data["train"].images[:64], data["train"].labels[:64], images, data["val"].labels,
+                       list(FER_CLASSES), config, device="cpu")
+    save_classifier(result.classifier, tmp_path / "model")
+    loaded = load_classifier(tmp_path / "model")
+    assert loaded.config.input_blur == 2.0
+    np.testing.assert_allclose(loaded.predict_proba(images[:8]), result.classifier.predict_proba(images[:8]), atol=1e-5)
