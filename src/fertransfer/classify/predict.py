@@ -34,23 +34,20 @@ class Face:
 
 
 class FaceDetector:
-    """MTCNN from facenet-pytorch. The one place that knows the detector: the extract stage's
-    detector can take its place as long as it maps an RGB frame to a list of Face."""
+    """The extract stage's MTCNN detector, mapping one RGB frame to a list of Face."""
 
     def __init__(self, min_score: float = 0.9, min_size: int = 20, device: str = "cpu"):
-        from facenet_pytorch import MTCNN
+        from fertransfer.extract.detect import FaceDetector as BatchDetector
 
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_size, device=device)
+        self.detector = BatchDetector(min_face_size=min_size, device=device)
         self.min_score = min_score
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
-        boxes, scores = self.mtcnn.detect(rgb)
-        if boxes is None:
-            return []
+        [found] = self.detector.detect([rgb])
         h, w = rgb.shape[:2]
         faces = []
-        for box, score in zip(boxes, scores):
-            if score is None or score < self.min_score:
+        for box, score in zip(found.boxes, found.probs):
+            if score < self.min_score:
                 continue
             x1, y1, x2, y2 = box
             faces.append(Face((max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))), float(score)))

@@ -195,6 +195,8 @@ def run(ctx: StageContext) -> dict:
                      metrics[final]["macro_f1"])
         results[name] = metrics
 
+    preservation = _label_preservation(ctx, options, classes_set, dropped)
+
     final = "test" if "test" in evaluation else "val"
     rows = ex.comparison_rows(results, final)
     table = ex.comparison_markdown(rows, final)
@@ -222,7 +224,32 @@ def run(ctx: StageContext) -> dict:
         },
         "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in evaluation.items()},
         "pictures": ["comparison.png", *[p for m in results.values() for p in m["pictures"]]],
+        "label_preservation": preservation,
     }
+
+
+def _label_preservation(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
+    """How often the classifier trained on real FER gives translated images their source label.
+
+    Needs the 'real' set's model and augment's translated train split; None when either is absent.
+    """
+    from fertransfer.augment.core import label_agreement
+    from fertransfer.data import load_dataset
+
+    from .models import load_classifier, predict_labels
+
+    if "augment" not in ctx.upstream_dirs:
+        return None
+    translated = ctx.upstream_dirs["augment"] / "translated"
+    model = ctx.out_dir / "real" / "model"
+    if dropped or not model.is_dir() or not (translated / "train").is_dir():
+        return None
+    images = load_dataset(translated, classes=classes, channels=options.channels, size=options.size,
+                          val_fraction=0, test_fraction=0)["train"]
+    classifier = load_classifier(model, device=ctx.run.device)
+    result = label_agreement(lambda x: predict_labels(classifier, x)[0], images.images, images.labels, classes.names)
+    ctx.log.info("label preservation of translated train images: %.3f", result["overall"])
+    return result
 
 
 STAGE = Stage(
@@ -233,6 +260,7 @@ STAGE = Stage(
     upstream=_upstream,
     inputs=_inputs,
     resumable=True,
-    demo={"fer": "data/smileys", "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
+    demo={"fer": "data/smileys", "train_sets": ["real", "synthetic", "real_synthetic", "balanced", "classic"],
+          "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
           "patience": 0, "tta": "flip"},
 )
