@@ -102,6 +102,10 @@ def run(ctx: StageContext) -> dict:
     o: CycleganOptions = ctx.options
     if not o.fer:
         raise StageError("[cyclegan].fer is not set: give the FER dataset for domain B (e.g. ../shared/data/fer2013)")
+    smallest = 3 * 2**o.n_layers  # the PatchGAN's last instance norm needs more than one pixel
+    if o.image_size < smallest:
+        raise StageError(f"[cyclegan].image_size {o.image_size} is too small for a PatchGAN with n_layers = "
+                         f"{o.n_layers}: use at least {smallest} (or fewer layers)")
     faces = _faces_dir(ctx)
     cfg = train_config(o, ctx.run.seed, ctx.run.device)
     data = {

@@ -1,0 +1,116 @@
+"""The whole pipeline on generated data, as a user runs it: `pipeline run all`, re-runs, the
+report, a changed option, and a stage killed midway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fertransfer.demo import DemoVideoSpec, make_demo_video, make_smiley_dataset
+from fertransfer.pipelines import load_config, stage_status
+from fertransfer.pipelines.cli import main
+from fertransfer.pipelines.config import default_config_text
+
+STAGES = ("extract", "cyclegan", "augment", "classify")
+
+TINY = {
+    "run": {"dir": "run"},
+    "extract": {"inputs": ["data/lecture.mp4"], "min_face_size": 40, "min_face_px": 48, "samples": 8},
+    "cyclegan": {"fer": "data/smileys", "image_size": 24, "ngf": 4, "ndf": 4, "steps": 24,
+                 "checkpoint_every": 12, "sample_every": 12, "swd_images": 8, "sample_images": 2},
+    "augment": {"fer": "data/smileys", "gallery_examples": 2, "batch_size": 64},
+    "classify": {"fer": "data/smileys", "train_sets": ["real", "balanced"], "epochs": 1, "width": 8,
+                 "batch_size": 32, "patience": 0, "tta": "center"},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("e2e")
+    make_demo_video(folder / "data" / "lecture.mp4", DemoVideoSpec(frames=60))
+    make_smiley_dataset(folder / "data" / "smileys", train_images=140, test_images=70)
+    (folder / "pipeline.toml").write_text(default_config_text(TINY))
+    return folder
+
+
+def manifest(project: Path, stage: str) -> dict:
+    return json.loads((project / "run" / stage / "manifest.json").read_text())
+
+
+def test_run_all_then_report(project, capsys):
+    config = str(project / "pipeline.toml")
+    assert main(["run", "all", "--config", config]) == 0
+    assert f"run report: {project / 'run' / 'report.html'}" in capsys.readouterr().out
+    summaries = {stage: manifest(project, stage)["summary"] for stage in STAGES}
+    assert summaries["extract"]["totals"]["kept"] > 10
+    assert summaries["cyclegan"]["steps"] == 24
+    assert summaries["augment"]["sets"]["balanced"]["counts"]
+    classify = summaries["classify"]
+    assert set(classify["train_sets"]) == {"real", "balanced"}
+    assert 0.0 <= classify["train_sets"]["real"]["test_accuracy"] <= 1.0
+    assert classify["label_preservation"]["images"] == sum(summaries["augment"]["translated"]["train"].values())
+    page = (project / "run" / "report.html").read_text()
+    for stage in STAGES:
+        assert f"<h2>{stage}</h2>" in page
+    for picture in ("extract/samples.png", "cyclegan/loss_curve.png", "cyclegan/samples/final.png",
+                    "augment/gallery.png", "classify/comparison.png", "classify/confusion_real.png"):
+        assert f'src="{picture}"' in page and (project / "run" / picture).is_file()
+    assert 'href="augment/gallery.html"' in page
+
+
+def test_rerun_skips_everything_and_a_changed_option_reruns_downstream(project):
+    config = str(project / "pipeline.toml")
+    before = {stage: manifest(project, stage)["timings"]["finished"] for stage in STAGES}
+    mtimes = {stage: (project / "run" / stage / "manifest.json").stat().st_mtime_ns for stage in STAGES}
+    assert main(["run", "all", "--config", config]) == 0
+    assert {stage: (project / "run" / stage / "manifest.json").stat().st_mtime_ns for stage in STAGES} == mtimes
+
+    text = (project / "pipeline.toml").read_text().replace("steps = 24", "steps = 12", 1)
+    (project / "pipeline.toml").write_text(text)
+    status = {stage: stage_status(load_config(config), stage).state for stage in STAGES}
+    assert status == {"extract": "done", "cyclegan": "stale", "augment": "done", "classify": "done"}
+    assert main(["run", "all", "--config", config]) == 0
+    assert (project / "run" / "extract" / "manifest.json").stat().st_mtime_ns == mtimes["extract"]
+    for stage in ("cyclegan", "augment", "classify"):
+        assert (project / "run" / stage / "manifest.json").stat().st_mtime_ns != mtimes[stage], stage
+    assert manifest(project, "cyclegan")["summary"]["steps"] == 12
+    assert before["extract"] == manifest(project, "extract")["timings"]["finished"]
+
+
+def test_killed_stage_is_not_done_and_continues_from_its_checkpoint(project):
+    """SIGKILL the cyclegan stage after its first checkpoint; the next run resumes from it."""
+    text = (project / "pipeline.toml").read_text()
+    text = text.replace("steps = 12", "steps = 200", 1).replace("checkpoint_every = 12", "checkpoint_every = 5", 1)
+    (project / "pipeline.toml").write_text(text)
+    config = str(project / "pipeline.toml")
+    partial = project / "run" / "cyclegan.partial"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "fertransfer.pipelines.cli", "run", "cyclegan", "--config", config],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((partial / "checkpoints").glob("step_*.pt")):
+            assert process.poll() is None, "the stage ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    status = stage_status(load_config(config), "cyclegan")
+    assert status.state == "stale"  # the old complete output is kept, not replaced by the partial one
+    assert manifest(project, "cyclegan")["summary"]["steps"] == 12
+
+    # Same config as the killed run, so the runner hands its work folder back.
+    assert main(["run", "cyclegan", "--config", config]) == 0
+    summary = manifest(project, "cyclegan")["summary"]
+    assert summary["steps"] == 200
+    assert summary["resumed_from_step"] >= 5
+    assert not partial.exists()
