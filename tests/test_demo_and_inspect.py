@@ -78,3 +78,18 @@ def test_demo_no_run_writes_a_loadable_config(tmp_path):
     assert config.run_dir == folder / "run"
     assert (folder / "data" / "lecture.mp4").stat().st_size > 0
     assert load_dataset(folder / "data" / "smileys").layout == "split-folders"
+
+
+def test_inspect_warns_when_one_split_is_blurred(smileys, tmp_path, capsys):
+    """Like the shared FER2013 copy, whose train split is blurred and whose test split is sharp."""
+    import shutil
+
+    copy = tmp_path / "blurred"
+    shutil.copytree(smileys, copy)
+    for path in (copy / "train").rglob("*.jpg"):
+        cv2.imwrite(str(path), cv2.GaussianBlur(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (0, 0), 3))
+    assert main(["inspect", str(copy), "--chart", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the train split is" in out and "blurrier than" in out
+    assert main(["inspect", str(smileys), "--chart", str(tmp_path / "c.png")]) == 0
+    assert "warning" not in capsys.readouterr().out
