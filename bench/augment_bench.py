@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,19 +25,10 @@ import torch
 from fertransfer.augment.core import translate_images
 from fertransfer.augment.stage import load_generator
 from fertransfer.cyclegan.testing import tiny_checkpoint
+from fertransfer.pipelines.runner import machine_description
 
 FER_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "train"
 FER_TRAIN_IMAGES = 28_709
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def fer_images(count: int) -> tuple[np.ndarray, str]:
@@ -62,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images, source = fer_images(args.images)
-    print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores, load average "
+    print(f"machine: {machine_description()}, load average "
           f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, {args.threads} threads")
     print(f"data: {len(images)} images from {source}; generator {args.generator} ngf {args.ngf} at {args.size} px, "
           f"batch {args.batch_size}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -72,16 +71,6 @@ def run_in_subprocess(**case) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the 64 px batch-4 CPU case")
@@ -96,9 +85,11 @@ def main() -> int:
 
     import torch
 
+    from fertransfer.pipelines.runner import machine_description
+
     threads = args.threads or os.cpu_count() or 1
     load = os.getloadavg()[0]
-    print(f"# CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), "
+    print(f"# CPU: {machine_description()}, torch {torch.__version__}, {threads} thread(s), "
           f"load average {load:.1f} at the start")
     cases = [c for c in CPU_CASES if not args.quick or c[:3] == (64, 4, 64)]
     results = []

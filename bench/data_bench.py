@@ -7,23 +7,13 @@ Last line: `load_s=<best seconds> images=<count>`.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 from fertransfer.data import load_dataset
+from fertransfer.pipelines.runner import machine_description
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -37,7 +27,7 @@ def main() -> None:
         data = load_dataset(args.path)
         times.append(time.perf_counter() - start)
     count = sum(len(s) for s in data.splits.values())
-    print(f"machine: {cpu_name()}, {len(__import__('os').sched_getaffinity(0))} cores")
+    print(f"machine: {machine_description()}")
     print("runs (s): " + ", ".join(f"{t:.2f}" for t in times))
     print(f"load_s={min(times):.2f} images={count}")
 

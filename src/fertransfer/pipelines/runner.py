@@ -126,6 +126,19 @@ def stage_status(config: Config, name: str) -> StageStatus:
 # --- running --------------------------------------------------------------------------
 
 
+def machine_description() -> str:
+    """CPU model and core count, for manifests and benchmark results."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in RECORDED_PACKAGES:
@@ -221,6 +234,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
             **{k: round(v, 3) for k, v in context.timings.items()},
         },
         "versions": package_versions(),
+        "machine": machine_description(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
