@@ -85,6 +85,19 @@ def new_counts() -> dict:
     }
 
 
+
+def _selection_counts(faces_per_frame: list, selection, result) -> dict:
+    """What the manifest records per input about detection, person choice and filters."""
+    return {
+        "frames_sampled": len(faces_per_frame),
+        "frames_with_face": sum(1 for f in faces_per_frame if f),
+        "frames_with_one_face": sum(1 for f in faces_per_frame if len(f) == 1),
+        "faces_detected": sum(len(f) for f in faces_per_frame),
+        "other_faces": selection.other_faces,
+        "filtered": result.removed,
+        "kept": len(result.kept),
+    }
+
 def process_video(path: Path, ctx: StageContext, detector, settings, duplicates) -> tuple[dict, list]:
     """Detect, crop, choose the person and filter in one video; returns its counts and kept faces."""
     from tqdm import tqdm
@@ -129,14 +142,8 @@ def process_video(path: Path, ctx: StageContext, detector, settings, duplicates)
     result = apply_filters(selection.chosen, settings, duplicates)
     seconds = time.perf_counter() - started
     counts.update(
-        frames_sampled=len(faces_per_frame),
-        frames_with_face=sum(1 for f in faces_per_frame if f),
-        frames_with_one_face=sum(1 for f in faces_per_frame if len(f) == 1),
-        faces_detected=sum(len(f) for f in faces_per_frame),
-        other_faces=selection.other_faces,
+        **_selection_counts(faces_per_frame, selection, result),
         tracks=selection.tracks,
-        filtered=result.removed,
-        kept=len(result.kept),
         seconds=round(seconds, 3),
         frames_per_s=round(counts["frames_read"] / seconds, 2) if seconds else None,
         detect_s=round(timing["detect_s"], 3),
@@ -179,13 +186,7 @@ def process_folder(path: Path, ctx: StageContext, detector, settings, duplicates
     selection = choose_person(faces_per_frame, "largest", o.track_iou, o.track_max_gap_s)
     result = apply_filters(selection.chosen, settings, duplicates)
     counts.update(
-        frames_sampled=len(faces_per_frame),
-        frames_with_face=sum(1 for f in faces_per_frame if f),
-        frames_with_one_face=sum(1 for f in faces_per_frame if len(f) == 1),
-        faces_detected=sum(len(f) for f in faces_per_frame),
-        other_faces=selection.other_faces,
-        filtered=result.removed,
-        kept=len(result.kept),
+        **_selection_counts(faces_per_frame, selection, result),
         seconds=round(time.perf_counter() - started, 3),
     )
     return counts, result.kept
