@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,7 +136,9 @@ def train_autokeras(
         callbacks.append(deadline_callback(t0 + config.time_budget_minutes * 60, search.tuner))
     history = search.fit(
         standardise(train_images), eye[train_labels], epochs=config.epochs, batch_size=config.batch_size,
-        validation_data=(standardise(val_images), eye[val_labels]), callbacks=callbacks, verbose=0,
+        validation_data=(standardise(val_images), eye[val_labels]), callbacks=callbacks,
+        # A live progress bar in a terminal; one line per epoch in logs.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     model = search.export_model()
     rows = []
