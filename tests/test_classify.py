@@ -145,7 +145,9 @@ def test_upstream_only_when_augment_sets_are_named():
 
 
 def test_autokeras_engine_tiny(smileys, tmp_path):
+    # A time budget adds a callback: the case that broke AutoKeras' refit (see automl.py).
     out, summary = run_classify(tmp_path, fer=str(smileys), engine="autokeras", max_trials=1, epochs=1,
+                                time_budget_minutes=5.0,
                                 train_limit=40, batch_size=16)
     assert summary["train_sets"]["real"]["train_images"] <= 42
     assert (out / "real" / "model" / "model.keras").is_file()

@@ -131,7 +131,12 @@ def train_autokeras(
         project_name="search", overwrite=True, seed=seed, tuner="greedy",
     )
     eye = np.eye(len(classes), dtype=np.float32)
-    callbacks = []
+    keras, _ = _keras()
+    # With any callback but no EarlyStopping, AutoKeras 3.0.0 refits the best model after the
+    # search and crashes ('list' object has no attribute 'on_batch_end': its
+    # _remove_early_stopping nests the list). An EarlyStopping that never fires (patience =
+    # epochs) skips that refit; the best trial's model, chosen on validation data, is kept.
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.epochs + 1)]
     if config.time_budget_minutes > 0:
         callbacks.append(deadline_callback(t0 + config.time_budget_minutes * 60, search.tuner))
     history = search.fit(
