@@ -102,24 +102,25 @@ def test_coarse_groups_follow_the_classes():
 
 
 def test_experiments_compare_sets_with_literature_options(smileys, tmp_path):
-    # A fake augment output: one extra training set in flat class-folder layout.
+    # A fake augment output: one extra training set in flat class-folder layout, named as augment
+    # names it (`real+synthetic` lives in the folder real_synthetic).
     real = load_dataset(smileys)["train"]
-    sets = tmp_path / "augment" / "sets" / "mirrored"
+    sets = tmp_path / "augment" / "sets" / "real_synthetic"
     for i in range(0, len(real), 3):
         folder = sets / FER_CLASSES[real.labels[i]]
         folder.mkdir(parents=True, exist_ok=True)
         write_png(folder / f"{i}.png", real.images[i][:, ::-1])
     out, summary = run_classify(tmp_path, {"augment": tmp_path / "augment"}, fer=str(smileys),
-                                train_sets=["real", "mirrored"], leave_out=["disgust"], oversample=True, two_tier=True)
+                                train_sets=["real", "real+synthetic"], leave_out=["disgust"], oversample=True, two_tier=True)
     classes = [c for c in FER_CLASSES if c != "disgust"]
     assert summary["classes"] == classes
     test_labels = load_dataset(smileys)["test"].labels
     assert summary["evaluated_on"]["test"] == int(np.sum(test_labels != FER_CLASSES.index("disgust")))
     with open(out / "comparison.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["train_set"] for r in rows] == ["real", "mirrored"]
+    assert [r["train_set"] for r in rows] == ["real", "real+synthetic"]
     assert {f"recall_{c}" for c in classes} <= set(rows[0]) and "recall_disgust" not in rows[0]
-    metrics = json.loads((out / "mirrored" / "metrics.json").read_text())
+    metrics = json.loads((out / "real_synthetic" / "metrics.json").read_text())
     counts = metrics["training"]["train_counts"]
     assert len(set(counts.values())) == 1  # oversampled to the majority count
     assert metrics["training"]["train_images_before_oversampling"] < metrics["training"]["train_images"]

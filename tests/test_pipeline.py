@@ -79,6 +79,21 @@ def test_changes_make_stages_stale(project):
     assert status.state == "stale" and "upstream" in status.reason
 
 
+def test_inputs_are_identified_by_content_not_by_time(project):
+    import os
+
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "all")
+    # The same bytes written again (a dataset copied or unpacked anew): new mtime, still done.
+    os.utime(project / "input.txt", ns=(1, 1))
+    assert states(config)["extract"] == "done"
+    (project / "input.txt").write_text("hello")
+    assert states(config)["extract"] == "done"
+    # Same size, different bytes: stale.
+    (project / "input.txt").write_text("HELLO")
+    assert stage_status(config, "extract").state == "stale"
+
+
 def test_interrupted_stage_is_never_done_and_resumable_stage_continues(project):
     config = load_config(project / "pipeline.toml")
     run_pipeline(config, "extract")

@@ -31,7 +31,8 @@ class ClassifyOptions:
                       "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path")
     classes: list[str] = option([], "Class names in label order (empty: FER2013's seven).")
     train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
-                                   "of `fer`; any other name is augment's <augment>/sets/<name>/.")
+                                   "of `fer`; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
+                                   "classic), read from <augment>/sets/.")
     engine: str = option("cnn", "Classifier: the fixed CNN (PyTorch) or an AutoKeras search.", choices=ENGINES)
     channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
     size: int = option(48, "Input size of the classifier in pixels (images are resized).")
@@ -86,6 +87,7 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
 
 def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
     """The real dataset (for val/test and the 'real' set) and every requested training set."""
+    from fertransfer.augment import set_folder
     from fertransfer.data import load_dataset
 
     if not options.train_sets:
@@ -101,7 +103,7 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
         if name == "real":
             train_sets[name] = real["train"]
             continue
-        folder = ctx.upstream("augment") / "sets" / name
+        folder = ctx.upstream("augment") / "sets" / set_folder(name)
         if not folder.is_dir():
             available = sorted(p.name for p in (ctx.upstream("augment") / "sets").glob("*") if p.is_dir())
             raise StageError(f"{folder}: no training set '{name}' from augment (available: {', '.join(available) or 'none'})")
@@ -113,6 +115,7 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
 def run(ctx: StageContext) -> dict:
     import numpy as np
 
+    from fertransfer.augment import set_folder
     from fertransfer.data import class_set
 
     from . import experiments as ex
@@ -139,7 +142,8 @@ def run(ctx: StageContext) -> dict:
 
     results: dict[str, dict] = {}
     for name, train in train_sets.items():
-        folder = ctx.out_dir / name
+        slug = set_folder(name)  # real+synthetic -> real_synthetic, as augment names its folders
+        folder = ctx.out_dir / slug
         if ctx.resuming and (folder / "metrics.json").is_file():
             ctx.log.info("%s: already trained in the interrupted run, kept", name)
             results[name] = json.loads((folder / "metrics.json").read_text())
@@ -182,12 +186,12 @@ def run(ctx: StageContext) -> dict:
             labels, _ = predict_labels(trained.classifier, data.images)
             metrics[split] = score(data.labels, labels, kept, majority)
         final = "test" if "test" in metrics else "val"
-        plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{name}.png",
+        plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{slug}.png",
                        f"{name}: {final} accuracy {metrics[final]['accuracy']:.3f}, macro-F1 {metrics[final]['macro_f1']:.3f}")
         if trained.history:
-            plot_history(trained.history, ctx.out_dir / f"curves_{name}.png", f"{name} ({metrics['engine']})",
+            plot_history(trained.history, ctx.out_dir / f"curves_{slug}.png", f"{name} ({metrics['engine']})",
                          trained.info.get("best_epoch"))
-        metrics["pictures"] = [p for p in (f"confusion_{name}.png", f"curves_{name}.png") if (ctx.out_dir / p).exists()]
+        metrics["pictures"] = [p for p in (f"confusion_{slug}.png", f"curves_{slug}.png") if (ctx.out_dir / p).exists()]
         metrics["history"] = trained.history
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         ctx.timings[f"train_{name}"] = float(trained.info.get("seconds", 0))
@@ -260,7 +264,7 @@ STAGE = Stage(
     upstream=_upstream,
     inputs=_inputs,
     resumable=True,
-    demo={"fer": "data/smileys", "train_sets": ["real", "synthetic", "real_synthetic", "balanced", "classic"],
+    demo={"fer": "data/smileys", "train_sets": ["real", "synthetic", "real+synthetic", "balanced", "classic"],
           "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
           "patience": 0, "tta": "flip"},
 )
