@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     except StageNotBuilt as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # The reader went away (`pipeline status | head`): not an error of ours.
+        sys.stderr.close()
+        return 0
     except (StageError, DatasetError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
