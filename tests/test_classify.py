@@ -257,3 +257,28 @@ def test_input_blur_is_part_of_the_saved_model(smileys, tmp_path):
     loaded = load_classifier(tmp_path / "model")
     assert loaded.config.input_blur == 2.0
     np.testing.assert_allclose(loaded.predict_proba(images[:8]), result.classifier.predict_proba(images[:8]), atol=1e-5)
+
+
+def test_input_blur_blurs_what_is_classified_not_the_training_images(smileys):
+    """Training images carry their blur already: blurring them again would leave them blurrier
+    than the faces the model classifies (the shared FER2013 train split is a sigma-3 blur)."""
+    import torch
+
+    from fertransfer.classify.cnn import CnnClassifier, CnnConfig, blur, train_cnn
+
+    data = load_dataset(smileys)
+    train, val = data["train"], data["val"]
+    results = {}
+    for sigma in (0.0, 2.0):
+        config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", input_blur=sigma)
+        results[sigma] = train_cnn(train.images[:64], train.labels[:64], val.images, val.labels,
+                                   list(FER_CLASSES), config, device="cpu")
+    weights = [results[s].classifier.model.state_dict() for s in (0.0, 2.0)]
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, msg=f"{name} differs: training images were blurred")
+    # With the same weights, the blurring model on sharp faces = the plain model on blurred faces.
+    blurring: CnnClassifier = results[2.0].classifier
+    plain = CnnClassifier(blurring.model, blurring.classes, blurring.channels, blurring.size,
+                          results[0.0].classifier.config)
+    np.testing.assert_allclose(blurring.predict_proba(val.images[:16]),
+                               plain.predict_proba(blur(val.images[:16], 2.0)), atol=1e-6)

@@ -48,7 +48,7 @@ class CnnConfig:
     time_budget_minutes: float = 0.0  # 0 = no limit
     tta: str = "tencrop"  # final evaluation: center, flip or tencrop
     bf16: str = "auto"  # auto (GPU, or CPU with AMX), on, off
-    input_blur: float = 0.0  # Gaussian sigma applied to every input image (0 = none); see blur()
+    input_blur: float = 0.0  # Gaussian sigma applied to every image classified (0 = none); see blur()
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -90,10 +90,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 def blur(images: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of every (H, W, C) uint8 image; the identity for sigma 0.
 
-    Part of the model, applied to its training and to every image it classifies, for training
-    data blurrier than the images it will see: the shared FER2013 training split is blurred
-    (about sigma 3) while PublicTest/PrivateTest are sharp, and a network trained on the blur
-    fails on sharp faces unless they are blurred alike.
+    Part of the model for training data blurrier than the images it will see: the shared
+    FER2013 training split is a Gaussian blur of sigma 3 of sharp faces (its power spectrum
+    against PublicTest's), and a network trained on it fails on sharp faces unless they are
+    blurred alike. So every image the model classifies (validation, test, `pipeline predict`)
+    is blurred by `input_blur`; its training images are not, since they carry the blur already
+    and blurring them again would leave them blurrier than anything it classifies.
     """
     if sigma <= 0:
         return images
@@ -293,7 +295,7 @@ def train_cnn(
         raise ValueError(f"optimizer must be sgd or adamw, got {config.optimizer!r}")
     classifier = CnnClassifier(model, list(classes), channels, size, config, dev)
 
-    x_train, y_train = to_tensor(blur(train_images, config.input_blur)), torch.from_numpy(train_labels.astype(np.int64))
+    x_train, y_train = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = min(0.3, config.warmup_epochs / max(1, config.epochs))
