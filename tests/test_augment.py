@@ -16,7 +16,7 @@ from fertransfer.augment.builders import (
     real_synthetic_set,
     synthetic_set,
 )
-from fertransfer.augment.core import GeneratorSpec, check_generator_fits, label_agreement, translate_images
+from fertransfer.augment.core import GeneratorSpec, check_generator_fits, judge_translations, translate_images
 from fertransfer.augment.transforms import classic_augment, conform, random_crop_flip
 from fertransfer.data.classes import FER
 from fertransfer.data.datasets import ImageSet
@@ -92,13 +92,22 @@ def test_translate_images_batches_converts_and_checks_the_output():
         translate_images(images, lambda b: np.zeros((len(b), 16, 16, 3), np.uint8), forward().spec, 32, progress=False)
 
 
-def test_label_agreement_per_class():
+def test_judge_figures_per_class():
+    """Label preservation, judge agreement and the judge's accuracy on the sources are three
+    different comparisons: this judge is wrong on one source and the translation keeps its error."""
     labels = np.array([0, 0, 0, 0, 3, 3])
-    predicted = np.array([0, 0, 0, 1, 3, 0])
-    result = label_agreement(lambda images: predicted, np.zeros((6, 4, 4, 3), np.uint8), labels, NAMES)
-    assert result["per_class"]["angry"] == 0.75 and result["per_class"]["happy"] == 0.5
-    assert result["per_class"]["sad"] is None
-    assert result["overall"] == round(4 / 6, 4) and result["images"] == 6
+    on_sources = np.array([0, 0, 1, 0, 3, 3])
+    on_translations = np.array([0, 0, 1, 2, 3, 0])
+    translated, sources = np.ones((6, 4, 4, 3), np.uint8), np.zeros((6, 4, 4, 3), np.uint8)
+    judge = lambda images: on_translations if images.any() else on_sources  # noqa: E731
+    result = judge_translations(judge, translated, sources, labels, NAMES)
+    assert result["images"] == 6
+    assert result["label_preservation"]["per_class"]["angry"] == 0.5  # 0, 0 right; 1, 2 wrong
+    assert result["judge_agreement"]["per_class"]["angry"] == 0.75  # the 1 kept, the 2 changed
+    assert result["source_accuracy"]["per_class"]["angry"] == 0.75
+    assert result["judge_agreement"]["per_class"]["happy"] == 0.5 and result["source_accuracy"]["per_class"]["happy"] == 1.0
+    assert result["label_preservation"]["per_class"]["sad"] is None
+    assert result["judge_agreement"]["overall"] == round(4 / 6, 4)
 
 
 # --- builders -----------------------------------------------------------------------------

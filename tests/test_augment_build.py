@@ -223,7 +223,7 @@ def test_stage_runs_through_the_runner_and_gallery_rebuilds(smileys, tmp_path, s
     summary = status.manifest["summary"]
     assert summary["faces"] == str(faces.resolve()) and summary["gallery"]["person_faces"] == 2
     assert summary["checkpoint"] == str((tmp_path / "gen.pt").resolve())
-    assert summary["label_preservation"] is None and "after classify" in summary["label_preservation_note"]
+    assert summary["translation_judge"] is None and "measured by classify" in summary["translation_judge_note"]
     assert "translate_s" in status.manifest["timings"]
     assert (stage_dir / "gallery.html").is_file() and (stage_dir / "sets/synthetic").is_dir()
 
@@ -235,13 +235,18 @@ def test_stage_runs_through_the_runner_and_gallery_rebuilds(smileys, tmp_path, s
     assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--no-cycle"]) == 0
     assert "cycled back" not in (tmp_path / "g" / "gallery.html").read_text()
 
-    # Label preservation measured later by classify shows on the rebuilt page.
+    # What classify's judge measured later shows on the rebuilt page.
     (tmp_path / "run" / "classify").mkdir()
-    measured = {"overall": 0.5, "images": 10, "per_class": {**dict.fromkeys(FER.names, None), "happy": 0.75}}
-    (tmp_path / "run" / "classify" / "manifest.json").write_text(json.dumps({"summary": {"label_preservation": measured}}))
+    rates = lambda overall, happy: {"overall": overall, "images": 10,  # noqa: E731
+                                    "per_class": {**dict.fromkeys(FER.names, None), "happy": happy}}
+    measured = {"judge": "real model", "splits": {"test": {"images": 10, "label_preservation": rates(0.5, 0.6),
+                                                            "judge_agreement": rates(0.8, 0.75),
+                                                            "source_accuracy": rates(0.55, 0.7)}}}
+    (tmp_path / "run" / "classify" / "manifest.json").write_text(json.dumps({"summary": {"translation_judge": measured}}))
     assert main(["gallery", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--no-cycle"]) == 0
     page = (tmp_path / "g" / "gallery.html").read_text()
-    assert "<h2>happy &mdash; 75% keep their label</h2>" in page and "50.0% of 10" in page
+    assert "<h2>happy &mdash; judge agreement 75%</h2>" in page
+    assert "<tr><td><b>all</b></td><td>50.0%</td><td>80.0%</td><td>55.0%</td></tr>" in page
 
     # Another run's folder is refused without --force.
     busy = tmp_path / "busy"

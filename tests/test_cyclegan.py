@@ -22,7 +22,10 @@ from fertransfer.cyclegan.losses import GAN_MODES, discriminator_loss, generator
 from fertransfer.cyclegan.models import build_discriminator, build_generator
 from fertransfer.cyclegan.swd import swd
 from fertransfer.cyclegan.testing import tiny_checkpoint
+from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
+from fertransfer.cyclegan.expression import ExpressionConsistency
 from fertransfer.cyclegan.train import TrainConfig, train
+from fertransfer.data import FER
 from fertransfer.cyclegan.translate import Translator
 
 
@@ -101,14 +104,39 @@ def _weights(folder: Path) -> dict:
     return load_checkpoint(folder / "checkpoints" / "step_00000008.pt")["models"]
 
 
-def test_resume_continues_exactly(tmp_path):
-    """2K steps in one go == K steps, interruption, resume, K steps (deterministic CPU)."""
+def tiny_expression(seed: int = 0) -> ExpressionConsistency:
+    """A random, untrained FER classifier of the classify stage's kind, small enough for tests."""
+    torch.manual_seed(seed)
+    config = CnnConfig(width=4, crop=14)
+    return ExpressionConsistency(CnnClassifier(FaceNet(7, 1, 4), list(FER.names), 1, 16, config))
+
+
+def test_expression_loss_reads_translations_as_fer_faces_and_trains_only_the_generator():
+    expression = tiny_expression()
+    source = torch.rand(3, 1, 16, 16) * 2 - 1
+    translated = (torch.rand(3, 3, 20, 20) * 2 - 1).requires_grad_()
+    loss = expression(translated, source)
+    loss.backward()
+    assert loss.item() > 0 and translated.grad.abs().sum() > 0  # RGB of another size: converted, differentiable
+    assert all(p.grad is None and not p.requires_grad for p in expression.parameters())
+    expression.train()
+    assert not expression.net.training  # stays frozen (batch norm statistics, dropout)
+    # Its least value is at a translation the classifier reads exactly as the source.
+    same = expression(source.expand(-1, 3, -1, -1), source)
+    assert same.item() <= loss.item()
+
+
+@pytest.mark.parametrize("lambda_expression", [0.0, 2.0])
+def test_resume_continues_exactly(tmp_path, lambda_expression):
+    """2K steps in one go == K steps, interruption, resume, K steps (deterministic CPU), with
+    and without the expression loss."""
     domains = random_domains()
-    cfg = tiny_config()
-    straight = train(cfg, domains, tmp_path / "straight")
-    first = train(cfg, domains, tmp_path / "split", stop_at=4)
+    cfg = tiny_config(lambda_expression=lambda_expression)
+    expression = tiny_expression() if lambda_expression else None
+    straight = train(cfg, domains, tmp_path / "straight", expression=expression)
+    first = train(cfg, domains, tmp_path / "split", stop_at=4, expression=expression)
     assert first["steps"] == 4 and not (tmp_path / "split" / "checkpoints" / "step_00000008.pt").exists()
-    second = train(cfg, domains, tmp_path / "split", resume=True)
+    second = train(cfg, domains, tmp_path / "split", resume=True, expression=expression)
     assert second["resumed_from_step"] == 4 and second["steps_this_run"] == 4
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     for net in ("G_AB", "G_BA", "D_A", "D_B"):
@@ -118,6 +146,20 @@ def test_resume_continues_exactly(tmp_path):
     lines = lambda p: [r.rsplit(",", 1)[0] for r in (p / "losses.csv").read_text().splitlines()]  # noqa: E731
     assert lines(tmp_path / "straight") == lines(tmp_path / "split")
     assert straight["swd"] == second["swd"]
+
+
+def test_expression_loss_changes_training_and_is_off_at_zero(tmp_path):
+    domains = random_domains()
+    expression_values = lambda p: [float(r.split(",")[9]) for r in (p / "losses.csv").read_text().splitlines()[1:]]  # noqa: E731
+    train(tiny_config(), domains, tmp_path / "plain")
+    train(tiny_config(lambda_expression=0.0), domains, tmp_path / "zero", expression=tiny_expression())
+    train(tiny_config(lambda_expression=5.0), domains, tmp_path / "on", expression=tiny_expression())
+    plain, zero, on = (_weights(tmp_path / name) for name in ("plain", "zero", "on"))
+    assert all(torch.equal(plain["G_BA"][k], zero["G_BA"][k]) for k in plain["G_BA"])  # 0 turns it off
+    assert not all(torch.equal(plain["G_BA"][k], on["G_BA"][k]) for k in plain["G_BA"])
+    assert set(expression_values(tmp_path / "zero")) == {0.0} and min(expression_values(tmp_path / "on")) > 0
+    with pytest.raises(ValueError, match="needs an expression classifier"):
+        train(tiny_config(lambda_expression=1.0), domains, tmp_path / "missing")
 
 
 def test_outputs_of_a_training_run(tmp_path):
@@ -236,7 +278,9 @@ def face_folder(root: Path, count: int = 12) -> Path:
 
 def write_config(tmp_path: Path, faces: Path, fer: Path, **extra) -> Path:
     options = dict(faces=str(faces), fer=str(fer), image_size=16, ngf=4, ndf=4, n_layers=2, steps=6,
-                   checkpoint_every=3, sample_every=3, swd_images=8, threads=1, deterministic=True, **extra)
+                   checkpoint_every=3, sample_every=3, swd_images=8, threads=1, deterministic=True,
+                   expression_epochs=1, expression_width=4)
+    options.update(extra)
     lines = ["[run]", 'dir = "run"', 'device = "cpu"', "[cyclegan]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
     path = tmp_path / "pipeline.toml"
@@ -264,6 +308,10 @@ def test_stage_runs_resumes_and_records(tmp_path, smileys, monkeypatch):
     out = tmp_path / "run" / "cyclegan"
     summary = status.manifest["summary"]
     assert summary["resumed_from_step"] == 6 and summary["steps_this_run"] == 0
+    # The expression classifier trained before the interruption is the one the run kept.
+    assert summary["expression_classifier"]["source"] == "trained here (kept from the interrupted run)"
+    assert 0.0 <= summary["expression_classifier"]["held_out_accuracy"] <= 1.0
+    assert (out / "expression_classifier" / "model.json").is_file()
     assert summary["domains"]["A"]["images"] == 13
     assert summary["domains"]["B"]["classes"] == ["happy", "sad"]
     for name in ("checkpoints/latest.pt", "samples/final.png", "samples/step_000003.png", "losses.csv",
@@ -282,6 +330,28 @@ def test_stage_reports_an_empty_domain(tmp_path, smileys):
     (tmp_path / "faces").mkdir()
     config = load_config(write_config(tmp_path, tmp_path / "faces", smileys))
     with pytest.raises(DatasetError, match="faces: no readable images"):
+        run_pipeline(config, "cyclegan")
+
+
+def test_stage_checks_the_expression_classifier(tmp_path, smileys):
+    from fertransfer.classify.models import save_classifier
+    from fertransfer.pipelines.config import ConfigError, load_config
+    from fertransfer.pipelines.runner import run_pipeline
+    from fertransfer.pipelines.stage import StageError
+
+    faces = face_folder(tmp_path / "faces")
+    # Domain B without labels: a config error before any work.
+    config = load_config(write_config(tmp_path, faces, faces))
+    with pytest.raises(ConfigError, match=r"\[cyclegan\]\.lambda_expression > 0 .* has no class or split folders"):
+        run_pipeline(config, "cyclegan")
+    assert not (tmp_path / "run").exists()
+    # A classifier of another class set: an error naming both lists.
+    other = tiny_expression()
+    classifier = CnnClassifier(other.net, ["happy", "sad", "angry", "fear", "surprise", "neutral", "disgust"], 1, 16,
+                               CnnConfig(width=4, crop=14))
+    save_classifier(classifier, tmp_path / "model")
+    config = load_config(write_config(tmp_path, faces, smileys, expression_classifier=str(tmp_path / "model")))
+    with pytest.raises(StageError, match=r"classes \['happy', 'sad'.*differ from domain B's \['angry', 'disgust'"):
         run_pipeline(config, "cyclegan")
 
 

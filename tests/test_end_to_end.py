@@ -55,7 +55,11 @@ def test_run_all_then_report(project, capsys):
     classify = summaries["classify"]
     assert set(classify["train_sets"]) == {"real", "balanced"}
     assert 0.0 <= classify["train_sets"]["real"]["test_accuracy"] <= 1.0
-    assert classify["label_preservation"]["images"] == sum(summaries["augment"]["translated"]["train"].values())
+    judged = classify["translation_judge"]["splits"]
+    for split in ("train", "test"):
+        assert judged[split]["images"] == sum(summaries["augment"]["translated"][split].values())
+        assert 0.0 <= judged[split]["judge_agreement"]["overall"] <= 1.0
+    assert (project / "run" / "classify" / "gallery" / "gallery.html").is_file()
     page = (project / "run" / "report.html").read_text()
     for stage in STAGES:
         assert f"<h2>{stage}</h2>" in page

@@ -30,8 +30,8 @@ from .builders import (
     real_synthetic_set,
     synthetic_set,
 )
-from .core import GeneratorSpec, PredictFn, TranslateFn, check_generator_fits, is_gray, label_agreement, translate_images
-from .gallery import GalleryClass, gallery_html, gallery_mosaic, pick_examples
+from .core import GeneratorSpec, PredictFn, TranslateFn, check_generator_fits, is_gray, judge_translations, translate_images
+from .gallery import GalleryClass, gallery_html, gallery_mosaic, judge_split, pick_examples
 from .io import GALLERY_MARKER, LABELS_CSV, SetWriter, read_labels_csv, write_labels_csv, write_translated
 from .transforms import conform
 
@@ -116,7 +116,7 @@ def gallery_classes(
     class_names: tuple[str, ...],
     examples: int,
     seed: int,
-    agreement: dict | None = None,
+    judge: dict | None = None,
     batch_size: int = 64,
 ) -> list[GalleryClass]:
     """Per class: `examples` originals, their translations and, with `backward`, cycled back."""
@@ -126,7 +126,8 @@ def gallery_classes(
     if backward is not None and len(chosen):
         cycled = translate_images(translated[chosen], backward.fn, backward.spec, batch_size, progress=False)
     classes, start = [], 0
-    per_class = (agreement or {}).get("per_class", {})
+    headline = judge_split(judge)
+    per_class = headline[1]["judge_agreement"]["per_class"] if headline else {}
     for c, index in enumerate(picks):
         part = slice(start, start + len(index))
         start += len(index)
@@ -150,11 +151,11 @@ def write_gallery(
     faces: np.ndarray | None,
     facts: dict[str, str],
     set_counts: dict[str, dict[str, int]] | None,
-    agreement: dict | None,
+    judge: dict | None,
     tile: int,
 ) -> dict:
     write_png(out_dir / GALLERY_PNG, gallery_mosaic(classes, faces, tile=tile))
-    page = gallery_html(classes, faces, "Translation gallery", facts, set_counts, agreement, png_name=GALLERY_PNG)
+    page = gallery_html(classes, faces, "Translation gallery", facts, set_counts, judge, png_name=GALLERY_PNG)
     (out_dir / GALLERY_HTML).write_text(page)
     (out_dir / GALLERY_MARKER).write_text(json.dumps({"run_dir": str(run_dir.resolve())}, indent=1))
     return {
@@ -272,11 +273,14 @@ def build_outputs(
                 sets_summary[recipe.name]["target_per_class"] = target
         timings["sets_s"] = time.perf_counter() - t0
 
-    # 3. Label preservation (when a classifier trained on real FER is given).
-    gallery_split = "train" if "train" in settings.splits else settings.splits[0]
-    agreement = None
+    # 3. The judge's reading of the translations (when a classifier trained on real FER is given).
+    gallery_split = "test" if "test" in settings.splits else settings.splits[0]
+    judge = None
     if predict_fn is not None:
-        agreement = label_agreement(predict_fn, translated[gallery_split].images, translated[gallery_split].labels, class_names)
+        judge = {"judge": "given predictor", "splits": {
+            split: judge_translations(predict_fn, t.images, conform(dataset[split].images, t.images.shape[1],
+                                                                     t.images.shape[3]), t.labels, class_names)
+            for split, t in translated.items()}}
 
     # 4. Gallery.
     gallery = None
@@ -284,7 +288,7 @@ def build_outputs(
         t0 = time.perf_counter()
         classes = gallery_classes(
             dataset[gallery_split], translated[gallery_split].images, backward, class_names,
-            settings.gallery_examples, settings.seed, agreement, settings.batch_size,
+            settings.gallery_examples, settings.seed, judge, settings.batch_size,
         )
         facts = {
             "generator": checkpoint,
@@ -293,7 +297,7 @@ def build_outputs(
             "images translated": f"{total} ({', '.join(f'{s}: {len(t)}' for s, t in translated.items())})",
         }
         set_counts = {name: s["counts"] for name, s in sets_summary.items()}
-        gallery = write_gallery(out_dir, run_dir, classes, faces, facts, set_counts, agreement, tile=spec.image_size)
+        gallery = write_gallery(out_dir, run_dir, classes, faces, facts, set_counts, judge, tile=spec.image_size)
         gallery["split"] = gallery_split
         timings["gallery_s"] = time.perf_counter() - t0
 
@@ -314,7 +318,7 @@ def build_outputs(
         "sets": sets_summary,
         "skipped_classes": skipped_classes,
         "warnings": warnings,
-        "label_preservation": agreement,
+        "translation_judge": judge,
         "gallery": gallery,
     }
 
@@ -322,7 +326,7 @@ def build_outputs(
 # --- the gallery again, from a finished stage folder ----------------------------------------
 
 
-def _read_originals(sources: list[str], channels: int, fer_path: str | None, seed: int) -> np.ndarray:
+def read_sources(sources: list[str], channels: int, fer_path: str | None, seed: int) -> np.ndarray:
     """Source images by their labels.csv name: files directly, CSV rows via the dataset."""
     images, missing = [], []
     for source in sources:
@@ -356,12 +360,12 @@ def rebuild_gallery(
     examples: int,
     backward: Generator | None,
     faces: np.ndarray | None,
-    agreement: dict | None = None,
+    judge: dict | None = None,
 ) -> dict:
     """gallery.html / gallery.png from a finished augment folder (its labels.csv and manifest).
 
-    `agreement`: label preservation (label_agreement's dict) when measured after the stage ran
-    (by classify); else the one recorded in the augment manifest, if any."""
+    `judge`: what classify's judge read in the translations (its `translation_judge`), measured
+    after this stage ran; else the one recorded in the augment manifest, if any."""
     manifest_path = stage_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -374,18 +378,18 @@ def rebuild_gallery(
     if not class_names:
         raise StageError(f"{manifest_path}: no translated classes recorded")
     rows = read_labels_csv(stage_dir / LABELS_CSV)
-    split = (summary.get("gallery") or {}).get("split") or "train"
+    split = (summary.get("gallery") or {}).get("split") or "test"
     rows = [r for r in rows if r["split"] == split] or rows
     labels = np.array([class_names.index(r["label"]) for r in rows], np.int64)
     picks = np.concatenate(pick_examples(labels, len(class_names), examples, seed))
     chosen = [rows[i] for i in picks]
     in_channels = int(spec.get("in_channels", 1))
-    originals = _read_originals([r["source_file"] for r in chosen], in_channels, summary.get("fer"), seed)
+    originals = read_sources([r["source_file"] for r in chosen], in_channels, summary.get("fer"), seed)
     translated = np.stack([read_image(stage_dir / r["file"], channels=int(spec.get("out_channels", 3))) for r in chosen])
     real = ImageSet(originals, labels[picks], [r["source_file"] for r in chosen])
-    agreement = agreement or summary.get("label_preservation")
+    judge = judge or summary.get("translation_judge")
     # Examples are picked again from the chosen rows alone: all of them, in class order.
-    classes = gallery_classes(real, translated, backward, class_names, examples, seed, agreement)
+    classes = gallery_classes(real, translated, backward, class_names, examples, seed, judge)
     facts = {
         "generator": summary.get("checkpoint", "?"),
         "data": summary.get("fer", "?"),
@@ -394,7 +398,7 @@ def rebuild_gallery(
     }
     set_counts = {name: s["counts"] for name, s in summary.get("sets", {}).items()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_gallery(out_dir, run_dir, classes, faces, facts, set_counts, agreement, int(spec.get("image_size", 64)))
+    return write_gallery(out_dir, run_dir, classes, faces, facts, set_counts, judge, int(spec.get("image_size", 64)))
 
 
 def callable_generator(translator, name: str) -> Generator:

@@ -16,34 +16,42 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def cmd_gallery(args: argparse.Namespace) -> int:
+def gallery_for_run(run_dir: Path, out: Path, examples: int = 8, judge: dict | None = None,
+                    checkpoint: str | None = None, faces: str | None = None, cycle: bool = True,
+                    device: str = "auto") -> dict:
+    """gallery.html / gallery.png of a run's finished augment stage, written into `out`.
+
+    `judge`: the classify stage's `translation_judge`, when it is measured after augment (classify
+    passes its own; `pipeline gallery` reads it from classify's manifest)."""
     from .build import load_faces, rebuild_gallery
-    from .io import check_output_dir
     from .stage import load_generator, person_faces_dir
 
-    run_dir = Path(args.run_dir)
     stage_dir = run_dir / "augment"
     manifest = _read_json(stage_dir / "manifest.json")
     if not manifest:
         raise StageError(f"{stage_dir}: no finished augment stage here (manifest.json missing or unreadable)")
     summary, seed = manifest.get("summary", {}), int(manifest.get("run", {}).get("seed", 0))
-    out = Path(args.out) if args.out else stage_dir
-    check_output_dir(out, run_dir, args.force)
-
-    checkpoint = Path(args.checkpoint or summary.get("checkpoint") or run_dir / "cyclegan" / "checkpoints" / "latest.pt")
-    backward = None if args.no_cycle else load_generator(checkpoint, "AtoB", args.device, "auto")
+    checkpoint_path = Path(checkpoint or summary.get("checkpoint") or run_dir / "cyclegan" / "checkpoints" / "latest.pt")
+    backward = load_generator(checkpoint_path, "AtoB", device, "auto") if cycle else None
     generator = summary.get("generator", {})
-    faces_option = args.faces or summary.get("faces") or ""
-    faces_dir = person_faces_dir(faces_option, checkpoint, lambda value: Path(value).expanduser())
-    faces = None
+    faces_dir = person_faces_dir(faces or summary.get("faces") or "", checkpoint_path, lambda v: Path(v).expanduser())
+    face_images = None
     if faces_dir is not None:
-        faces = load_faces(
-            faces_dir, args.examples, int(generator.get("image_size", 64)), int(generator.get("out_channels", 3)), seed
-        )
-    # Label preservation is measured by classify (a classifier trained on real FER), after augment.
-    classify = _read_json(run_dir / "classify" / "manifest.json").get("summary", {})
-    agreement = classify.get("label_preservation")
-    result = rebuild_gallery(stage_dir, out, run_dir, args.examples, backward, faces, agreement)
+        face_images = load_faces(faces_dir, examples, int(generator.get("image_size", 64)),
+                                 int(generator.get("out_channels", 3)), seed)
+    if judge is None:
+        judge = (_read_json(run_dir / "classify" / "manifest.json") or {}).get("summary", {}).get("translation_judge")
+    return rebuild_gallery(stage_dir, out, run_dir, examples, backward, face_images, judge)
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .io import check_output_dir
+
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "augment"
+    check_output_dir(out, run_dir, args.force)
+    result = gallery_for_run(run_dir, out, args.examples, None, args.checkpoint, args.faces, not args.no_cycle,
+                             args.device)
     print(out / result["html"])
     print(out / result["png"])
     return 0

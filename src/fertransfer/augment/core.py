@@ -99,24 +99,40 @@ def translate_images(
     return out
 
 
-def label_agreement(
-    predict_fn: PredictFn, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str]
-) -> dict:
-    """Label preservation: the share of translated images that a classifier trained on real FER
-    gives their source label, per class and overall (None for a class without images).
-
-    `predict_fn(images uint8 (N, H, W, C)) -> int labels (N,)`: the classify stage's predictor.
-    """
-    predicted = np.asarray(predict_fn(images)).astype(np.int64).reshape(-1)
-    if predicted.shape != labels.shape:
-        raise ValueError(f"predict_fn returned {predicted.shape[0]} labels for {len(labels)} images")
-    agree = predicted == labels
+def _rates(hits: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict:
+    """Share of hits overall and per true class (None for a class without images)."""
     per_class = {}
     for label, name in enumerate(class_names):
         mask = labels == label
-        per_class[name] = round(float(agree[mask].mean()), 4) if mask.any() else None
+        per_class[name] = round(float(hits[mask].mean()), 4) if mask.any() else None
+    return {"overall": round(float(hits.mean()), 4) if len(hits) else None, "per_class": per_class,
+            "images": int(len(labels))}
+
+
+def _predict(predict_fn: PredictFn, images: np.ndarray, count: int) -> np.ndarray:
+    predicted = np.asarray(predict_fn(images)).astype(np.int64).reshape(-1)
+    if predicted.shape != (count,):
+        raise ValueError(f"predict_fn returned {predicted.shape[0]} labels for {count} images")
+    return predicted
+
+
+def judge_translations(
+    predict_fn: PredictFn, translated: np.ndarray, sources: np.ndarray, labels: np.ndarray,
+    class_names: tuple[str, ...] | list[str],
+) -> dict:
+    """What a judge (a classifier trained on real FER, never the one in the generator's loss)
+    reads in translations, per class and overall:
+
+    - label_preservation: its label on the translation is the source's true label;
+    - judge_agreement: its label on the translation is its own label on the untranslated
+      source, i.e. the translation kept what the judge can see, whatever FER's label noise;
+    - source_accuracy: its accuracy on the untranslated sources, the ceiling of the first.
+    """
+    on_translated = _predict(predict_fn, translated, len(labels))
+    on_sources = _predict(predict_fn, sources, len(labels))
     return {
-        "overall": round(float(agree.mean()), 4) if len(agree) else None,
-        "per_class": per_class,
         "images": int(len(labels)),
+        "label_preservation": _rates(on_translated == labels, labels, class_names),
+        "judge_agreement": _rates(on_translated == on_sources, labels, class_names),
+        "source_accuracy": _rates(on_sources == labels, labels, class_names),
     }

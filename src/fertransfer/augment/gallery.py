@@ -28,7 +28,7 @@ class GalleryClass:
     translated: np.ndarray
     cycled: np.ndarray | None = None  # None when no reverse generator was given
     sources: list[str] | None = None
-    agreement: float | None = None  # label preservation for this class, when known
+    agreement: float | None = None  # the judge's agreement for this class (see judge_split), when measured
 
     def rows(self) -> list[tuple[str, np.ndarray]]:
         rows = [(ROW_NAMES[0], self.original), (ROW_NAMES[1], self.translated)]
@@ -56,7 +56,7 @@ def gallery_mosaic(classes: list[GalleryClass], faces: np.ndarray | None, tile: 
     columns = max([len(c.original) for c in classes] + [len(faces) if faces is not None else 0, 1])
     rows: list[tuple[str, list[np.ndarray], bool]] = []  # (label, tiles, starts a block)
     for c in classes:
-        title = c.name if c.agreement is None else f"{c.name} ({c.agreement:.0%} kept)"
+        title = c.name if c.agreement is None else f"{c.name} (judge agrees {c.agreement:.0%})"
         if not len(c.original):
             rows.append((f"{c.name}: no images", [], True))
             continue
@@ -95,16 +95,50 @@ def _img(image: np.ndarray, title: str = "") -> str:
     return f'<img src="{png_data_uri(image)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
 
 
+def judge_split(judge: dict | None) -> tuple[str, dict] | None:
+    """The split whose judge figures lead: test (never trained on by anyone) when measured."""
+    splits = (judge or {}).get("splits") or {}
+    if not splits:
+        return None
+    name = "test" if "test" in splits else next(iter(splits))
+    return name, splits[name]
+
+
+def _judge_html(judge: dict | None) -> list[str]:
+    parts = ["<h2>Does the translation keep the expression?</h2>"]
+    if not (judge or {}).get("splits"):
+        return parts + ["<p>Not measured (no classifier trained on real FER was available).</p>"]
+    parts.append(
+        "<p>A judge, the CNN trained on real FER only (never the classifier inside the generator's loss), labels "
+        "each translation and its untranslated source. <b>Judge agreement</b>: same label on both. <b>Label "
+        f"preserved</b>: the translation gets the source's true label. Judge: {html.escape(str(judge.get('judge', '?')))}.</p>")
+    columns = (("label_preservation", "label preserved"), ("judge_agreement", "judge agreement"),
+               ("source_accuracy", "judge accuracy on sources"))
+    for split, figures in judge["splits"].items():
+        parts.append(f"<h3>{html.escape(split)} split ({figures['images']} images)</h3><table><tr><th>class</th>")
+        parts += [f"<th>{title}</th>" for _, title in columns] + ["</tr>"]
+        names = list(figures["judge_agreement"]["per_class"])
+        for name in [*names, None]:
+            cells = []
+            for key, _ in columns:
+                value = figures[key]["overall"] if name is None else figures[key]["per_class"][name]
+                cells.append(f"<td>{'-' if value is None else f'{value:.1%}'}</td>")
+            label = "<b>all</b>" if name is None else html.escape(name)
+            parts.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
+        parts.append("</table>")
+    return parts
+
+
 def gallery_html(
     classes: list[GalleryClass],
     faces: np.ndarray | None,
     title: str,
     facts: dict[str, str],
     set_counts: dict[str, dict[str, int]] | None = None,
-    agreement: dict | None = None,
+    judge: dict | None = None,
     png_name: str = "gallery.png",
 ) -> str:
-    """A page that opens offline: facts, per-class rows of images, set counts, label preservation."""
+    """A page that opens offline: the judge's figures, per-class rows of images, set counts."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>",
@@ -116,8 +150,9 @@ def gallery_html(
     ]
     parts += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()]
     parts.append("</table>")
+    parts += _judge_html(judge)
     for c in classes:
-        kept = "" if c.agreement is None else f" &mdash; {c.agreement:.0%} keep their label"
+        kept = "" if c.agreement is None else f" &mdash; judge agreement {c.agreement:.0%}"
         parts.append(f"<h2>{html.escape(c.name)}{kept}</h2>")
         if not len(c.original):
             parts.append("<p>No images of this class.</p>")
@@ -140,17 +175,6 @@ def gallery_html(
             cells = "".join(f"<td>{counts.get(n, 0)}</td>" for n in names)
             parts.append(f"<tr><td>{html.escape(set_name)}</td>{cells}<td>{sum(counts.values())}</td></tr>")
         parts.append("</table>")
-    parts.append("<h2>Label preservation</h2>")
-    if agreement:
-        parts.append(
-            f"<p>Share of translated images that a classifier trained on real FER gives their source label: "
-            f"{agreement['overall']:.1%} of {agreement['images']}.</p><table><tr><th>class</th><th>kept</th></tr>"
-        )
-        for name, share in agreement["per_class"].items():
-            parts.append(f"<tr><td>{html.escape(name)}</td><td>{'-' if share is None else f'{share:.1%}'}</td></tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p>Not measured (no classifier trained on real FER was available).</p>")
     parts.append(f"<p>The same gallery as one picture: <a href='{html.escape(png_name)}'>{html.escape(png_name)}</a></p>")
     parts.append("</body></html>")
     return "\n".join(parts)

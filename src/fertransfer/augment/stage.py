@@ -30,7 +30,8 @@ class AugmentOptions:
         "The labelled FER dataset to translate (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
         kind="path",
     )
-    splits: list[str] = option(["train"], "Splits to translate (train, val, test); the training sets come from train.")
+    splits: list[str] = option(["train", "test"], "Splits to translate (train, val, test); the training sets come from "
+                               "train; the test split's translations are what classify's judge scores.")
     checkpoint: str = option(
         "", "Generator checkpoint; empty = the cyclegan stage's checkpoints/latest.pt in this run.", kind="path"
     )
@@ -186,11 +187,9 @@ def run(ctx: StageContext) -> dict:
     )
     summary["faces"] = str(faces_dir.resolve()) if faces_dir else None
     summary["precision"] = forward.precision
-    summary["label_preservation_note"] = (
-        None
-        if summary["label_preservation"]
-        else "measured after classify trains on real FER (label_agreement); `pipeline gallery RUN_DIR` shows it"
-    )
+    if not summary["translation_judge"]:
+        summary["translation_judge_note"] = ("measured by classify with its model trained on real FER; its copy of "
+                                             "the gallery (classify/gallery/) and `pipeline gallery RUN_DIR` show it")
     return summary
 
 

@@ -59,6 +59,8 @@ class ClassifyOptions:
     oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
     leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")
     two_tier: bool = option(False, "Two-tier classifier: positive / negative / neutral first, then the fine class.")
+    judge: str = option("", "The model that judges augment's translations (trained on real FER only, never the "
+                        "cyclegan's loss classifier); empty: this run's 'real' model.", kind="path")
 
 
 def _upstream(options: ClassifyOptions) -> list[str]:
@@ -200,7 +202,7 @@ def run(ctx: StageContext) -> dict:
                      metrics[final]["macro_f1"])
         results[name] = metrics
 
-    preservation = _label_preservation(ctx, options, classes_set, dropped)
+    judge = _translation_judge(ctx, options, classes_set, dropped)
 
     final = "test" if "test" in evaluation else "val"
     rows = ex.comparison_rows(results, final)
@@ -229,31 +231,59 @@ def run(ctx: StageContext) -> dict:
         },
         "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in evaluation.items()},
         "pictures": ["comparison.png", *[p for m in results.values() for p in m["pictures"]]],
-        "label_preservation": preservation,
+        "translation_judge": judge,
+        "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
     }
 
 
-def _label_preservation(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
-    """How often the classifier trained on real FER gives translated images their source label.
+def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
+    """What a classifier trained on real FER reads in augment's translations, per translated split
+    (see augment.core.judge_translations), and a copy of augment's gallery showing it.
 
-    Needs the 'real' set's model and augment's translated train split; None when either is absent.
+    The judge is `options.judge` or this run's 'real' model; None without one or without augment.
     """
-    from fertransfer.augment.core import label_agreement
-    from fertransfer.data import load_dataset
+    import numpy as np
+
+    from fertransfer.augment.build import read_sources
+    from fertransfer.augment.cli import gallery_for_run
+    from fertransfer.augment.core import judge_translations
+    from fertransfer.augment.io import LABELS_CSV, read_labels_csv
+    from fertransfer.augment.transforms import conform
+    from fertransfer.data.images import read_images
 
     from .models import load_classifier, predict_labels
 
-    if "augment" not in ctx.upstream_dirs:
+    if "augment" not in ctx.upstream_dirs or dropped:
         return None
-    translated = ctx.upstream_dirs["augment"] / "translated"
-    model = ctx.out_dir / "real" / "model"
-    if dropped or not model.is_dir() or not (translated / "train").is_dir():
+    augment_dir = ctx.upstream_dirs["augment"]
+    model = ctx.path(options.judge) if options.judge else ctx.out_dir / "real" / "model"
+    if not (augment_dir / LABELS_CSV).is_file() or not (options.judge or model.is_dir()):
         return None
-    images = load_dataset(translated, classes=classes, channels=options.channels, size=options.size,
-                          val_fraction=0, test_fraction=0)["train"]
     classifier = load_classifier(model, device=ctx.run.device)
-    result = label_agreement(lambda x: predict_labels(classifier, x)[0], images.images, images.labels, classes.names)
-    ctx.log.info("label preservation of translated train images: %.3f", result["overall"])
+    if list(classifier.classes) != list(classes.names):
+        raise StageError(f"{model}: the judge's classes {list(classifier.classes)} differ from [classify].classes "
+                         f"{list(classes.names)}")
+    rows = read_labels_csv(augment_dir / LABELS_CSV)
+    size, channels = classifier.size, classifier.channels
+    result: dict = {"judge": str(model), "splits": {}}
+    for split in dict.fromkeys(r["split"] for r in rows):
+        chosen = [r for r in rows if r["split"] == split]
+        translated, ok, errors = read_images([str(augment_dir / r["file"]) for r in chosen], channels=channels, size=size)
+        if errors:
+            raise StageError(f"{augment_dir}: {len(errors)} translated image(s) unreadable, e.g. {errors[0]}")
+        sources = conform(read_sources([r["source_file"] for r in chosen], channels, options.fer and str(ctx.path(options.fer)),
+                                       ctx.run.seed), size, channels)
+        labels = np.array([classes.index(r["label"]) for r in chosen], np.int64)
+        figures = judge_translations(lambda x: predict_labels(classifier, x)[0], translated, sources, labels, classes.names)
+        result["splits"][split] = figures
+        ctx.log.info("judge on %d translated %s images: label preserved %.3f, judge agreement %.3f, judge accuracy "
+                     "on the sources %.3f", len(labels), split, figures["label_preservation"]["overall"],
+                     figures["judge_agreement"]["overall"], figures["source_accuracy"]["overall"])
+    # augment's gallery, again, with what was measured here (augment ran before the judge existed)
+    try:
+        gallery_for_run(ctx.run_dir, ctx.out_dir / "gallery", judge=result, device=ctx.run.device)
+    except StageError as error:
+        ctx.log.warning("gallery with the judge's figures not written: %s", error)
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from fertransfer.pipelines.options import option
 from fertransfer.pipelines.stage import Stage, StageContext, StageError
@@ -27,7 +28,7 @@ class CycleganOptions:
                       kind="path")
     fer_splits: list[str] = option(["train"], "Splits of the FER dataset used as domain B (train, val, test).")
     fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven).")
-    a_channels: int = option(3, "Channels domain A runs as (3: RGB faces).", choices=(1, 3))
+    a_channels: int = option(3, "Channels domain A runs as (3: RGB faces; 1: gray, like FER).", choices=(1, 3))
     b_channels: int = option(1, "Channels domain B runs as (1: FER is grayscale).", choices=(1, 3))
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
@@ -38,6 +39,14 @@ class CycleganOptions:
     gan_mode: str = option("lsgan", "Adversarial loss.", choices=GAN_MODES)
     lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss.")
     lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).")
+    lambda_expression: float = option(
+        1.0, "Weight of the expression-consistency loss: a frozen FER classifier must read the same expression in "
+             "a FER face and in its translation into the person's domain (0: off).")
+    expression_classifier: str = option(
+        "", "A classify-stage CNN model folder (trained on FER with the same classes) for that loss; empty: one is "
+            "trained here on domain B's labelled images.", kind="path")
+    expression_epochs: int = option(6, "Epochs of the classifier trained here for the expression loss.")
+    expression_width: int = option(16, "Width of the classifier trained here for the expression loss.")
     pool_size: int = option(50, "Past fakes kept for the discriminators.")
     lr: float = option(0.0002, "Adam learning rate (beta1 0.5).")
     batch_size: int = option(1, "Images per domain per step (per process).")
@@ -66,11 +75,78 @@ def train_config(options: CycleganOptions, seed: int, device: str):
     return TrainConfig(**values, seed=seed, device=device)
 
 
+def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path | None, dict | None]:
+    """The frozen classifier of the expression loss, its folder, and what the manifest says of it.
+
+    Trained here on domain B's labelled images (kept in the work folder, so a resumed run
+    reuses the very same one), or loaded from `expression_classifier`. Its accuracy is
+    measured on FER images it did not train on: the dataset's val split, else a held-out tenth.
+    """
+    import time
+
+    import numpy as np
+    import torch
+
+    from fertransfer.classify.cnn import CnnConfig, train_cnn
+    from fertransfer.classify.models import load_classifier, predict_labels, save_classifier
+    from fertransfer.data import FER, load_dataset
+
+    from .data import holdout_split, load_fer
+
+    o: CycleganOptions = ctx.options
+    if o.lambda_expression <= 0:
+        return None, None, None
+    saved = ctx.out_dir / "expression_classifier"
+    size = 48  # FER's own size: the classifier reads faces as the classify stage does
+    fer = load_dataset(ctx.path(o.fer), classes=FER, channels=1, size=size, seed=ctx.run.seed)
+    train = load_fer(ctx.path(o.fer), o.fer_splits, o.fer_classes, 1, size, ctx.run.seed)
+    if "val" in fer.splits and "val" not in o.fer_splits:
+        held, held_on = fer["val"], "the dataset's val split"
+    else:
+        keep, out = holdout_split(len(train), max(1, len(train) // 10), ctx.run.seed + 2)
+        train, held, held_on = train.subset(keep), train.subset(out), "a held-out tenth of domain B"
+    threads = torch.get_num_threads()
+    if o.threads > 0:
+        torch.set_num_threads(o.threads)
+    try:
+        info: dict = {}
+        if o.expression_classifier:
+            path, info["source"] = ctx.path(o.expression_classifier), f"given: {o.expression_classifier}"
+        elif ctx.resuming and (saved / "model.json").is_file():
+            path, info["source"] = saved, "trained here (kept from the interrupted run)"
+        else:
+            ctx.log.info("training the expression classifier on %d FER images (%d epochs, width %d)",
+                         len(train), o.expression_epochs, o.expression_width)
+            config = CnnConfig(width=o.expression_width, epochs=o.expression_epochs, crop=size - size // 12,
+                               patience=0, tta="flip", bf16="off")
+            t0 = time.perf_counter()
+            result = train_cnn(train.images, train.labels, held.images, held.labels, list(FER.names), config,
+                               seed=cfg.seed, device="cpu" if cfg.device == "cpu" else "auto")
+            save_classifier(result.classifier, saved)
+            path = saved
+            info.update(source="trained here", epochs=o.expression_epochs, width=o.expression_width,
+                        train_images=len(train), seconds=round(time.perf_counter() - t0, 1))
+        classifier = load_classifier(path)
+        if getattr(classifier, "engine", None) != "cnn":
+            raise StageError(f"{path}: the expression loss needs a cnn model, not {classifier.engine}")
+        if list(classifier.classes) != list(FER.names):
+            raise StageError(f"{path}: the expression classifier's classes {list(classifier.classes)} differ "
+                             f"from domain B's {list(FER.names)}")
+        predicted, _ = predict_labels(classifier, held.images)
+        info.update(held_out=held_on, held_out_images=len(held),
+                    held_out_accuracy=round(float(np.mean(predicted == held.labels)), 4))
+    finally:
+        torch.set_num_threads(threads)
+    ctx.log.info("expression classifier (%s): accuracy %.3f on %s (%d images)", info["source"],
+                 info["held_out_accuracy"], held_on, len(held))
+    return classifier, path, {**info, "model": saved.name if path == saved else str(path)}
+
+
 def _faces_dir(ctx: StageContext):
     return ctx.path(ctx.options.faces) if ctx.options.faces else ctx.upstream("extract") / "faces"
 
 
-def _run_torchrun(ctx: StageContext, cfg, data: dict) -> dict:
+def _run_torchrun(ctx: StageContext, cfg, data: dict, expression_model: str | None) -> dict:
     """Launch the same training loop in `processes` ranks with torchrun; rank 0's summary."""
     import json
     import subprocess
@@ -80,7 +156,8 @@ def _run_torchrun(ctx: StageContext, cfg, data: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"config": dataclasses.asdict(cfg), "data": data, "out_dir": str(ctx.out_dir),
-                "resume": ctx.resuming, "summary": str(Path(tmp) / "summary.json")}
+                "resume": ctx.resuming, "summary": str(Path(tmp) / "summary.json"),
+                "expression_classifier": expression_model}
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={ctx.options.processes}", "-m", "fertransfer.cyclegan.train",
@@ -118,12 +195,16 @@ def run(ctx: StageContext) -> dict:
     ctx.timings["load_seconds"] = time.perf_counter() - t0
     ctx.log.info("domain A: %d train + %d held out; domain B: %d train + %d held out",
                  len(domains.train_a), len(domains.held_a), len(domains.train_b), len(domains.held_b))
+    classifier, classifier_path, expression_info = _expression_classifier(ctx, cfg)
     if o.processes > 1:
         del domains  # each rank loads its own copy
-        summary = _run_torchrun(ctx, cfg, data)
+        summary = _run_torchrun(ctx, cfg, data, str(classifier_path) if classifier_path else None)
         domains_sources = None
     else:
-        summary = train(cfg, domains, ctx.out_dir, resume=ctx.resuming)
+        from .expression import ExpressionConsistency
+
+        expression = ExpressionConsistency(classifier) if classifier is not None else None
+        summary = train(cfg, domains, ctx.out_dir, resume=ctx.resuming, expression=expression)
         domains_sources = domains.sources
     ctx.timings["train_seconds"] = summary.get("train_seconds", 0.0)
 
@@ -150,6 +231,7 @@ def run(ctx: StageContext) -> dict:
         **summary,
         "domains": domains_sources or {"A": data["faces"], "B": data["fer"]},
         "swd": swd_table,
+        "expression_classifier": expression_info,
         "checkpoint": "checkpoints/latest.pt",
         "sample_grid": "samples/final.png" if (out / "samples" / "final.png").exists() else None,
         "loss_curve": "loss_curve.png",
@@ -161,7 +243,23 @@ def _upstream(options: CycleganOptions) -> list[str]:
 
 
 def _inputs(options: CycleganOptions) -> list[str]:
-    return [p for p in (options.faces, options.fer) if p]
+    return [p for p in (options.faces, options.fer, options.expression_classifier) if p]
+
+
+def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
+    """Problems found without reading any images."""
+    problems = []
+    if options.lambda_expression < 0:
+        problems.append(f"lambda_expression: must not be negative, got {options.lambda_expression}")
+    if options.lambda_expression > 0 and not options.expression_classifier:
+        fer = Path(options.fer).expanduser()
+        fer = fer if fer.is_absolute() else config_dir / fer
+        if fer.is_dir() and not any(d.is_dir() for d in fer.iterdir()):
+            problems.append(f"lambda_expression > 0 trains a classifier on domain B's labels, but {options.fer} has "
+                            "no class or split folders (no labels): give expression_classifier or set it to 0")
+        if options.expression_epochs < 1 or options.expression_width < 1:
+            problems.append("expression_epochs and expression_width must be at least 1")
+    return problems
 
 
 STAGE = Stage(
@@ -171,6 +269,7 @@ STAGE = Stage(
     description="CycleGAN between the person's faces (A) and FER images (B): checkpoints, samples, SWD",
     upstream=_upstream,
     inputs=_inputs,
+    check=_check,
     resumable=True,
     demo={
         "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,

@@ -1,8 +1,9 @@
 """CycleGAN training, readable top to bottom (in the spirit of nanoGPT's train.py).
 
 One step: sample an unpaired batch from each domain (random crop + flip), update both
-generators with adversarial + cycle + identity losses, then both discriminators on real
-images and on fakes from a pool of past fakes. Adam(2e-4, 0.5), constant learning rate,
+generators with adversarial + cycle + identity losses (+ expression consistency: a frozen FER
+classifier must read the same expression in F(b) as in b, see expression.py), then both
+discriminators on real images and on fakes from a pool of past fakes. Adam(2e-4, 0.5), constant learning rate,
 then linear decay to zero over the last `decay_steps`. Every `sample_every` steps a sample
 grid and the SWD metric; every `checkpoint_every` steps a checkpoint.
 
@@ -36,6 +37,7 @@ from fertransfer.data import write_png
 
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
 from .data import Domains
+from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty
 from .models import build_discriminator, build_generator
 from .swd import swd
@@ -43,7 +45,8 @@ from .tensors import from_tensor, match_channels, to_tensor
 
 log = logging.getLogger("fertransfer.cyclegan")
 
-LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "D_A", "D_B", "seconds")
+LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "expression", "D_A", "D_B",
+                "seconds")
 SWD_COLUMNS = ("step", "AtoB_translated", "AtoB_untranslated", "BtoA_translated", "BtoA_untranslated")
 
 
@@ -60,6 +63,7 @@ class TrainConfig:
     gan_mode: str = "lsgan"
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5  # times lambda_cycle
+    lambda_expression: float = 0.0  # expression consistency of F(b) with b (needs a classifier)
     lambda_gp: float = 10.0  # wgangp only
     pool_size: int = 50
     lr: float = 2e-4
@@ -282,18 +286,23 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = False,
-          stop_at: int | None = None) -> dict:
+          stop_at: int | None = None, expression: ExpressionConsistency | None = None) -> dict:
     """Train (or continue training) into out_dir; returns the summary. `stop_at` ends the run
-    early after that step, as an interruption would (used by the resume test)."""
+    early after that step, as an interruption would (used by the resume test). `expression`
+    is the frozen classifier of the expression-consistency loss (needed when
+    cfg.lambda_expression > 0)."""
+    if cfg.lambda_expression > 0 and expression is None:
+        raise ValueError("lambda_expression > 0 needs an expression classifier")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(cfg, domains, Path(out_dir), resume, stop_at)
+        return _train(cfg, domains, Path(out_dir), resume, stop_at, expression)
     finally:  # these are process-wide: give them back (tests of other stages run in the same process)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop_at: int | None) -> dict:
+def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop_at: int | None,
+           expression: ExpressionConsistency | None) -> dict:
     rank, world, device = setup_distributed(cfg.device)
     main_process = rank == 0
     if cfg.threads > 0:
@@ -324,6 +333,9 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
     sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, decay)
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, decay)
     pool_A, pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
+    use_expression = cfg.lambda_expression > 0
+    if use_expression:
+        expression = expression.to(device)
 
     # Continue from the newest valid checkpoint, if asked and there is one.
     ckpt_dir = out_dir / "checkpoints"
@@ -457,6 +469,9 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 loss_same_A = weight * l1(out["same_A"].float(), real_A)
                 loss_same_B = weight * l1(out["same_B"].float(), real_B)
                 loss_G = loss_G + loss_same_A + loss_same_B
+            if use_expression:  # F(b) must show b's expression to a classifier that reads FER faces
+                loss_expression = cfg.lambda_expression * expression(out["fake_A"], real_B)
+                loss_G = loss_G + loss_expression
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
@@ -488,6 +503,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 "G": loss_G.item(), "G_AB": loss_G_AB.item(), "G_BA": loss_G_BA.item(),
                 "cycle_A": loss_cycle_A.item(), "cycle_B": loss_cycle_B.item(),
                 "same_A": loss_same_A.item() if identity else 0.0, "same_B": loss_same_B.item() if identity else 0.0,
+                "expression": loss_expression.item() if use_expression else 0.0,
                 "D_A": loss_D_A.item(), "D_B": loss_D_B.item(),
             }
             loss_log.write({"step": done, "lr": f"{lr:.3g}", "seconds": f"{step_seconds:.4f}",
@@ -569,10 +585,14 @@ def plot_losses(csv_path: Path, png_path: Path) -> Path:
     kernel = np.ones(window) / window
     for ax, keys, title in (
         (axes[0], ("G_AB", "G_BA", "D_A", "D_B"), "adversarial"),
-        (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B"), "cycle and identity"),
+        (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B", "expression"), "cycle, identity, expression"),
     ):
         for key in keys:
-            values = np.array([float(r[key]) for r in rows])
+            if not rows or key not in rows[0]:  # losses.csv of a run from before the column existed
+                continue
+            values = np.array([float(r[key] or 0) for r in rows])
+            if key == "expression" and not values.any():  # the loss was off
+                continue
             if len(values) >= window:
                 ax.plot(steps[window - 1 :], np.convolve(values, kernel, mode="valid"), label=key)
         ax.set_title(f"{title} losses (moving mean of {window})")
@@ -593,7 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = TrainConfig(**spec["config"])
     domains = load_domains(**spec["data"])
-    summary = train(cfg, domains, Path(spec["out_dir"]), resume=spec["resume"])
+    expression = None
+    if spec.get("expression_classifier"):
+        from fertransfer.classify.models import load_classifier
+
+        expression = ExpressionConsistency(load_classifier(Path(spec["expression_classifier"])))
+    summary = train(cfg, domains, Path(spec["out_dir"]), resume=spec["resume"], expression=expression)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(spec["summary"]).write_text(json.dumps(summary))
     if dist.is_initialized():

@@ -300,8 +300,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 def check_before_run(config: Config, names: list[str]) -> None:
-    """Input paths of all stages about to run, checked up front."""
+    """Input paths and option rules of all stages about to run, checked up front."""
     problems = missing_inputs(config, names)
+    for name in names:
+        problems += [f"[{name}].{p}" for p in get_stage(name).check(config.options(name), config.base_dir)]
     if problems:
         raise ConfigError([f"{config.path}: {p}" for p in problems])
 

@@ -59,6 +59,9 @@ class Stage:
     upstream: Callable[[Any], list[str]] = lambda options: []
     # Files, folders or glob patterns from config that the stage reads (fingerprinted).
     inputs: Callable[[Any], list[str]] = lambda options: []
+    # Problems with the options found without reading data, one line each; given the options
+    # and the config file's folder (for relative paths). Run for every stage before any starts.
+    check: Callable[[Any, Path], list[str]] = lambda options, config_dir: []
     # Whether an interrupted run's work folder is reused (e.g. training checkpoints).
     resumable: bool = False
     # Option values for the built-in demo (paths relative to the demo folder, whose data

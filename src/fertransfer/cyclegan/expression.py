@@ -1,0 +1,57 @@
+"""Expression consistency: a frozen FER classifier that the FER -> person translation must agree with.
+
+Without it, a CycleGAN whose person domain is one face learns to paint that face over every
+FER image and hides the source in invisible detail to pass the cycle loss: the expression,
+the one thing the labels are about, is lost. This is CyCADA's semantic-consistency loss
+(Hoffman et al. 2018): a classifier trained on the labelled domain (FER) looks at a FER image
+and at its translation, and the generator is penalised when the two predictions differ. The
+target is the classifier's soft prediction on the source rather than the dataset label, so
+the generator keeps what is visible in the face and is not asked to fix FER's label noise.
+
+The classifier is the classify stage's CNN (`fertransfer.classify.cnn`): one place for the
+network that reads expressions. It sees translations exactly as it sees FER faces: gray,
+resized to its input size, centre crop, standardised per image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fertransfer.classify.cnn import CnnClassifier, standardise
+
+from .tensors import match_channels
+
+
+class ExpressionConsistency(nn.Module):
+    """Loss between a frozen classifier's predictions on source images and on their translations."""
+
+    def __init__(self, classifier: CnnClassifier):
+        super().__init__()
+        self.net = classifier.model
+        self.channels, self.size, self.crop = classifier.channels, classifier.size, classifier.config.crop
+        self.net.eval()  # batch norm uses its running statistics; dropout is off
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ExpressionConsistency:
+        return super().train(False)  # frozen: never back to training mode (DDP, .train() calls)
+
+    def classifier_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Generator images (N, C, H, W) in [-1, 1] -> what the classifier was trained on."""
+        x = match_channels(x.float(), self.channels)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        top = (self.size - self.crop) // 2
+        x = x[..., top : top + self.crop, top : top + self.crop]
+        return standardise((x + 1.0) * 127.5)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.classifier_input(x))
+
+    def forward(self, translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the translation's prediction against the source's soft prediction."""
+        with torch.no_grad():
+            target = F.softmax(self.logits(source), dim=1)
+        return -(target * F.log_softmax(self.logits(translated), dim=1)).sum(1).mean()
