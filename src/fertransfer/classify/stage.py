@@ -49,9 +49,6 @@ class ClassifyOptions:
     tta: str = option("tencrop", "cnn: test-time averaging for the final val/test scores.",
                       choices=("center", "flip", "tencrop"))
     bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
-    input_blur: float = option(0.0, "cnn: Gaussian sigma applied to every image the model classifies (validation, "
-                               "test, predict), not to its training images (0: none); for training data blurrier than "
-                               "the faces to classify, e.g. 3.0 for the shared FER2013 train split.")
     max_trials: int = option(3, "autokeras: models tried.")
     automl_block: str = option("vanilla", "autokeras: the searched block, always trained from scratch.",
                                choices=("vanilla", "resnet", "xception"))
@@ -78,7 +75,6 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                     optimizer=options.optimizer, weight_decay=options.weight_decay,
                     label_smoothing=options.label_smoothing, patience=options.patience,
                     time_budget_minutes=options.time_budget_minutes, tta=options.tta, bf16=options.bf16,
-                    input_blur=options.input_blur,
                     crop=max(8, options.size - options.size // 12))
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
