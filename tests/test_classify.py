@@ -240,45 +240,148 @@ def test_training_resumes_from_a_checkpoint(smileys):
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-4)
 
 
-def test_input_blur_is_part_of_the_saved_model(smileys, tmp_path):
-    from fertransfer.classify.cnn import CnnConfig, blur, train_cnn
+def test_old_model_with_input_blur_still_loads(smileys, tmp_path):
+    """Models saved while `input_blur` existed carry it in model.json and cnn.pt; it is ignored."""
+    import torch
+
+    from fertransfer.classify.cnn import CnnConfig, train_cnn
     from fertransfer.classify.models import save_classifier
 
     data = load_dataset(smileys)
-    images = data["val"].images
-    assert blur(images, 0) is images
-    blurred = blur(images, 2.0)
-    assert blurred.shape == images.shape and np.abs(np.diff(blurred.astype(float), axis=2)).mean() < np.abs(
-        np.diff(images.astype(float), axis=2)).mean()
-    config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", input_blur=2.0)
-    result = train_cnn(data["train"].images[:64], data["train"].labels[:64], images, data["val"].labels,
+    config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center")
+    result = train_cnn(data["train"].images[:64], data["train"].labels[:64], data["val"].images, data["val"].labels,
                        list(FER_CLASSES), config, device="cpu")
-    save_classifier(result.classifier, tmp_path / "model")
-    loaded = load_classifier(tmp_path / "model")
-    assert loaded.config.input_blur == 2.0
-    np.testing.assert_allclose(loaded.predict_proba(images[:8]), result.classifier.predict_proba(images[:8]), atol=1e-5)
+    folder = tmp_path / "model"
+    save_classifier(result.classifier, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["config"]["input_blur"] = 3.0
+    (folder / "model.json").write_text(json.dumps(meta))
+    state = torch.load(folder / "cnn.pt", weights_only=True)
+    state["config"]["input_blur"] = 3.0
+    torch.save(state, folder / "cnn.pt")
+    loaded = load_classifier(folder)
+    assert not hasattr(loaded.config, "input_blur")
+    images = data["val"].images[:8]
+    np.testing.assert_allclose(loaded.predict_proba(images), result.classifier.predict_proba(images), atol=1e-5)
 
 
-def test_input_blur_blurs_what_is_classified_not_the_training_images(smileys):
-    """Training images carry their blur already: blurring them again would leave them blurrier
-    than the faces the model classifies (the shared FER2013 train split is a sigma-3 blur)."""
-    import torch
+# --- the person's faces (person_test) and `pipeline evaluate` -----------------------------
 
-    from fertransfer.classify.cnn import CnnClassifier, CnnConfig, blur, train_cnn
 
-    data = load_dataset(smileys)
-    train, val = data["train"], data["val"]
-    results = {}
-    for sigma in (0.0, 2.0):
-        config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", input_blur=sigma)
-        results[sigma] = train_cnn(train.images[:64], train.labels[:64], val.images, val.labels,
-                                   list(FER_CLASSES), config, device="cpu")
-    weights = [results[s].classifier.model.state_dict() for s in (0.0, 2.0)]
-    for name, tensor in weights[0].items():
-        torch.testing.assert_close(weights[1][name], tensor, msg=f"{name} differs: training images were blurred")
-    # With the same weights, the blurring model on sharp faces = the plain model on blurred faces.
-    blurring: CnnClassifier = results[2.0].classifier
-    plain = CnnClassifier(blurring.model, blurring.classes, blurring.channels, blurring.size,
-                          results[0.0].classifier.config)
-    np.testing.assert_allclose(blurring.predict_proba(val.images[:16]),
-                               plain.predict_proba(blur(val.images[:16], 2.0)), atol=1e-6)
+def write_person_set(source: Path, target: Path, size: int = 128, classes=FER_CLASSES) -> int:
+    """Flat class folders of RGB crops at `size` px (as extract writes person_test/), drawn from a
+    smiley class-folder set; returns the number of images."""
+    import cv2
+
+    count = 0
+    for name in classes:
+        (target / name).mkdir(parents=True, exist_ok=True)
+        for path in sorted((source / name).glob("*.jpg"))[:3]:
+            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            rgb = cv2.cvtColor(cv2.resize(gray, (size, size)), cv2.COLOR_GRAY2RGB)
+            write_png(target / name / f"{path.stem}.png", rgb)
+            count += 1
+    return count
+
+
+def test_person_test_is_scored_for_every_set_and_compared(smileys, tmp_path):
+    from fertransfer.classify.stage import STAGE
+
+    real = load_dataset(smileys)["train"]
+    sets = tmp_path / "augment" / "sets" / "real_synthetic"
+    for i in range(0, len(real), 3):
+        folder = sets / FER_CLASSES[real.labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(folder / f"{i}.png", real.images[i][:, ::-1])
+    images = write_person_set(smileys / "train", tmp_path / "extract" / "person_test")
+    disgust = len(list((tmp_path / "extract" / "person_test" / "disgust").iterdir()))
+    options = {"fer": str(smileys), "train_sets": ["real", "real+synthetic"], "person_test": "extract",
+               "leave_out": ["disgust"]}
+    assert STAGE.upstream(ClassifyOptions(**options)) == ["extract", "augment"]
+    out, summary = run_classify(tmp_path, {"augment": tmp_path / "augment", "extract": tmp_path / "extract"}, **options)
+    assert summary["evaluated_on"]["person"] == images - disgust  # left-out classes leave the person set too
+    for name, slug in (("real", "real"), ("real+synthetic", "real_synthetic")):
+        row = summary["train_sets"][name]
+        assert 0.0 <= row["person_accuracy"] <= 1.0 and 0.0 <= row["person_macro_f1"] <= 1.0
+        metrics = json.loads((out / slug / "metrics.json").read_text())
+        assert metrics["person"]["images"] == images - disgust and "disgust" not in metrics["person"]["per_class"]
+        assert (out / f"confusion_{slug}_person.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"confusion_{slug}_person.png" in metrics["pictures"]
+    with open(out / "comparison.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:6] == ["train_set", "train_images", "accuracy", "person_accuracy", "macro_f1",
+                                 "person_macro_f1"]
+    assert {"recall_happy", "person_recall_happy"} <= set(rows[0]) and "person_recall_disgust" not in rows[0]
+    assert float(rows[1]["person_accuracy"]) == pytest.approx(summary["train_sets"]["real+synthetic"]["person_accuracy"],
+                                                              abs=1e-4)
+    assert "| test accuracy | person accuracy |" in (out / "comparison.md").read_text()
+    assert "- person: accuracy" in (out / "report.md").read_text()
+    assert set(json.loads((out / "metrics.json").read_text())["real"]) >= {"test", "person"}
+
+
+def test_person_test_errors_come_before_training(smileys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(StageError, match=r"person_test: .*empty: no class or split folders"):
+        run_classify(tmp_path / "a", fer=str(smileys), person_test=str(empty))
+    assert not (tmp_path / "a" / "classify.partial" / "real").exists()  # nothing trained
+    (empty / "happy").mkdir()
+    with pytest.raises(StageError, match=r"person_test: .*no images"):
+        run_classify(tmp_path / "b", fer=str(smileys), person_test=str(empty))
+    odd = tmp_path / "odd"
+    write_person_set(smileys / "test", odd, size=48, classes=("happy", "sad"))
+    (odd / "bored").mkdir()
+    write_png(odd / "bored" / "x.png", np.zeros((48, 48), np.uint8))
+    with pytest.raises(StageError, match=r"\[bored, happy, sad\] are not the model's "
+                                         r"\[angry, disgust, fear, happy, sad, surprise, neutral\]"):
+        run_classify(tmp_path / "c", fer=str(smileys), person_test=str(odd))
+    with pytest.raises(StageError, match=r"person_test = \"extract\": .*person_test does not exist"):
+        run_classify(tmp_path / "d", {"extract": tmp_path / "extract"}, fer=str(smileys), person_test="extract")
+
+
+def test_person_test_path_is_checked_before_any_stage(smileys, tmp_path):
+    from fertransfer.pipelines.config import ConfigError, missing_inputs
+    from fertransfer.pipelines.runner import run_pipeline
+
+    config = tmp_path / "pipeline.toml"
+    config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
+                                           "classify": {"fer": str(smileys), "person_test": "no/such/faces"}}))
+    with pytest.raises(ConfigError, match=r"\[classify\].person_test: path not found: no/such/faces"):
+        run_pipeline(load_config(config), "classify")
+    assert not (tmp_path / "run").exists()
+    config.write_text(default_config_text({"classify": {"fer": str(smileys), "person_test": "extract"}}))
+    assert missing_inputs(load_config(config), ["classify"]) == []
+
+
+def test_evaluate_scores_a_model_on_a_dataset(trained, smileys, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(smileys), "--model", str(trained / "real"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["part"] == "test split" and result["images"] == len(load_dataset(smileys)["test"])
+    stage_metrics = json.loads((trained / "real" / "metrics.json").read_text())["test"]
+    assert result["accuracy"] == pytest.approx(stage_metrics["accuracy"])  # the same model, the same PrivateTest
+    assert f"accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}" in printed
+    assert f"images {result['images']}" in printed and "recall per class: angry" in printed
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    # Flat class folders (RGB, 128 px: converted to the model's gray 48 px) are scored whole, and
+    # without --out nothing is written.
+    faces = tmp_path / "faces"
+    images = write_person_set(smileys / "test", faces)
+    assert main(["evaluate", str(faces), "--model", str(trained)]) == 0
+    printed = capsys.readouterr().out
+    assert f"images {images}," in printed and "(whole set)" in printed and "written" not in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "faces"]
+    assert main(["evaluate", str(smileys), "--model", str(trained), "--split", "val"]) == 0
+    assert f"images {len(load_dataset(smileys)['val'])}," in capsys.readouterr().out
+
+
+def test_evaluate_refuses_another_class_set(trained, smileys, tmp_path, capsys):
+    faces = tmp_path / "faces"
+    write_person_set(smileys / "test", faces, size=48, classes=("happy", "sad"))
+    assert main(["evaluate", str(faces), "--model", str(trained), "--out", str(tmp_path / "eval")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "[happy, sad]" in err and "[angry, disgust, fear, happy, sad, surprise, neutral]" in err
+    assert not (tmp_path / "eval").exists()
+    assert main(["evaluate", str(faces), "--model", str(trained), "--split", "test"]) == 1

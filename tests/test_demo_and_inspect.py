@@ -81,7 +81,7 @@ def test_demo_no_run_writes_a_loadable_config(tmp_path):
 
 
 def test_inspect_warns_when_one_split_is_blurred(smileys, tmp_path, capsys):
-    """Like the shared FER2013 copy, whose train split is blurred and whose test split is sharp."""
+    """A blurred copy of one split (as the shared FER2013 train split once was) is flagged."""
     import shutil
 
     copy = tmp_path / "blurred"

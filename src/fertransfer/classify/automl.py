@@ -25,7 +25,7 @@ BLOCKS = ("vanilla", "resnet", "xception")
 
 def standardise(images: np.ndarray) -> np.ndarray:
     """Each image to zero mean and unit variance (float32), as the CNN engine does: brightness
-    and contrast differ between FER2013's training and test images."""
+    and contrast differ between sources (FER2013, translated faces, the person's crops)."""
     x = images.astype(np.float32)
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     std = x.std(axis=(1, 2, 3), keepdims=True)

@@ -1,4 +1,5 @@
-"""`pipeline predict INPUT --model M`: classify the faces in an image, a folder or a video."""
+"""`pipeline predict INPUT --model M`: classify the faces in an image, a folder or a video;
+`pipeline evaluate DATASET --model M`: score a trained model on any labelled dataset."""
 
 from __future__ import annotations
 
@@ -29,6 +30,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score one model on one labelled set; files only where --out says, the figures always printed."""
+    from fertransfer.data import class_folder_names, class_set, load_labelled_set
+
+    from .evaluate import class_mismatch, classes_differ, headline, plot_confusion, present_classes, score
+    from .models import find_model, load_classifier, predict_labels
+
+    model_path = find_model(Path(args.model))
+    classifier = load_classifier(model_path, device=args.device)
+    model_classes = list(classifier.classes)
+    classes = class_set(model_classes)
+    where = f"{args.dataset} (model {model_path})"
+    found = class_folder_names(args.dataset)
+    if found is None:  # a CSV: its integer labels are in the order of --classes (default FER2013's)
+        found = list(class_set(args.classes).names)
+        if found != model_classes:
+            raise StageError(class_mismatch(where, found, model_classes))
+    elif any(classes.index(name) is None for name in found):
+        raise StageError(class_mismatch(where, found, model_classes))
+    data, part = load_labelled_set(args.dataset, classes=classes, channels=classifier.channels,
+                                   size=classifier.size, split=args.split)
+    present = present_classes(data.labels, classes)
+    if classes_differ(present, classes):
+        raise StageError(class_mismatch(f"{where}, {part}", present, model_classes))
+    predicted, _ = predict_labels(classifier, data.images)
+    # No training set at hand: the baseline is always answering the set's own largest class.
+    metrics = score(data.labels, predicted, model_classes, int(data.counts(len(model_classes)).argmax()))
+    print(f"model: {model_path} ({classifier.engine}, {classifier.channels}x{classifier.size}x{classifier.size})")
+    print(f"data: {args.dataset} ({part})")
+    print(headline(metrics))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = {"model": str(model_path), "dataset": str(args.dataset), "part": part, "classes": model_classes,
+                  **metrics}
+        (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+        plot_confusion(metrics["confusion_matrix"], model_classes, out / "confusion.png",
+                       f"{Path(args.dataset).name} ({part}): accuracy {metrics['accuracy']:.3f}, "
+                       f"macro-F1 {metrics['macro_f1']:.3f}")
+        print(f"written: {out / 'evaluation.json'}, {out / 'confusion.png'}")
+    return 0
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify the faces in an image, a folder of images or a video")
     p.add_argument("input", help="an image, a folder of images, or a video")
@@ -41,3 +85,16 @@ def add_commands(subparsers) -> None:
     p.add_argument("--min-score", type=float, default=0.9, help="lowest MTCNN face confidence kept")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser("evaluate", help="score a trained classify model on a labelled dataset")
+    p.add_argument("dataset", help="a labelled dataset: class folders, split folders or a Kaggle CSV")
+    p.add_argument("--model", "-m", required=True,
+                   help="a model folder (with model.json), a classify stage folder, or one training set's folder")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="split data: the split scored (default: test when present, else all of it); "
+                        "flat class folders are always scored whole")
+    p.add_argument("--out", "-o", help="folder for evaluation.json and confusion.png (default: print only)")
+    p.add_argument("--classes", nargs="+", help="CSV data: the class names of its labels, in order "
+                                                "(default: FER2013's seven)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.set_defaults(func=cmd_evaluate)

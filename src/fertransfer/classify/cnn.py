@@ -16,10 +16,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -48,7 +47,6 @@ class CnnConfig:
     time_budget_minutes: float = 0.0  # 0 = no limit
     tta: str = "tencrop"  # final evaluation: center, flip or tencrop
     bf16: str = "auto"  # auto (GPU, or CPU with AMX), on, off
-    input_blur: float = 0.0  # Gaussian sigma applied to every image classified (0 = none); see blur()
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -87,30 +85,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
-def blur(images: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of every (H, W, C) uint8 image; the identity for sigma 0.
-
-    Part of the model for training data blurrier than the images it will see: the shared
-    FER2013 training split is a Gaussian blur of sigma 3 of sharp faces (its power spectrum
-    against PublicTest's), and a network trained on it fails on sharp faces unless they are
-    blurred alike. So every image the model classifies (validation, test, `pipeline predict`)
-    is blurred by `input_blur`; its training images are not, since they carry the blur already
-    and blurring them again would leave them blurrier than anything it classifies.
-    """
-    if sigma <= 0:
-        return images
-    out = np.empty_like(images)
-    for i, image in enumerate(images):
-        out[i] = cv2.GaussianBlur(image, (0, 0), sigma).reshape(image.shape)
-    return out
-
-
 def standardise(batch: torch.Tensor) -> torch.Tensor:
     """Each image to zero mean and unit variance.
 
     Per image rather than with dataset statistics, so that brightness and contrast, which
-    differ between sources (the shared FER2013's training images have about 30% less contrast
-    than its PublicTest/PrivateTest images), do not reach the network.
+    differ between sources (FER2013, translated faces, the person's own crops), do not reach
+    the network.
     """
     x = batch.float()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -191,7 +171,7 @@ class CnnClassifier:
         tta = tta or self.config.tta
         self.model.eval()
         bf16 = use_bf16(self.config.bf16, self.device)
-        data = to_tensor(blur(images, self.config.input_blur))
+        data = to_tensor(images)
         out = []
         for start in range(0, len(data), batch_size):
             batch = data[start : start + batch_size]
@@ -226,7 +206,10 @@ class CnnClassifier:
 
     @classmethod
     def from_state(cls, state: dict, device: str = "cpu") -> CnnClassifier:
-        config = CnnConfig(**state["config"])
+        # Keys of older versions (e.g. input_blur, dropped when the shared FER2013 train split
+        # became sharp again) are ignored, so their models keep loading.
+        known = {f.name for f in fields(CnnConfig)}
+        config = CnnConfig(**{k: v for k, v in state["config"].items() if k in known})
         model = FaceNet(len(state["classes"]), state["channels"], config.width, config.dropout)
         model.load_state_dict(state["state_dict"])
         dev = pick_device(device)

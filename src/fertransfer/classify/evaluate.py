@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from fertransfer.data.classes import ClassSet
+
 
 def score(labels: np.ndarray, predicted: np.ndarray, classes: list[str], majority_label: int) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, baseline."""
@@ -31,6 +33,35 @@ def score(labels: np.ndarray, predicted: np.ndarray, classes: list[str], majorit
         "majority_class": classes[majority_label],
         "majority_baseline_accuracy": float(np.mean(labels == majority_label)) if len(labels) else 0.0,
     }
+
+
+def classes_differ(found: list[str], classes: ClassSet, ignore: list[str] | tuple = ()) -> bool:
+    """Whether a set's classes (folder names, or the classes its images have) are not exactly
+    `classes` (aliases allowed; `ignore`d ones, e.g. classes left out of training, do not count).
+
+    A set missing a class is refused too: its macro-F1 would average in a class it cannot score.
+    """
+    labels = [classes.index(name) for name in found]
+    if None in labels:
+        return True
+    return {classes.names[i] for i in labels} - set(ignore) != set(classes.names) - set(ignore)
+
+
+def class_mismatch(where: str, found: list[str], model_classes: list[str]) -> str:
+    """The one-line error for a set whose classes are not the model's: both lists."""
+    return f"{where}: its classes [{', '.join(found)}] are not the model's [{', '.join(model_classes)}]"
+
+
+def present_classes(labels: np.ndarray, classes: ClassSet) -> list[str]:
+    """The classes that have at least one image, in label order."""
+    return [classes.names[i] for i in np.unique(labels)]
+
+
+def headline(metrics: dict) -> str:
+    """The figures a person reads first: images, accuracy, macro-F1, recall per class."""
+    recall = ", ".join(f"{c} {v['recall']:.3f}" for c, v in metrics["per_class"].items())
+    return (f"images {metrics['images']}, accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}\n"
+            f"recall per class: {recall}")
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:
@@ -99,7 +130,7 @@ def report_markdown(name: str, metrics: dict) -> str:
             f"best epoch (by validation accuracy): {info.get('best_epoch')}, stopped: {info.get('stopped')}, "
             f"training time: {info.get('seconds', 0):.0f} s",
         ]
-    for split in ("val", "test"):
+    for split in ("val", "test", "person"):
         if split not in metrics:
             continue
         m = metrics[split]
@@ -109,8 +140,16 @@ def report_markdown(name: str, metrics: dict) -> str:
         ]
     split = "test" if "test" in metrics else "val"
     if split in metrics:
-        lines += ["", f"Per class ({split}):", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        person = metrics.get("person", {}).get("per_class")
+        extra = " person recall | person F1 | person support |" if person else ""
+        lines += ["", f"Per class ({split}{' and person' if person else ''}):", "",
+                  "| class | precision | recall | F1 | support |" + extra,
+                  "|---|---|---|---|---|" + "---|" * (3 if person else 0)]
         for cls, row in metrics[split]["per_class"].items():
-            lines.append(f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
+            line = f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+            if person:
+                p = person[cls]
+                line += f" {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |"
+            lines.append(line)
     lines += [""] + [f"![{picture}]({picture})" for picture in metrics.get("pictures", [])] + [""]
     return "\n".join(lines)

@@ -136,22 +136,33 @@ def train_two_tier(settings: EngineSettings, train: ImageSet, val: ImageSet, cla
 
 
 def comparison_rows(results: dict[str, dict], split: str) -> list[dict]:
-    """One row per training set: accuracy, macro-F1 and recall per class on `split`."""
+    """One row per training set: accuracy, macro-F1 and recall per class on `split`, each beside
+    its `person_` twin when the person's faces were scored too."""
     rows = []
     for name, metrics in results.items():
-        m = metrics[split]
-        row = {"train_set": name, "train_images": metrics["training"]["train_images"],
-               "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
-        row.update({f"recall_{c}": v["recall"] for c, v in m["per_class"].items()})
+        m, person = metrics[split], metrics.get("person")
+        row = {"train_set": name, "train_images": metrics["training"]["train_images"]}
+        for key in ("accuracy", "macro_f1"):
+            row[key] = m[key]
+            if person:
+                row[f"person_{key}"] = person[key]
+        for c, v in m["per_class"].items():
+            row[f"recall_{c}"] = v["recall"]
+            if person:
+                row[f"person_recall_{c}"] = person["per_class"][c]["recall"]
         rows.append(row)
     return rows
 
 
-def comparison_markdown(rows: list[dict], split: str) -> str:
+def comparison_markdown(rows: list[dict], split: str, person: str = "") -> str:
+    """The comparison table; `person` describes the person's set when its columns are present."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    header = [c.replace("recall_", "recall ") for c in columns]
-    lines = [f"Comparison on the real {split} split.", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(columns)]
+    metric = {"accuracy", "macro_f1"} | {c for c in columns if c.startswith("recall_")}
+    header = [(f"{split} {c}" if person and c in metric else c).replace("person_", "person ")
+              .replace("recall_", "recall ").replace("macro_f1", "macro-F1") for c in columns]
+    intro = f"Comparison on the real {split} split"
+    intro += f" and, in the person columns, on the person's faces ({person})." if person else "."
+    lines = [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
@@ -159,32 +170,47 @@ def comparison_markdown(rows: list[dict], split: str) -> str:
 
 
 def plot_comparison(rows: list[dict], path: Path, split: str) -> None:
-    """Accuracy and macro-F1 per training set, and recall per class for each set."""
+    """Accuracy and macro-F1 per training set, and recall per class for each set; with the
+    person's faces scored, their bars (hatched) stand beside the FER ones and get their own
+    recall panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [r["train_set"] for r in rows]
+    person = any("person_accuracy" in r for r in rows)
     classes = list(dict.fromkeys(k[len("recall_"):] for r in rows for k in r if k.startswith("recall_")))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    panels = [(f"recall per class ({split})", "recall_")]
+    if person:
+        panels.append(("recall per class (person)", "person_recall_"))
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(7 + 7 * len(panels), 4.5),
+                             gridspec_kw={"width_ratios": [1.2 if person else 1] + [2] * len(panels)})
     x = np.arange(len(names))
-    for i, key in enumerate(("accuracy", "macro_f1")):
-        bars = axes[0].bar(x + (i - 0.5) * 0.38, [r[key] for r in rows], 0.38, label=key)
-        axes[0].bar_label(bars, fmt="%.3f", fontsize=7)
+    overall = [("accuracy", f"accuracy ({split})"), ("macro_f1", f"macro-F1 ({split})")]
+    if person:
+        overall = [overall[0], ("person_accuracy", "accuracy (person)"),
+                   overall[1], ("person_macro_f1", "macro-F1 (person)")]
+    width = 0.8 / len(overall)
+    for i, (key, label) in enumerate(overall):
+        bars = axes[0].bar(x + (i - (len(overall) - 1) / 2) * width, [r.get(key, np.nan) for r in rows], width,
+                           label=label, color=f"C{0 if 'accuracy' in key else 1}",
+                           hatch="//" if key.startswith("person_") else None, edgecolor="white")
+        axes[0].bar_label(bars, fmt="%.3f", fontsize=6 if person else 7)
     axes[0].set_xticks(x, names, rotation=20)
     axes[0].set_ylim(0, 1)
-    axes[0].legend()
-    axes[0].set_title(f"overall ({split})")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title(f"overall ({split}{' and person' if person else ''})")
     xc = np.arange(len(classes))
     width = 0.8 / max(1, len(rows))
-    for i, r in enumerate(rows):
-        axes[1].bar(xc + (i - (len(rows) - 1) / 2) * width, [r.get(f"recall_{c}", np.nan) for c in classes],
-                    width, label=r["train_set"])
-    axes[1].set_xticks(xc, classes)
-    axes[1].set_ylim(0, 1)
-    axes[1].set_title(f"recall per class ({split})")
-    axes[1].legend(fontsize=8)
+    for ax, (title, prefix) in zip(axes[1:], panels):
+        for i, r in enumerate(rows):
+            ax.bar(xc + (i - (len(rows) - 1) / 2) * width, [r.get(f"{prefix}{c}", np.nan) for c in classes],
+                   width, label=r["train_set"])
+        ax.set_xticks(xc, classes)
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

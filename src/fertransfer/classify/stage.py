@@ -5,12 +5,14 @@ Output folder (``<run dir>/classify/``)::
     metrics.json        every training set's metrics, keyed by set name
     report.md           one section per training set, then the comparison
     comparison.{md,csv,png}  accuracy, macro-F1 and recall per class, one row/bar group per set
+                        (FER test and, with `person_test`, the person's faces side by side)
     confusion_<set>.png, curves_<set>.png   confusion matrix (counts, row-normalised); loss/accuracy/lr per epoch
+    confusion_<set>_person.png   the confusion matrix on the person's faces (with `person_test`)
     <set>/model/        the trained model (model.json + weights); `pipeline predict --model` takes it
-    <set>/metrics.json  val and test metrics, training details, per-epoch history
+    <set>/metrics.json  val, test (and person) metrics, training details, per-epoch history
 
 Selection (best epoch, early stopping, AutoKeras trials) only looks at the validation split;
-the test split is scored once per trained model, at the end.
+the test split and the person's faces are scored once per trained model, at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fertransfer.pipelines.options import option
 from fertransfer.pipelines.stage import Stage, StageContext, StageError
 
 ENGINES = ("cnn", "autokeras")
+EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
 
 
 @dataclass
@@ -33,6 +36,10 @@ class ClassifyOptions:
     train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
                                    "of `fer`; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
                                    "classic), read from <augment>/sets/.")
+    person_test: str = option("", "Labelled faces of the target person, scored with every trained model beside "
+                              "the FER test split: a dataset as `fer` takes (flat class folders are used whole, "
+                              "split data by its test split), or \"extract\" for the extract stage's held-out "
+                              "person_test/ (empty: none).", kind="path", keywords=(EXTRACT,))
     engine: str = option("cnn", "Classifier: the fixed CNN (PyTorch) or an AutoKeras search.", choices=ENGINES)
     channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
     size: int = option(48, "Input size of the classifier in pixels (images are resized).")
@@ -49,9 +56,6 @@ class ClassifyOptions:
     tta: str = option("tencrop", "cnn: test-time averaging for the final val/test scores.",
                       choices=("center", "flip", "tencrop"))
     bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
-    input_blur: float = option(0.0, "cnn: Gaussian sigma applied to every image the model classifies (validation, "
-                               "test, predict), not to its training images (0: none); for training data blurrier than "
-                               "the faces to classify, e.g. 3.0 for the shared FER2013 train split.")
     max_trials: int = option(3, "autokeras: models tried.")
     automl_block: str = option("vanilla", "autokeras: the searched block, always trained from scratch.",
                                choices=("vanilla", "resnet", "xception"))
@@ -64,11 +68,12 @@ class ClassifyOptions:
 
 
 def _upstream(options: ClassifyOptions) -> list[str]:
-    return ["augment"] if any(name != "real" for name in options.train_sets) else []
+    names = ["extract"] if options.person_test == EXTRACT else []
+    return names + (["augment"] if any(name != "real" for name in options.train_sets) else [])
 
 
 def _inputs(options: ClassifyOptions) -> list[str]:
-    return [options.fer]
+    return [options.fer] + ([options.person_test] if options.person_test not in ("", EXTRACT) else [])
 
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
@@ -80,7 +85,6 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                     optimizer=options.optimizer, weight_decay=options.weight_decay,
                     label_smoothing=options.label_smoothing, patience=options.patience,
                     time_budget_minutes=options.time_budget_minutes, tta=options.tta, bf16=options.bf16,
-                    input_blur=options.input_blur,
                     crop=max(8, options.size - options.size // 12))
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
@@ -115,6 +119,46 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
     return real, train_sets
 
 
+def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]):
+    """The person's labelled faces, converted like every input; None without `person_test`.
+
+    Checked before any training: a missing or empty set, or one whose classes are not the
+    model's, stops the stage.
+    """
+    from fertransfer.data import DatasetError, class_folder_names, load_labelled_set
+
+    from . import experiments as ex
+    from .evaluate import class_mismatch, classes_differ, present_classes
+
+    if not options.person_test:
+        return None, None
+    if options.person_test == EXTRACT:
+        path = ctx.upstream("extract") / "person_test"
+        if not path.is_dir():
+            raise StageError(f"[classify].person_test = \"extract\": {path} does not exist (this extract output has "
+                             "no held-out person set)")
+    else:
+        path = ctx.path(options.person_test)
+    kept = [c for c in classes.names if c not in dropped]
+    where = f"[classify].person_test: {path}"
+    try:
+        found = class_folder_names(path)
+        if found is not None and any(classes.index(name) is None for name in found):
+            raise StageError(class_mismatch(where, found, kept))
+        person, part = load_labelled_set(path, classes=classes, channels=options.channels, size=options.size)
+    except DatasetError as error:
+        raise StageError(f"[classify].person_test: {error}") from None
+    present = present_classes(person.labels, classes)
+    if classes_differ(present, classes, dropped):
+        raise StageError(class_mismatch(where, [c for c in present if c not in dropped], kept))
+    if dropped:
+        person = ex.leave_out(person, list(classes.names), dropped)[0]
+    if len(person) == 0:
+        raise StageError(f"{where}: no images of the classes [{', '.join(kept)}]")
+    ctx.log.info("person_test: %d images of the person (%s of %s)", len(person), part, path)
+    return person, f"{path}, {part}, {len(person)} images"
+
+
 def run(ctx: StageContext) -> dict:
     import numpy as np
 
@@ -130,10 +174,11 @@ def run(ctx: StageContext) -> dict:
     unknown = [c for c in options.leave_out if classes_set.index(c) is None]
     if unknown:
         raise StageError(f"[classify].leave_out: unknown class(es) {unknown}; classes: {list(classes_set.names)}")
-    real, train_sets = _load_sets(ctx, options, classes_set)
-    settings = _settings(options, ctx)
     classes = list(classes_set.names)
     dropped = [classes_set.names[classes_set.index(c)] for c in options.leave_out]
+    person, person_source = _load_person(ctx, options, classes_set, dropped)
+    real, train_sets = _load_sets(ctx, options, classes_set)
+    settings = _settings(options, ctx)
     evaluation = {split: real[split] for split in ("val", "test") if split in real.splits}
     reference = real["train"]
     if dropped:
@@ -188,25 +233,37 @@ def run(ctx: StageContext) -> dict:
         for split, data in evaluation.items():
             labels, _ = predict_labels(trained.classifier, data.images)
             metrics[split] = score(data.labels, labels, kept, majority)
+        if person is not None:
+            labels, _ = predict_labels(trained.classifier, person.images)
+            metrics["person"] = score(person.labels, labels, kept, majority)
+            metrics["person"]["source"] = person_source
         final = "test" if "test" in metrics else "val"
         plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{slug}.png",
                        f"{name}: {final} accuracy {metrics[final]['accuracy']:.3f}, macro-F1 {metrics[final]['macro_f1']:.3f}")
+        if person is not None:
+            plot_confusion(metrics["person"]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{slug}_person.png",
+                           f"{name}: person accuracy {metrics['person']['accuracy']:.3f}, "
+                           f"macro-F1 {metrics['person']['macro_f1']:.3f} ({len(person)} images)")
         if trained.history:
             plot_history(trained.history, ctx.out_dir / f"curves_{slug}.png", f"{name} ({metrics['engine']})",
                          trained.info.get("best_epoch"))
-        metrics["pictures"] = [p for p in (f"confusion_{slug}.png", f"curves_{slug}.png") if (ctx.out_dir / p).exists()]
+        pictures = (f"confusion_{slug}.png", f"confusion_{slug}_person.png", f"curves_{slug}.png")
+        metrics["pictures"] = [p for p in pictures if (ctx.out_dir / p).exists()]
         metrics["history"] = trained.history
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         ctx.timings[f"train_{name}"] = float(trained.info.get("seconds", 0))
         ctx.log.info("%s: %s accuracy %.4f, macro-F1 %.4f", name, final, metrics[final]["accuracy"],
                      metrics[final]["macro_f1"])
+        if person is not None:
+            ctx.log.info("%s: person accuracy %.4f, macro-F1 %.4f", name, metrics["person"]["accuracy"],
+                         metrics["person"]["macro_f1"])
         results[name] = metrics
 
     judge = _translation_judge(ctx, options, classes_set, dropped)
 
     final = "test" if "test" in evaluation else "val"
     rows = ex.comparison_rows(results, final)
-    table = ex.comparison_markdown(rows, final)
+    table = ex.comparison_markdown(rows, final, person_source or "")
     (ctx.out_dir / "comparison.md").write_text(table)
     with open(ctx.out_dir / "comparison.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -218,18 +275,19 @@ def run(ctx: StageContext) -> dict:
     parts = [report_markdown(name, metrics) for name, metrics in results.items()]
     (ctx.out_dir / "report.md").write_text("\n\n".join([*parts, "# comparison\n\n" + table + "\n![comparison](comparison.png)\n"]))
 
+    scored = {**evaluation, **({"person": person} if person is not None else {})}
     return {
         "engine": options.engine,
         "classes": kept,
-        "evaluated_on": {s: len(d) for s, d in evaluation.items()},
+        "evaluated_on": {s: len(d) for s, d in scored.items()},
         "train_sets": {
             name: {"train_images": m["training"]["train_images"], "best_epoch": m["training"].get("best_epoch"),
                    "stopped": m["training"].get("stopped"), "seconds": round(float(m["training"].get("seconds", 0)), 1),
-                   **{f"{s}_accuracy": round(m[s]["accuracy"], 4) for s in ("val", "test") if s in m},
-                   **{f"{s}_macro_f1": round(m[s]["macro_f1"], 4) for s in ("val", "test") if s in m}}
+                   **{f"{s}_accuracy": round(m[s]["accuracy"], 4) for s in ("val", "test", "person") if s in m},
+                   **{f"{s}_macro_f1": round(m[s]["macro_f1"], 4) for s in ("val", "test", "person") if s in m}}
             for name, m in results.items()
         },
-        "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in evaluation.items()},
+        "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in scored.items()},
         "pictures": ["comparison.png", *[p for m in results.values() for p in m["pictures"]]],
         "translation_judge": judge,
         "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
@@ -291,7 +349,8 @@ STAGE = Stage(
     name="classify",
     options=ClassifyOptions,
     run=run,
-    description="Train expression classifiers (CNN or AutoKeras) per training set; evaluate on the real val/test",
+    description="Train expression classifiers (CNN or AutoKeras) per training set; evaluate on the real val/test "
+                "and, with person_test, on the person's faces",
     upstream=_upstream,
     inputs=_inputs,
     resumable=True,

@@ -6,8 +6,10 @@ from .datasets import (
     DatasetError,
     ImageSet,
     LabelledDataset,
+    class_folder_names,
     load_dataset,
     load_image_folder,
+    load_labelled_set,
     stratified_split,
 )
 from .images import UnreadableImage, read_image, read_images, write_jpeg, write_png
@@ -21,9 +23,11 @@ __all__ = [
     "ImageSet",
     "LabelledDataset",
     "UnreadableImage",
+    "class_folder_names",
     "class_set",
     "load_dataset",
     "load_image_folder",
+    "load_labelled_set",
     "read_image",
     "read_images",
     "stratified_split",

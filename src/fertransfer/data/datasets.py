@@ -123,7 +123,9 @@ def _fill_missing_splits(
     splits: dict[str, ImageSet], val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, ImageSet]:
     if "train" not in splits:
-        raise DatasetError("the data has no training split")
+        if val_fraction > 0 or test_fraction > 0:
+            raise DatasetError("the data has no training split")
+        return {name: splits[name] for name in SPLITS if name in splits}
     if "test" not in splits and test_fraction > 0:
         kept, taken = stratified_split(splits["train"].labels, test_fraction, seed)
         splits["test"] = splits["train"].subset(taken)
@@ -266,11 +268,14 @@ def load_dataset(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    require_train: bool = True,
 ) -> LabelledDataset:
     """Load a labelled expression dataset in any supported layout into train/val/test arrays.
 
     Unreadable images are skipped with one warning listing them; structural problems (bad CSV
     rows, unknown class folders, no images) raise DatasetError naming the place.
+    `require_train=False` (with both fractions 0) accepts data that is only for evaluation,
+    e.g. a lone `test/<class>/` folder.
     """
     root = Path(path)
     layout = _detect_layout(root)
@@ -283,10 +288,53 @@ def load_dataset(
     splits = {k: v for k, v in splits.items() if len(v)}
     if not splits:
         raise DatasetError(f"{root}: no images found")
-    if "train" not in splits:
+    if "train" not in splits and require_train:
         raise DatasetError(f"{root}: no training images found")
     splits = _fill_missing_splits(splits, val_fraction, test_fraction, seed)
     return LabelledDataset(classes, splits, str(root), layout, skipped)
+
+
+def class_folder_names(path: str | os.PathLike) -> list[str] | None:
+    """The class folder names of a folder dataset, over all its splits, in first-seen order;
+    None for a CSV, whose integer labels carry no names."""
+    root = Path(path)
+    layout = _detect_layout(root)
+    if layout == "csv":
+        return None
+    parents = [root] if layout == "class-folders" else sorted(d for d in root.iterdir() if d.is_dir())
+    names: dict[str, None] = {}
+    for parent in parents:
+        for d in sorted(parent.iterdir()):
+            if d.is_dir() and not d.name.startswith("."):
+                names[d.name] = None
+    return list(names)
+
+
+def load_labelled_set(
+    path: str | os.PathLike,
+    classes: ClassSet = FER,
+    channels: int = 1,
+    size: int | None = None,
+    split: str | None = None,
+) -> tuple[ImageSet, str]:
+    """One labelled set for evaluation, never carved into splits: (images, which part).
+
+    Flat class folders are one set, used whole. Split data gives `split`, else its test split
+    when it has one, else all its splits together.
+    """
+    dataset = load_dataset(path, classes=classes, channels=channels, size=size, val_fraction=0,
+                           test_fraction=0, require_train=False)
+    if dataset.layout == "class-folders":
+        if split is not None:
+            raise DatasetError(f"{path}: flat class folders are one set with no '{split}' split; leave out the split")
+        return dataset["train"], "whole set"
+    if split is not None:
+        if split not in dataset.splits:
+            raise DatasetError(f"{path}: no '{split}' split (it has: {', '.join(dataset.splits)})")
+        return dataset[split], f"{split} split"
+    if "test" in dataset.splits:
+        return dataset["test"], "test split"
+    return ImageSet.concat(list(dataset.splits.values())), "all splits"
 
 
 def load_image_folder(

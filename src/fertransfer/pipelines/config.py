@@ -151,7 +151,7 @@ def missing_inputs(config: Config, stage_names: list[str]) -> list[str]:
         for f in fields(options):
             kind = f.metadata.get("kind")
             value = getattr(options, f.name)
-            if kind == "path" and value:
+            if kind == "path" and value and value not in f.metadata.get("keywords", ()):
                 if not resolve(config.base_dir, value).exists():
                     problems.append(f"[{name}].{f.name}: path not found: {value}")
             elif kind == "paths":
