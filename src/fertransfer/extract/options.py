@@ -61,7 +61,7 @@ class ExtractOptions:
     # --- crops
     crop_size: int = option(128, "Side of the square face crops, in pixels.")
     framing: str = option(
-        "box",
+        "fer",
         "How faces are framed: fer = a similarity transform of the 5 MTCNN landmarks onto the mean "
         "landmarks of FER2013 faces (tight, forehead to chin, like FER2013); box = the detection box "
         "plus margin, eyes levelled.",
