@@ -157,7 +157,9 @@ def test_demo_video_through_the_runner(tmp_path, demo_video):
     shutil.copy(demo_video, tmp_path / "lecture.mp4")
     options = "\n".join(f"{k} = {json.dumps(v)}" for k, v in NO_FILTERS.items())
     (tmp_path / "pipeline.toml").write_text(
-        f'[run]\ndir = "run"\ndevice = "cpu"\n[extract]\ninputs = ["lecture.mp4"]\nmin_face_size = 40\nevery_n = 2\n{options}\n'
+        # box framing levels the eyes exactly (checked below); fer framing fits all five landmarks.
+        f'[run]\ndir = "run"\ndevice = "cpu"\n[extract]\ninputs = ["lecture.mp4"]\nmin_face_size = 40\nevery_n = 2\n'
+        f'framing = "box"\n{options}\n'
     )
     run_stage(load_config(tmp_path / "pipeline.toml"), "extract")
     out = tmp_path / "run" / "extract"

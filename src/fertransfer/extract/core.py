@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .align import align_face, eye_angle
+from .align import align_face, alignment_matrix, eye_angle
 from .detect import Detections
 from .filters import DuplicateFilter, perceptual_hash, sharpness
+from .template import landmark_error, template_matrix, warp_face
 from .track import assign_tracks, person_tracks
 
 FILTERS = ("probability", "face_size", "sharpness", "duplicate")
@@ -31,28 +32,54 @@ class Face:
     track: int = -1
     sharpness: float = 0.0
     source: str = ""  # image file name, for image folders
+    landmark_error: float = 0.0  # RMS landmark distance from the FER template in the crop, / crop side
+
+
+@dataclass
+class Framing:
+    """How crops are cut: "fer" (landmarks onto the FER template) or "box" (box + margin, eyes level).
+    The template (5, 2) is also what the landmark error of "box" crops is measured against."""
+
+    kind: str
+    size: int
+    margin: float
+    template: np.ndarray
+
+    def crop(self, frame: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+        """The crop of one face and its landmark error."""
+        if self.kind == "fer":
+            matrix = template_matrix(landmarks, self.template, self.size)
+            crop = warp_face(frame, matrix, self.size)
+        elif self.kind == "box":
+            matrix = alignment_matrix(box, landmarks, self.margin, self.size)
+            crop = align_face(frame, box, landmarks, self.size, self.margin)
+        else:
+            raise ValueError(f"unknown framing {self.kind!r} (fer or box)")
+        return crop, landmark_error(matrix, landmarks, self.template, self.size)
 
 
 def crop_faces(
-    frames: np.ndarray, indices: list[int], times: list[float | None], detections: list[Detections], size: int, margin: float
+    frames: np.ndarray, indices: list[int], times: list[float | None], detections: list[Detections], framing: Framing
 ) -> list[list[Face]]:
     """An aligned crop of every detected face, per frame."""
     out = []
     for frame, index, t, found in zip(frames, indices, times, detections):
-        out.append(
-            [
+        faces = []
+        for k in range(len(found)):
+            crop, error = framing.crop(frame, found.boxes[k], found.landmarks[k])
+            faces.append(
                 Face(
                     frame=index,
                     time=t,
                     box=found.boxes[k],
                     probability=float(found.probs[k]),
                     landmarks=found.landmarks[k],
-                    crop=align_face(frame, found.boxes[k], found.landmarks[k], size, margin),
+                    crop=crop,
                     angle=eye_angle(found.landmarks[k]),
+                    landmark_error=error,
                 )
-                for k in range(len(found))
-            ]
-        )
+            )
+        out.append(faces)
     return out
 
 
@@ -119,3 +146,32 @@ def apply_filters(faces: list[Face], settings: FilterSettings, duplicates: Dupli
                 duplicates.add(hash_value)
                 result.kept.append(face)
     return result
+
+
+@dataclass
+class TimeSplit:
+    footage: list[Face]
+    test: list[Face]
+    gap: list[Face]  # faces of the frames dropped around the boundary
+
+
+def split_in_time(faces: list[Face], frames: int, holdout: float, gap: int) -> TimeSplit:
+    """The last `holdout` fraction of a clip's `frames` is test; `gap` frames on each side of
+    the boundary are dropped so that the two parts hold no near-identical neighbours.
+    Frame numbers are the clip's own (0 .. frames-1)."""
+    if holdout <= 0:
+        return TimeSplit(footage=list(faces), test=[], gap=[])
+    boundary = frames - int(round(frames * holdout))  # first test frame
+    result = TimeSplit([], [], [])
+    for face in faces:
+        if face.frame < boundary - gap:
+            result.footage.append(face)
+        elif face.frame >= boundary + gap:
+            result.test.append(face)
+        else:
+            result.gap.append(face)
+    return result
+
+
+def merge_removed(*parts: Filtered) -> dict[str, int]:
+    return {name: sum(p.removed[name] for p in parts) for name in FILTERS}

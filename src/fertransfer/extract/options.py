@@ -13,8 +13,26 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 class ExtractOptions:
     inputs: list[str] = option(
         [],
-        "Videos (mp4, avi, mov, mkv, webm), glob patterns and image folders to take faces from.",
+        "Videos (mp4, avi, mov, mkv, webm), glob patterns and image folders to take faces from. A folder "
+        "of class folders (root/<class>/*.mp4 or images, e.g. MEAD's) is labelled footage: its crops carry "
+        "the class as their label.",
         kind="paths",
+    )
+    classes: list[str] = option(
+        [],
+        "Class names that labelled inputs' class folders may use (empty: FER2013's seven, with their "
+        "aliases). A class folder outside them (e.g. MEAD's contempt) is unlabelled footage.",
+    )
+    # --- the person's labelled test set: the end of each labelled clip
+    holdout: float = option(
+        0.0,
+        "Fraction of each labelled clip's frames, at its end, held out as the person's labelled test "
+        "set (person_test/<class>/): 0.5 = the second half. 0: every crop is footage.",
+    )
+    holdout_gap: int = option(
+        5,
+        "Frames dropped on each side of a labelled clip's footage/test boundary, so that the test "
+        "frames are not near-duplicates of footage frames.",
     )
     # --- which frames
     every_n: int = option(1, "Use every N-th frame of each video (1: every frame).")
@@ -42,7 +60,14 @@ class ExtractOptions:
     )
     # --- crops
     crop_size: int = option(128, "Side of the square face crops, in pixels.")
-    margin: float = option(0.2, "Extra space around the face box, as a fraction of its side.")
+    framing: str = option(
+        "fer",
+        "How faces are framed: fer = a similarity transform of the 5 MTCNN landmarks onto the mean "
+        "landmarks of FER2013 faces (tight, forehead to chin, like FER2013); box = the detection box "
+        "plus margin, eyes levelled.",
+        choices=("fer", "box"),
+    )
+    margin: float = option(0.2, "Extra space around the face box, as a fraction of its side (framing = box).")
     jpeg_quality: int = option(95, "JPEG quality of the crops (1-100).")
     # --- one person
     person: str = option(

@@ -1,9 +1,16 @@
 """`pipeline run extract`: one person's faces from videos and image folders, with MTCNN.
 
 Writes into the stage folder:
-  faces/<video stem>_<frame>.jpg   aligned RGB face crops (the cyclegan stage's domain A)
-  faces.csv                        one row per crop: source, frame, time, box, landmarks, ...
-  samples.png                      a grid of some crops, to look at
+  faces/<video stem>_<frame>.jpg   aligned RGB face crops, the footage (the cyclegan stage's domain A)
+  person_test/<class>/<video stem>_<frame>.jpg
+                                   the held-out end of each labelled clip ([extract] holdout): the
+                                   person's labelled test set, in the flat class-folder layout
+  faces.csv                        one row per crop: source, frame, time, box, landmarks, label, split, ...
+  samples.png                      a grid of some footage crops, to look at
+
+A labelled input is a folder of class folders, root/<class>/*.mp4 (or images, one clip per class
+folder in name order); its crops carry the class as their label. Class folders outside the
+configured classes (MEAD's contempt) are unlabelled footage.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import glob
 import os
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
+from fertransfer.data.classes import ClassSet, class_set
 from fertransfer.pipelines.stage import Stage, StageContext, StageError
 
 from .options import VIDEO_SUFFIXES, ExtractOptions
@@ -23,8 +32,10 @@ CSV_COLUMNS = (
     "file", "video", "frame", "time_s", "x1", "y1", "x2", "y2", "probability",
     "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y", "nose_x", "nose_y",
     "mouth_left_x", "mouth_left_y", "mouth_right_x", "mouth_right_y",
-    "eye_angle", "sharpness", "track",
+    "eye_angle", "sharpness", "track", "landmark_error", "label", "split",
 )
+FOOTAGE, TEST = "footage", "test"
+TEST_DIR = "person_test"
 
 
 def check_options(o: ExtractOptions) -> None:
@@ -40,6 +51,16 @@ def check_options(o: ExtractOptions) -> None:
         problems.append(f"jpeg_quality: must be 1-100, got {o.jpeg_quality}")
     if o.margin < 0 or o.target_fps < 0 or o.threads < 0 or o.detect_max_side < 0:
         problems.append("margin, target_fps, threads and detect_max_side must not be negative")
+    if o.framing not in ("fer", "box"):
+        problems.append(f"framing: expected fer or box, got {o.framing!r}")
+    if not 0 <= o.holdout < 1:
+        problems.append(f"holdout: must be in [0, 1), got {o.holdout}")
+    if o.holdout_gap < 0:
+        problems.append(f"holdout_gap: must not be negative, got {o.holdout_gap}")
+    try:
+        class_set(o.classes)
+    except ValueError as error:
+        problems.append(f"classes: {error}")
     if problems:
         raise StageError("[extract] " + "; ".join(problems))
 
@@ -76,33 +97,93 @@ def unique_stem(path: Path, used: set[str]) -> str:
     return name
 
 
+@dataclass
+class Clip:
+    """One input to take faces from: a video, or a folder of images (one frame each, in name
+    order), with the class it shows when it comes from a labelled folder."""
+
+    path: Path
+    label: str = ""  # canonical class name; "" = unlabelled
+    class_folder: str = ""  # its class folder's name in a labelled input
+
+
+def is_labelled_folder(path: Path) -> bool:
+    """root/<class>/...: a folder of subfolders and no images of its own."""
+    from fertransfer.data.images import is_image_file
+
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return any(p.is_dir() for p in entries) and not any(p.is_file() and is_image_file(p) for p in entries)
+
+
+def labelled_clips(root: Path, classes: ClassSet, log) -> tuple[list[Clip], list[str]]:
+    """The clips of a root/<class>/ folder (each video; a class folder's images as one clip) and
+    the class folders that are not among the classes, whose clips become unlabelled footage."""
+    from fertransfer.data.images import is_image_file
+
+    clips: list[Clip] = []
+    unknown: list[str] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        index = classes.index(folder.name)
+        label = "" if index is None else classes.names[index]
+        if index is None:
+            unknown.append(str(folder))
+            log.warning("%s: class folder '%s' is not one of the classes (%s); its crops are unlabelled footage, "
+                        "never test images", folder, folder.name, ", ".join(classes.names))
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+        clips += [Clip(v, label, folder.name) for v in videos]
+        if any(is_image_file(p) for p in files):
+            clips.append(Clip(folder, label, folder.name))
+        elif not videos:
+            log.warning("%s: no videos or images in class folder; skipped", folder)
+    return clips, unknown
+
+
 def new_counts() -> dict:
     from .core import FILTERS
 
     return {
         "frames_read": 0, "frames_sampled": 0, "frames_with_face": 0, "frames_with_one_face": 0, "faces_detected": 0,
         "other_faces": 0, "tracks": 0, "filtered": dict.fromkeys(FILTERS, 0), "kept": 0,
+        "footage": 0, "test": 0, "gap_dropped": 0,
     }
 
 
+def _split_and_filter(counts: dict, faces_per_frame: list, selection, frames: int, holdout: float, gap: int,
+                      settings, duplicates) -> tuple[list, list]:
+    """Split the person's faces in time, filter both parts, and record what happened in counts.
 
-def _selection_counts(faces_per_frame: list, selection, result) -> dict:
-    """What the manifest records per input about detection, person choice and filters."""
-    return {
-        "frames_sampled": len(faces_per_frame),
-        "frames_with_face": sum(1 for f in faces_per_frame if f),
-        "frames_with_one_face": sum(1 for f in faces_per_frame if len(f) == 1),
-        "faces_detected": sum(len(f) for f in faces_per_frame),
-        "other_faces": selection.other_faces,
-        "filtered": result.removed,
-        "kept": len(result.kept),
-    }
+    Test faces skip the duplicate filter: a still face is still a test image of its class, the
+    test set stays the same whatever dedupe_hash_distance is, and test crops never make
+    footage crops duplicates (nor the reverse)."""
+    from .core import apply_filters, merge_removed, split_in_time
+    from .filters import DuplicateFilter
 
-def process_video(path: Path, ctx: StageContext, detector, settings, duplicates) -> tuple[dict, list]:
-    """Detect, crop, choose the person and filter in one video; returns its counts and kept faces."""
+    parts = split_in_time(selection.chosen, frames, holdout, gap)
+    footage = apply_filters(parts.footage, settings, duplicates)
+    test = apply_filters(parts.test, settings, DuplicateFilter(-1))
+    counts.update(
+        frames_sampled=len(faces_per_frame),
+        frames_with_face=sum(1 for f in faces_per_frame if f),
+        frames_with_one_face=sum(1 for f in faces_per_frame if len(f) == 1),
+        faces_detected=sum(len(f) for f in faces_per_frame),
+        other_faces=selection.other_faces,
+        filtered=merge_removed(footage, test),
+        kept=len(footage.kept) + len(test.kept),
+        footage=len(footage.kept),
+        test=len(test.kept),
+        gap_dropped=len(parts.gap),
+    )
+    return footage.kept, test.kept
+
+
+def process_video(path: Path, ctx: StageContext, detector, framing, settings, duplicates,
+                  holdout: float = 0.0) -> tuple[dict, list, list]:
+    """Detect, crop, choose the person, split in time and filter in one video; returns its
+    counts and kept footage and test faces."""
     from tqdm import tqdm
 
-    from .core import apply_filters, choose_person, crop_faces
+    from .core import choose_person, crop_faces
     from .video import FrameSampler, VideoError, open_video, read_batches
 
     o: ExtractOptions = ctx.options
@@ -126,7 +207,7 @@ def process_video(path: Path, ctx: StageContext, detector, settings, duplicates)
                 found = detector.detect(batch.frames)
                 t1 = time.perf_counter()
                 times = [i / info.fps for i in batch.indices]
-                faces_per_frame += crop_faces(batch.frames, batch.indices, times, found, o.crop_size, o.margin)
+                faces_per_frame += crop_faces(batch.frames, batch.indices, times, found, framing)
                 timing["detect_s"] += t1 - t0
                 timing["crop_s"] += time.perf_counter() - t1
     finally:
@@ -139,26 +220,27 @@ def process_video(path: Path, ctx: StageContext, detector, settings, duplicates)
         ctx.log.warning("%s: ended after %d of %d frames (truncated or damaged); using the frames read",
                         path, counts["frames_read"], info.frame_count)
     selection = choose_person(faces_per_frame, o.person, o.track_iou, o.track_max_gap_s)
-    result = apply_filters(selection.chosen, settings, duplicates)
+    footage, test = _split_and_filter(counts, faces_per_frame, selection, counts["frames_read"], holdout,
+                                      o.holdout_gap, settings, duplicates)
     seconds = time.perf_counter() - started
     counts.update(
-        **_selection_counts(faces_per_frame, selection, result),
         tracks=selection.tracks,
         seconds=round(seconds, 3),
         frames_per_s=round(counts["frames_read"] / seconds, 2) if seconds else None,
         detect_s=round(timing["detect_s"], 3),
         crop_s=round(timing["crop_s"], 3),
     )
-    return counts, result.kept
+    return counts, footage, test
 
 
-def process_folder(path: Path, ctx: StageContext, detector, settings, duplicates) -> tuple[dict, list]:
-    """Every image of a folder is one frame; the largest face of each is taken."""
+def process_folder(path: Path, ctx: StageContext, detector, framing, settings, duplicates,
+                   holdout: float = 0.0) -> tuple[dict, list, list]:
+    """Every image of a folder is one frame, in name order; the largest face of each is taken."""
     from tqdm import tqdm
 
     from fertransfer.data.images import UnreadableImage, is_image_file, read_image
 
-    from .core import apply_filters, choose_person, crop_faces
+    from .core import choose_person, crop_faces
 
     o: ExtractOptions = ctx.options
     files = sorted(p for p in path.iterdir() if p.is_file())
@@ -179,20 +261,18 @@ def process_folder(path: Path, ctx: StageContext, detector, settings, duplicates
             counts["unreadable_images"] += 1
             continue
         counts["frames_read"] += 1
-        faces = crop_faces(image[None], [index], [None], detector.detect(image[None]), o.crop_size, o.margin)[0]
+        faces = crop_faces(image[None], [index], [None], detector.detect(image[None]), framing)[0]
         for face in faces:
             face.source = file.name
         faces_per_frame.append(faces)
     selection = choose_person(faces_per_frame, "largest", o.track_iou, o.track_max_gap_s)
-    result = apply_filters(selection.chosen, settings, duplicates)
-    counts.update(
-        **_selection_counts(faces_per_frame, selection, result),
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    return counts, result.kept
+    footage, test = _split_and_filter(counts, faces_per_frame, selection, len(images), holdout, o.holdout_gap,
+                                      settings, duplicates)
+    counts["seconds"] = round(time.perf_counter() - started, 3)
+    return counts, footage, test
 
 
-def face_row(file_name: str, source: str, face) -> dict:
+def face_row(file_name: str, source: str, face, label: str = "", split: str = FOOTAGE) -> dict:
     x1, y1, x2, y2 = (round(float(v), 2) for v in face.box)
     row = {"file": file_name, "video": source, "frame": face.frame,
            "time_s": "" if face.time is None else round(face.time, 4),
@@ -200,7 +280,8 @@ def face_row(file_name: str, source: str, face) -> dict:
     names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
     for name, (x, y) in zip(names, face.landmarks):
         row[f"{name}_x"], row[f"{name}_y"] = round(float(x), 2), round(float(y), 2)
-    row.update(eye_angle=round(face.angle, 3), sharpness=round(face.sharpness, 2), track=face.track)
+    row.update(eye_angle=round(face.angle, 3), sharpness=round(face.sharpness, 2), track=face.track,
+               landmark_error=round(face.landmark_error, 5), label=label, split=split)
     return row
 
 
@@ -218,21 +299,44 @@ def write_samples(path: Path, crops: list, count: int) -> None:
     write_png(path, grid.permute(1, 2, 0).numpy())
 
 
+def collect_clips(ctx: StageContext, classes: ClassSet) -> tuple[list[Clip], list[str]]:
+    """The configured inputs as clips: labelled folders are opened into their class folders' clips."""
+    clips: list[Clip] = []
+    unknown: list[str] = []
+    for path in expand_inputs(ctx, ctx.options.inputs):
+        if path.is_dir() and is_labelled_folder(path):
+            found, other = labelled_clips(path, classes, ctx.log)
+            if not found:
+                ctx.log.warning("%s: labelled folder without videos or images", path)
+            clips += found
+            unknown += other
+        else:
+            clips.append(Clip(path))
+    return clips, unknown
+
+
 def run(ctx: StageContext) -> dict:
     import torch
 
     from fertransfer.data.images import write_jpeg
 
-    from .core import FILTERS, FilterSettings
+    from .core import FILTERS, FilterSettings, Framing
     from .detect import FaceDetector
     from .filters import DuplicateFilter
+    from .template import TEMPLATE_FILE, TemplateError, load_template
     from .video import VideoError
 
     o: ExtractOptions = ctx.options
     check_options(o)
+    classes = class_set(o.classes)
+    try:
+        template = load_template()
+    except TemplateError as error:
+        raise StageError(str(error)) from None
     device = resolve_device(ctx.run.device)
     torch.set_num_threads(o.threads or os.cpu_count() or 1)
     detector = FaceDetector(o.min_face_size, tuple(o.thresholds), o.detect_max_side, device)
+    framing = Framing(o.framing, o.crop_size, o.margin, template)
     settings = FilterSettings(o.min_probability, o.min_face_px, o.min_sharpness)
     duplicates = DuplicateFilter(o.dedupe_hash_distance)
     faces_dir = ctx.out_dir / "faces"
@@ -242,43 +346,60 @@ def run(ctx: StageContext) -> dict:
     started = time.perf_counter()
     per_input: dict[str, dict] = {}
     failed: list[str] = []
+    no_face: list[str] = []
     rows: list[dict] = []
     sample_crops: list = []
     used_stems: set[str] = set()
     write_s = 0.0
-    for path in expand_inputs(ctx, o.inputs):
+    clips, unknown_folders = collect_clips(ctx, classes)
+    for clip in clips:
+        path = clip.path
+        # Only labelled clips have a test part; unknown classes and plain footage are all footage.
+        holdout = o.holdout if clip.label else 0.0
         try:
             if path.is_dir():
-                counts, kept = process_folder(path, ctx, detector, settings, duplicates)
+                counts, footage, test = process_folder(path, ctx, detector, framing, settings, duplicates, holdout)
             elif path.suffix.lower() in VIDEO_SUFFIXES or not path.exists():
-                counts, kept = process_video(path, ctx, detector, settings, duplicates)
+                counts, footage, test = process_video(path, ctx, detector, framing, settings, duplicates, holdout)
             else:
                 raise VideoError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor an image folder")
         except VideoError as error:
             ctx.log.warning("%s; skipped", error)
             failed.append(str(error))
-            per_input[str(path)] = {"status": "failed", "error": str(error)}
+            per_input[str(path)] = {"status": "failed", "error": str(error), "label": clip.label}
             continue
+        counts.update(label=clip.label, class_folder=clip.class_folder)
+        if counts["faces_detected"] == 0:
+            ctx.log.warning("%s: no face found in %d frames; nothing taken from it", path, counts["frames_sampled"])
+            no_face.append(str(path))
         t0 = time.perf_counter()
         stem = unique_stem(path, used_stems)
-        for face in kept:
-            name = f"{stem}_{Path(face.source).stem}.jpg" if face.source else f"{stem}_{face.frame:06d}.jpg"
-            write_jpeg(faces_dir / name, face.crop, o.jpeg_quality)
-            rows.append(face_row(name, str(path), face))
-            sample_crops.append(face.crop)
+        for split, kept in ((FOOTAGE, footage), (TEST, test)):
+            folder = faces_dir if split == FOOTAGE else ctx.out_dir / TEST_DIR / clip.label
+            folder.mkdir(parents=True, exist_ok=True)
+            for face in kept:
+                name = f"{stem}_{Path(face.source).stem}.jpg" if face.source else f"{stem}_{face.frame:06d}.jpg"
+                write_jpeg(folder / name, face.crop, o.jpeg_quality)
+                rows.append(face_row(name, str(path), face, clip.label, split))
+                if split == FOOTAGE:
+                    sample_crops.append(face.crop)
         write_s += time.perf_counter() - t0
         per_input[str(path)] = counts
         ctx.log.info(
-            "%s: %d frames read, %d sampled, %d with a face, %d kept",
+            "%s: %d frames read, %d sampled, %d with a face, %d kept (%d footage, %d test, %d in the gap)",
             path.name, counts["frames_read"], counts["frames_sampled"], counts["frames_with_face"], counts["kept"],
+            counts["footage"], counts["test"], counts["gap_dropped"],
         )
 
     done = [c for c in per_input.values() if c["status"] != "failed"]
     totals = {key: sum(c[key] for c in done) for key in
-              ("frames_read", "frames_sampled", "frames_with_face", "frames_with_one_face", "faces_detected", "other_faces", "kept")}
+              ("frames_read", "frames_sampled", "frames_with_face", "frames_with_one_face", "faces_detected", "other_faces",
+               "kept", "footage", "test", "gap_dropped")}
     totals["filtered"] = {name: sum(c["filtered"][name] for c in done) for name in FILTERS}
-    totals.update(inputs=len(per_input), failed_inputs=len(failed),
-                  truncated_inputs=sum(1 for c in done if c["status"] == "truncated"))
+    totals.update(inputs=len(per_input), failed_inputs=len(failed), no_face_inputs=len(no_face),
+                  truncated_inputs=sum(1 for c in done if c["status"] == "truncated"),
+                  labelled_inputs=sum(1 for c in per_input.values() if c["label"]),
+                  unlabelled_inputs=sum(1 for c in per_input.values() if not c["label"]))
     if totals["faces_detected"] == 0:
         raise StageError(
             f"no face found in any input ({totals['frames_sampled']} frames sampled from {len(done)} inputs"
@@ -286,6 +407,8 @@ def run(ctx: StageContext) -> dict:
         )
     if totals["kept"] == 0:
         raise StageError(f"all {totals['faces_detected']} faces found were filtered out ({totals['filtered']}); relax the [extract] filters")
+    if totals["footage"] == 0:
+        raise StageError(f"no footage crops: all {totals['kept']} kept crops are test crops; lower [extract].holdout")
 
     with open(ctx.out_dir / "faces.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
@@ -293,18 +416,40 @@ def run(ctx: StageContext) -> dict:
         writer.writerows(rows)
     write_samples(ctx.out_dir / "samples.png", sample_crops, o.samples)
 
+    def per_class(split: str) -> dict[str, int]:
+        counted = {name: 0 for name in classes.names}
+        for row in rows:
+            if row["split"] == split and row["label"]:
+                counted[row["label"]] += 1
+        return counted
+
+    errors = sorted(row["landmark_error"] for row in rows)
     seconds = time.perf_counter() - started
     detect_s = sum(c.get("detect_s", 0.0) for c in done)
     ctx.timings.update(detect_s=detect_s, write_s=write_s)
     return {
         "faces_dir": "faces",
+        "person_test_dir": TEST_DIR if totals["test"] else None,
         "faces_csv": "faces.csv",
         "samples": "samples.png",
         "device": device,
         "threads": torch.get_num_threads(),
+        "framing": o.framing,
+        "template": TEMPLATE_FILE.name,
+        "median_landmark_error": errors[len(errors) // 2],
         "totals": totals,
+        "labels": {
+            "classes": list(classes.names),
+            "footage_per_class": per_class(FOOTAGE),
+            "test_per_class": per_class(TEST),
+            "holdout": o.holdout,
+            "holdout_gap": o.holdout_gap,
+            "unknown_class_folders": unknown_folders,
+            "unlabelled_inputs": [p for p, c in per_input.items() if not c["label"]],
+        },
         "inputs": per_input,
         "failed": failed,
+        "no_face": no_face,
         "timings": {
             "seconds": round(seconds, 3),
             "detect_s": round(detect_s, 3),
