@@ -109,12 +109,66 @@ def stage_section(run_dir: Path, name: str) -> str:
     return "\n".join(parts)
 
 
+def _summary(run_dir: Path, name: str) -> dict:
+    try:
+        return json.loads((run_dir / name / MANIFEST).read_text()).get("summary") or {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def headline_section(run_dir: Path) -> str:
+    """The figures a reader came for, before the stage-by-stage detail: does the translation keep
+    the expression (the judge on translated test images), and what each training set scores on
+    FER's test split and on the person."""
+    parts = ["<h2>Headline</h2>"]
+    cyclegan, classify = _summary(run_dir, "cyclegan"), _summary(run_dir, "classify")
+    facts = []
+    swd = (cyclegan.get("swd") or {}).get("BtoA")
+    if swd:
+        facts.append(f"SWD FER &rarr; person x1e3: {swd['translated']:.1f} translated vs {swd['untranslated']:.1f} "
+                     f"untranslated (step {cyclegan['swd']['step']})")
+    expression = cyclegan.get("expression_classifier")
+    if expression:
+        facts.append(f"expression-loss classifier: {_percent(expression.get('held_out_accuracy'))} on "
+                     f"{html.escape(str(expression.get('held_out')))}")
+    judge = (classify.get("translation_judge") or {}).get("splits") or {}
+    for split, figures in judge.items():
+        facts.append(
+            f"judge on {figures['images']} translated {html.escape(split)} images: <b>agreement "
+            f"{_percent(figures['judge_agreement']['overall'])}</b>, label preserved "
+            f"{_percent(figures['label_preservation']['overall'])}, judge accuracy on the sources "
+            f"{_percent(figures['source_accuracy']['overall'])}")
+    if classify.get("gallery"):
+        facts.append(f'<a href="classify/{classify["gallery"]}">translation gallery with the judge\'s figures</a>')
+    if facts:
+        parts.append("<ul>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>")
+    sets = classify.get("train_sets") or {}
+    if sets:
+        person = any("person_accuracy" in row for row in sets.values())
+        head = ["training set", "images", "FER test accuracy", "FER test macro-F1"]
+        head += ["person accuracy", "person macro-F1"] if person else []
+        parts.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
+        for name, row in sets.items():
+            cells = [row.get("train_images"), _percent(row.get("test_accuracy")), row.get("test_macro_f1")]
+            if person:
+                cells += [_percent(row.get("person_accuracy")), row.get("person_macro_f1")]
+            parts.append(f"<tr><th>{html.escape(name)}</th>" + "".join(_cell(c) for c in cells) + "</tr>")
+        parts.append("</table>")
+    if len(parts) == 1:
+        parts.append('<p class="muted">No results yet: run the stages.</p>')
+    return "\n".join(parts)
+
+
 def write_report(run_dir: str | Path) -> Path:
     """(Re)build `<run_dir>/report.html` from the stage folders; returns its path."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
-    sections = [stage_section(run_dir, name) for name in STAGE_ORDER]
+    sections = [headline_section(run_dir), *(stage_section(run_dir, name) for name in STAGE_ORDER)]
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
