@@ -24,7 +24,7 @@ from fertransfer.cyclegan.swd import swd
 from fertransfer.cyclegan.testing import tiny_checkpoint
 from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
 from fertransfer.cyclegan.expression import ExpressionConsistency
-from fertransfer.cyclegan.train import TrainConfig, train
+from fertransfer.cyclegan.train import TrainConfig, structure_distance, train
 from fertransfer.data import FER
 from fertransfer.cyclegan.translate import Translator
 
@@ -126,6 +126,15 @@ def test_expression_loss_reads_translations_as_fer_faces_and_trains_only_the_gen
     assert same.item() <= loss.item()
 
 
+def test_structure_loss_keeps_the_layout_not_the_tone():
+    torch.manual_seed(0)
+    face = torch.rand(2, 1, 16, 16) * 2 - 1
+    rgb_darker = (face * 0.5 - 0.3).expand(-1, 3, -1, -1)  # another tone and contrast, the same layout
+    assert structure_distance(face, face, 4).item() == 0.0
+    assert structure_distance(rgb_darker, face, 4).item() < 0.05
+    assert structure_distance(face.flip(-2), face, 4).item() > 0.3  # upside down: another layout
+
+
 @pytest.mark.parametrize("lambda_expression", [0.0, 2.0])
 def test_resume_continues_exactly(tmp_path, lambda_expression):
     """2K steps in one go == K steps, interruption, resume, K steps (deterministic CPU), with
@@ -154,7 +163,10 @@ def test_expression_loss_changes_training_and_is_off_at_zero(tmp_path):
     train(tiny_config(), domains, tmp_path / "plain")
     train(tiny_config(lambda_expression=0.0), domains, tmp_path / "zero", expression=tiny_expression())
     train(tiny_config(lambda_expression=5.0), domains, tmp_path / "on", expression=tiny_expression())
+    train(tiny_config(lambda_structure=5.0), domains, tmp_path / "structure")
     plain, zero, on = (_weights(tmp_path / name) for name in ("plain", "zero", "on"))
+    structure = _weights(tmp_path / "structure")
+    assert not all(torch.equal(plain["G_BA"][k], structure["G_BA"][k]) for k in plain["G_BA"])
     assert all(torch.equal(plain["G_BA"][k], zero["G_BA"][k]) for k in plain["G_BA"])  # 0 turns it off
     assert not all(torch.equal(plain["G_BA"][k], on["G_BA"][k]) for k in plain["G_BA"])
     assert set(expression_values(tmp_path / "zero")) == {0.0} and min(expression_values(tmp_path / "on")) > 0

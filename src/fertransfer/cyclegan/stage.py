@@ -45,6 +45,10 @@ class CycleganOptions:
     expression_classifier: str = option(
         "", "A classify-stage CNN model folder (trained on FER with the same classes) for that loss; empty: one is "
             "trained here on domain B's labelled images.", kind="path")
+    lambda_structure: float = option(
+        0.0, "Weight of a structure loss: L1 between the coarse gray layouts (pooled by structure_scale, "
+             "standardised) of a FER face and its translation (0: off).")
+    structure_scale: int = option(4, "Pooling factor of the structure loss's coarse layout.")
     expression_epochs: int = option(6, "Epochs of the classifier trained here for the expression loss.")
     expression_width: int = option(16, "Width of the classifier trained here for the expression loss.")
     pool_size: int = option(50, "Past fakes kept for the discriminators.")
@@ -251,6 +255,9 @@ def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
     problems = []
     if options.lambda_expression < 0:
         problems.append(f"lambda_expression: must not be negative, got {options.lambda_expression}")
+    if options.lambda_structure < 0 or options.structure_scale < 1:
+        problems.append(f"lambda_structure must not be negative and structure_scale must be at least 1, got "
+                        f"{options.lambda_structure} and {options.structure_scale}")
     if options.lambda_expression > 0 and not options.expression_classifier:
         fer = Path(options.fer).expanduser()
         fer = fer if fer.is_absolute() else config_dir / fer

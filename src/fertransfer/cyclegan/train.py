@@ -45,7 +45,7 @@ from .tensors import from_tensor, match_channels, to_tensor
 
 log = logging.getLogger("fertransfer.cyclegan")
 
-LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "expression", "D_A", "D_B",
+LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "expression", "structure", "D_A", "D_B",
                 "seconds")
 SWD_COLUMNS = ("step", "AtoB_translated", "AtoB_untranslated", "BtoA_translated", "BtoA_untranslated")
 
@@ -64,6 +64,8 @@ class TrainConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5  # times lambda_cycle
     lambda_expression: float = 0.0  # expression consistency of F(b) with b (needs a classifier)
+    lambda_structure: float = 0.0  # L1 between the coarse gray layouts of F(b) and b
+    structure_scale: int = 4  # the layout is the image average-pooled by this factor
     lambda_gp: float = 10.0  # wgangp only
     pool_size: int = 50
     lr: float = 2e-4
@@ -182,6 +184,19 @@ def sample_batch(images: np.ndarray, rng: np.random.Generator, batch_size: int, 
         crop = images[i, top : top + size, left : left + size]
         batch.append(crop[:, ::-1] if flip and f else crop)
     return np.stack(batch)
+
+
+def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: int) -> torch.Tensor:
+    """L1 between coarse gray layouts (average-pooled by `scale`): where a face is light or dark
+    (an open mouth, raised brows) survives the translation, while texture, identity and fine
+    detail are the generator's to change. Mean and contrast are taken out per image, so the
+    person's skin tone and lighting are not held to the FER face's."""
+    def layout(x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(match_channels(x.float(), 1), scale)
+        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
+        return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
+
+    return F.l1_loss(layout(translated), layout(source))
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
@@ -334,6 +349,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, decay)
     pool_A, pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
     use_expression = cfg.lambda_expression > 0
+    use_structure = cfg.lambda_structure > 0
     if use_expression:
         expression = expression.to(device)
 
@@ -472,6 +488,9 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
             if use_expression:  # F(b) must show b's expression to a classifier that reads FER faces
                 loss_expression = cfg.lambda_expression * expression(out["fake_A"], real_B)
                 loss_G = loss_G + loss_expression
+            if use_structure:  # ... and keep b's coarse layout of light and dark (mouth, brows, eyes)
+                loss_structure = cfg.lambda_structure * structure_distance(out["fake_A"], real_B, cfg.structure_scale)
+                loss_G = loss_G + loss_structure
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
@@ -504,6 +523,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 "cycle_A": loss_cycle_A.item(), "cycle_B": loss_cycle_B.item(),
                 "same_A": loss_same_A.item() if identity else 0.0, "same_B": loss_same_B.item() if identity else 0.0,
                 "expression": loss_expression.item() if use_expression else 0.0,
+                "structure": loss_structure.item() if use_structure else 0.0,
                 "D_A": loss_D_A.item(), "D_B": loss_D_B.item(),
             }
             loss_log.write({"step": done, "lr": f"{lr:.3g}", "seconds": f"{step_seconds:.4f}",
@@ -585,13 +605,13 @@ def plot_losses(csv_path: Path, png_path: Path) -> Path:
     kernel = np.ones(window) / window
     for ax, keys, title in (
         (axes[0], ("G_AB", "G_BA", "D_A", "D_B"), "adversarial"),
-        (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B", "expression"), "cycle, identity, expression"),
+        (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B", "expression", "structure"), "cycle, identity, expression, structure"),
     ):
         for key in keys:
             if not rows or key not in rows[0]:  # losses.csv of a run from before the column existed
                 continue
             values = np.array([float(r[key] or 0) for r in rows])
-            if key == "expression" and not values.any():  # the loss was off
+            if key in ("expression", "structure") and not values.any():  # the loss was off
                 continue
             if len(values) >= window:
                 ax.plot(steps[window - 1 :], np.convolve(values, kernel, mode="valid"), label=key)
