@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 from .transforms import conform
 

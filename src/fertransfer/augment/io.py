@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from fertransfer.data.datasets import ImageSet
 from fertransfer.data.images import write_jpeg, write_png
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 from . import set_folder
 from .builders import SetRecipe

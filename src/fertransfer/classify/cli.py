@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

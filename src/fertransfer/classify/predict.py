@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from fertransfer.data.images import fit_square, is_image_file, read_image, to_channels, write_jpeg
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 from .models import Classifier, predict_labels
 

@@ -14,7 +14,7 @@ CHUNK = 512  # images read, translated and written at a time
 def cmd_translate(args: argparse.Namespace) -> int:
     from fertransfer.data import DatasetError, read_images, write_png
     from fertransfer.data.images import is_image_file
-    from fertransfer.pipelines.stage import StageError
+    from fertransfer.errors import StageError
     from tqdm import tqdm
 
     from .checkpoint import CheckpointError

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fertransfer.data.classes import ClassSet, class_set
-from fertransfer.pipelines.stage import Stage, StageContext, StageError
+from fertransfer.errors import StageError
+from fertransfer.pipelines.stage import Stage, StageContext
 
 from .options import VIDEO_SUFFIXES, ExtractOptions
 

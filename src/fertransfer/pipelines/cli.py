@@ -87,7 +87,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fertransfer.demo import write_demo
+    from .demo import write_demo
 
     from .runner import run_pipeline
 
