@@ -73,6 +73,9 @@ class LineProgress:
     def __len__(self) -> int:
         return int(self.total or 0)
 
+    def __bool__(self) -> bool:  # as tqdm: a bar is true even with no total
+        return True
+
     def __enter__(self) -> LineProgress:
         return self
 
