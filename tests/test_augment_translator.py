@@ -33,8 +33,9 @@ def test_stage_with_a_tiny_translator(smileys, tmp_path):
     summary = status.manifest["summary"]
     stage_dir = tmp_path / "run" / "augment"
     assert summary["generator"] == {"image_size": 32, "in_channels": 1, "out_channels": 3}
-    train = load_dataset(smileys)["train"]
-    assert summary["translated_total"] == len(train)
+    data = load_dataset(smileys)
+    train = data["train"]
+    assert summary["translated_total"] == len(train) + len(data["test"])  # [augment] splits: train and test
     some = next((stage_dir / "translated/train/happy").iterdir())
     assert read_image(some, channels=3).shape == (32, 32, 3)
     balanced = load_dataset(stage_dir / "sets/balanced", channels=3, val_fraction=0, test_fraction=0)

@@ -206,14 +206,14 @@ def test_predict_face_crops_without_detection(trained, smileys, tmp_path):
 
 
 def test_predict_errors_are_one_clear_line(trained, tmp_path, capsys):
-    empty = tmp_path / "empty"
+    empty, out = tmp_path / "empty", ["--out", str(tmp_path / "pred")]
     empty.mkdir()
-    assert main(["predict", str(empty), "--model", str(trained)]) == 1
+    assert main(["predict", str(empty), "--model", str(trained), *out]) == 1
     assert "no images in this folder" in capsys.readouterr().err
-    assert main(["predict", str(empty), "--model", str(trained), "--classes", "happy", "sad"]) == 1
+    assert main(["predict", str(empty), "--model", str(trained), "--classes", "happy", "sad", *out]) == 1
     err = capsys.readouterr().err
     assert "angry, disgust, fear, happy, sad, surprise, neutral" in err and "[happy, sad]" in err
-    assert main(["predict", str(empty), "--model", str(tmp_path)]) == 1
+    assert main(["predict", str(empty), "--model", str(tmp_path), *out]) == 1
     assert "no model.json" in capsys.readouterr().err
 
 

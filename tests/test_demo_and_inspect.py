@@ -7,6 +7,7 @@ import json
 import cv2
 import imageio.v2 as imageio
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 
 from fertransfer.data import FER, load_dataset
@@ -60,6 +61,33 @@ def test_inspect_prints_counts_baseline_and_writes_chart(smileys, tmp_path, caps
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_inspect_writes_no_file_without_chart(smileys, tmp_path, monkeypatch, capsys):
+    """Files only where asked: without --chart (or --json) inspect only prints."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", str(smileys)]) == 0
+    out = capsys.readouterr().out
+    assert "majority-class baseline" in out and "chart" not in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_writes_the_chart_where_asked(smileys, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    chart = tmp_path / "figures" / "classes.png"
+    assert main(["inspect", str(smileys), "--chart", str(chart)]) == 0
+    assert f"class distribution chart: {chart}" in capsys.readouterr().out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["figures"]
+
+
+def test_predict_needs_out(tmp_path, monkeypatch, capsys):
+    """predict writes predictions.csv and annotated copies only into the folder --out names."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path), "--model", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inspect_bad_input_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("emotion,pixels,Usage\n9," + " ".join(["0"] * 2304) + ",Training\n")
@@ -69,7 +97,7 @@ def test_inspect_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_demo_no_run_writes_a_loadable_config(tmp_path):
-    from fertransfer.demo import write_demo
+    from fertransfer.pipelines.demo import write_demo
     from fertransfer.pipelines import load_config
 
     folder = tmp_path / "demo"

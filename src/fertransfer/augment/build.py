@@ -19,7 +19,7 @@ import numpy as np
 
 from fertransfer.data.datasets import DatasetError, ImageSet, LabelledDataset, load_dataset
 from fertransfer.data.images import UnreadableImage, is_image_file, read_image, read_images, write_png
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 from . import SET_NAMES, set_folder
 from .builders import (

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 
 def _read_json(path: Path) -> dict:

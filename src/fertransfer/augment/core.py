@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
+from fertransfer.progress import progress as progress_bar
 
 from .transforms import conform
 
@@ -87,7 +87,7 @@ def translate_images(
     expected = (spec.image_size, spec.image_size, spec.out_channels)
     out = np.empty((len(images), *expected), np.uint8)
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(images) == 0):
+    for start in progress_bar(starts, desc=desc, unit="batch", disable=not progress or len(images) == 0):
         batch = conform(images[start : start + batch_size], spec.image_size, spec.in_channels)
         result = np.asarray(translate_fn(batch))
         if result.dtype != np.uint8 or result.shape != (len(batch), *expected):

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fertransfer.data.datasets import ImageSet
 from fertransfer.data.images import write_jpeg, write_png
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
+from fertransfer.progress import progress
 
 from . import set_folder
 from .builders import SetRecipe
@@ -64,7 +64,7 @@ def write_translated(
     for name in class_names:
         (root / "translated" / split / name).mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in tqdm(range(len(translated)), desc=f"writing translated/{split}", unit="img", disable=len(translated) < 500):
+    for i in progress(range(len(translated)), desc=f"writing translated/{split}", unit="img", disable=len(translated) < 500):
         label = class_names[translated.labels[i]]
         source = translated.files[i]
         path = root / "translated" / split / label / f"{i:06d}_{file_stem(source)}.{ext}"
@@ -130,7 +130,7 @@ class SetWriter:
             (folder / name).mkdir(parents=True, exist_ok=True)
         counts = dict.fromkeys(self.class_names, 0)
         total = len(recipe)
-        bar = tqdm(total=total, desc=f"writing sets/{set_folder(recipe.name)}", unit="img", disable=total < 500)
+        bar = progress(total=total, desc=f"writing sets/{set_folder(recipe.name)}", unit="img", disable=total < 500)
         for pool_name, index in recipe.parts.items():
             pool = self.pools[pool_name]
             native = pool_name in native_pools

@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fertransfer.pipelines.options import option
-from fertransfer.pipelines.stage import Stage, StageContext, StageError
+from fertransfer.errors import StageError
+from fertransfer.options import option
+from fertransfer.pipelines.stage import Stage, StageContext
 
 from . import SET_NAMES
 

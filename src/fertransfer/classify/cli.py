@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classifier = load_classifier(model_path, device=args.device)
     check_classes(classifier, list(class_set(args.classes).names), model_path)
     source = Path(args.input)
-    out_dir = Path(args.out) if args.out else Path(f"{source.stem or 'input'}_predictions")
+    out_dir = Path(args.out)
     detector = whole_image if args.faces else FaceDetector(min_score=args.min_score, device=args.device)
     summary = predict(source, classifier, out_dir, detector=detector, every=args.every)
     print(json.dumps(summary, indent=2))
@@ -78,7 +78,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("input", help="an image, a folder of images, or a video")
     p.add_argument("--model", "-m", required=True,
                    help="a model folder (with model.json), a classify stage folder, or one training set's folder")
-    p.add_argument("--out", "-o", help="output folder (default: <input name>_predictions)")
+    p.add_argument("--out", "-o", required=True,
+                   help="folder for predictions.csv and the annotated frames (required: nothing is written "
+                        "into the current folder unasked)")
     p.add_argument("--classes", nargs="+", help="the class list the model must have (default: FER2013's seven)")
     p.add_argument("--faces", action="store_true", help="inputs are face crops already: skip detection")
     p.add_argument("--every", type=int, default=1, help="video: classify every Nth frame")

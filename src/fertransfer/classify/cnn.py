@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
+
+from fertransfer.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,9 @@ def train_cnn(
         epoch_start = time.perf_counter()
         order = torch.randperm(len(y_train), generator=generator)
         loss_sum, correct, seen, lr = 0.0, 0, 0, config.lr
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=5)
+        # In a log file the epoch line below is the report; a bar only in a terminal.
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=5,
+                           every=None)
         for b in bar:
             p = progress(step)
             if p >= 1.0:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 MODEL_JSON = "model.json"
 

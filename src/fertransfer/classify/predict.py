@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from fertransfer.data.images import fit_square, is_image_file, read_image, to_channels, write_jpeg
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
+from fertransfer.progress import progress
 
 from .models import Classifier, predict_labels
 
@@ -140,8 +141,6 @@ def predict(
     input_path: Path, classifier: Classifier, out_dir: Path, detector=None, every: int = 1,
 ) -> dict:
     """Classify every face in the input; write annotated copies and predictions.csv into out_dir."""
-    from tqdm import tqdm
-
     kind, files = list_inputs(input_path)
     detector = detector or FaceDetector()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +169,7 @@ def predict(
             target = out_dir / f"{video.stem}_annotated.mp4"
             fps = _fps(video) / every
             with imageio.get_writer(target, fps=fps, codec="libx264", quality=7, macro_block_size=16) as out:
-                for index, rgb in tqdm(_video_frames(video, every), desc=video.name, mininterval=5):
+                for index, rgb in progress(_video_frames(video, every), desc=video.name, mininterval=5):
                     out.append_data(record(video.name, index, rgb))
             if counts["frames"] == 0:
                 target.unlink(missing_ok=True)
@@ -178,7 +177,7 @@ def predict(
             written.append(target.name)
         else:
             root = input_path if input_path.is_dir() else input_path.parent
-            for file in tqdm(files, desc="images", mininterval=5, disable=len(files) < 20):
+            for file in progress(files, desc="images", mininterval=5, disable=len(files) < 20):
                 try:
                     rgb = read_image(file, channels=3)
                 except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest

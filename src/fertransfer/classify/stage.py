@@ -21,8 +21,9 @@ import csv
 import json
 from dataclasses import dataclass
 
-from fertransfer.pipelines.options import option
-from fertransfer.pipelines.stage import Stage, StageContext, StageError
+from fertransfer.errors import StageError
+from fertransfer.options import option
+from fertransfer.pipelines.stage import Stage, StageContext
 
 ENGINES = ("cnn", "autokeras")
 EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces

@@ -14,8 +14,8 @@ CHUNK = 512  # images read, translated and written at a time
 def cmd_translate(args: argparse.Namespace) -> int:
     from fertransfer.data import DatasetError, read_images, write_png
     from fertransfer.data.images import is_image_file
-    from fertransfer.pipelines.stage import StageError
-    from tqdm import tqdm
+    from fertransfer.errors import StageError
+    from fertransfer.progress import progress
 
     from .checkpoint import CheckpointError
     from .translate import Translator
@@ -32,7 +32,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise StageError(str(error)) from None
     failed: list[str] = []
     written = 0
-    with tqdm(total=len(files), desc=f"translate {args.direction}", unit="img") as bar:
+    with progress(total=len(files), desc=f"translate {args.direction}", unit="img") as bar:
         for start in range(0, len(files), CHUNK):
             chunk = files[start : start + CHUNK]
             images, ok, errors = read_images(chunk, channels=translator.in_channels, size=translator.image_size)

@@ -14,8 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from fertransfer.pipelines.options import option
-from fertransfer.pipelines.stage import Stage, StageContext, StageError
+from fertransfer.errors import StageError
+from fertransfer.options import option
+from fertransfer.pipelines.stage import Stage, StageContext
 
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet")  # as in models.py (not imported: torch)
 GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")

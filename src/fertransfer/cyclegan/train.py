@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from fertransfer.data import write_png
+from fertransfer.progress import progress as progress_bar
 
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
 from .data import Domains
@@ -459,7 +459,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         writer = _tensorboard(out_dir)
 
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    progress = tqdm(range(start, end), initial=start, total=cfg.steps, desc="cyclegan", unit="step",
+    progress = progress_bar(range(start, end), initial=start, total=cfg.steps, desc="cyclegan", unit="step",
                     disable=not main_process, dynamic_ncols=True)
     t_start = time.perf_counter()
     train_seconds = 0.0

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from fertransfer.progress import progress as progress_bar
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import build_generator
@@ -81,8 +82,8 @@ class Translator:
         images = self.prepare(images)
         out = np.empty((len(images), self.image_size, self.image_size, self.out_channels), np.uint8)
         use_bf16 = self.device.type == "cuda"
-        for start in tqdm(range(0, len(images), batch_size), desc=f"translate {self.direction}",
-                          unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(images), batch_size), desc=f"translate {self.direction}",
+                                  unit="batch", disable=not progress):
             x = to_tensor(images[start : start + batch_size], self.in_channels, self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 y = self.generator(x)

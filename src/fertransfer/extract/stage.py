@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fertransfer.data.classes import ClassSet, class_set
-from fertransfer.pipelines.stage import Stage, StageContext, StageError
+from fertransfer.errors import StageError
+from fertransfer.pipelines.stage import Stage, StageContext
 
 from .options import VIDEO_SUFFIXES, ExtractOptions
 
@@ -181,7 +182,7 @@ def process_video(path: Path, ctx: StageContext, detector, framing, settings, du
                   holdout: float = 0.0) -> tuple[dict, list, list]:
     """Detect, crop, choose the person, split in time and filter in one video; returns its
     counts and kept footage and test faces."""
-    from tqdm import tqdm
+    from fertransfer.progress import progress
 
     from .core import choose_person, crop_faces
     from .video import FrameSampler, VideoError, open_video, read_batches
@@ -197,7 +198,7 @@ def process_video(path: Path, ctx: StageContext, detector, framing, settings, du
     try:
         # closing(): the decoding thread stops before the capture is released, even on errors.
         batches = closing(read_batches(capture, sampler, o.batch_size))
-        with batches, tqdm(total=info.frame_count or None, desc=path.name, unit="frame", leave=False) as bar:
+        with batches, progress(total=info.frame_count or None, desc=path.name, unit="frame", leave=False) as bar:
             for batch in batches.thing:
                 bar.update(batch.frames_read - bar.n)
                 counts["frames_read"] = batch.frames_read
@@ -236,9 +237,8 @@ def process_video(path: Path, ctx: StageContext, detector, framing, settings, du
 def process_folder(path: Path, ctx: StageContext, detector, framing, settings, duplicates,
                    holdout: float = 0.0) -> tuple[dict, list, list]:
     """Every image of a folder is one frame, in name order; the largest face of each is taken."""
-    from tqdm import tqdm
-
     from fertransfer.data.images import UnreadableImage, is_image_file, read_image
+    from fertransfer.progress import progress
 
     from .core import choose_person, crop_faces
 
@@ -253,7 +253,7 @@ def process_folder(path: Path, ctx: StageContext, detector, framing, settings, d
                         ", ".join(others[:3]), ", ..." if len(others) > 3 else "")
     started = time.perf_counter()
     faces_per_frame = []
-    for index, file in enumerate(tqdm(images, desc=path.name, unit="image", leave=False)):
+    for index, file in enumerate(progress(images, desc=path.name, unit="image", leave=False)):
         try:
             image = read_image(file, channels=3)
         except UnreadableImage as error:

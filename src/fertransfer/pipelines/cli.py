@@ -78,16 +78,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.path, classes=class_set(args.classes), seed=args.seed)
     summary = summarise(dataset)
     print(format_summary(summary))
-    chart = Path(args.chart or f"{Path(args.path).stem or 'dataset'}_classes.png")
-    plot_class_distribution(summary, chart)
-    print(f"class distribution chart: {chart}")
+    if args.chart:  # files only where asked: no chart lands in the current folder by default
+        chart = Path(args.chart)
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        plot_class_distribution(summary, chart)
+        print(f"class distribution chart: {chart}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fertransfer.demo import write_demo
+    from .demo import write_demo
 
     from .runner import run_pipeline
 
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="counts per split and class of a labelled dataset")
     p.add_argument("path", help="a Kaggle CSV, or a folder in split or class layout")
-    p.add_argument("--chart", help="where to write the bar chart PNG (default: <name>_classes.png)")
+    p.add_argument("--chart", help="write the bar chart PNG here (default: no chart)")
     p.add_argument("--json", help="also write the summary as JSON here")
     p.add_argument("--classes", nargs="+", help="class names, in label order (default: FER2013's)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits the data lacks")

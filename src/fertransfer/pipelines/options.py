@@ -1,27 +1,14 @@
-"""Declaring stage options: dataclass fields with a help line, a kind and, where useful, choices.
+"""The [run] section's options; `option` and `field_default` are re-exported from the ground floor.
 
-Every stage's options are a plain dataclass built with `option(...)`. From that one
-declaration the config module validates TOML, `pipeline init` writes a commented file,
-and the runner fingerprints the section.
+Options are declared with `fertransfer.options.option`; it is importable from here too so that
+older imports keep working.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import MISSING, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-def option(default: Any, help: str, *, kind: str = "value", choices: tuple | None = None,
-           keywords: tuple[str, ...] = ()) -> Any:
-    """A config option. kind: "value", "path" (resolved against the config file's folder,
-    must exist) or "paths" (a list of paths or glob patterns, each must match something).
-    `keywords`: values of a path option that name something else (e.g. "extract": an upstream
-    stage's output) and are not checked as paths."""
-    metadata = {"help": help, "kind": kind, "choices": choices, "keywords": keywords}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
-    return field(default=default, metadata=metadata)
+from fertransfer.options import field_default, option
 
 
 @dataclass
@@ -33,9 +20,4 @@ class RunOptions:
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
 
 
-def field_default(f: dataclasses.Field) -> Any:
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
+__all__ = ["RunOptions", "field_default", "option"]

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fertransfer.errors import StageError  # re-exported: it lives on the ground floor
+
 from .options import RunOptions
 
-
-class StageError(RuntimeError):
-    """A stage cannot do its work; the message names the input at fault."""
+__all__ = ["Stage", "StageContext", "StageError"]
 
 
 @dataclass

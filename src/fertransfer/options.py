@@ -1,0 +1,37 @@
+"""Declaring options: dataclass fields with a help line, a kind and, where useful, choices.
+
+Every stage's options are a plain dataclass built with `option(...)`. From that one
+declaration the config module validates TOML, `pipeline init` writes a commented file,
+and the runner fingerprints the section. It lives on the ground floor so that option
+dataclasses can be declared without importing the runner (`fertransfer.pipelines`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, field
+from typing import Any
+
+
+def option(default: Any, help: str, *, kind: str = "value", choices: tuple | None = None,
+           keywords: tuple[str, ...] = ()) -> Any:
+    """A config option. kind: "value", "path" (resolved against the config file's folder,
+    must exist) or "paths" (a list of paths or glob patterns, each must match something).
+    `keywords`: values of a path option that name something else (e.g. "extract": an upstream
+    stage's output) and are not checked as paths."""
+    metadata = {"help": help, "kind": kind, "choices": choices, "keywords": keywords}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """The value an option takes when the config leaves it out."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+__all__ = ["field_default", "option"]

@@ -1,0 +1,30 @@
+"""The demo's config: each built stage's `Stage.demo` settings over the built-in demo data.
+
+It lives with the runner because it reads the stage registry; the data itself comes from
+`fertransfer.demo`, which imports nothing from the runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fertransfer.demo import DemoVideoSpec, write_demo_data
+
+from .config import default_config_text
+from .registry import built_stages
+
+
+def demo_overrides() -> dict[str, dict]:
+    """Each built stage's own demo settings (Stage.demo), plus the run folder."""
+    return {"run": {"dir": "run"}, **{stage.name: dict(stage.demo) for stage in built_stages()}}
+
+
+def write_demo(folder: str | Path, video: DemoVideoSpec = DemoVideoSpec()) -> Path:
+    """Write data/lecture.mp4, data/smileys/ and pipeline.toml into `folder`; returns the config path."""
+    write_demo_data(folder, video)
+    config = Path(folder) / "pipeline.toml"
+    config.write_text(default_config_text(demo_overrides()))
+    return config
+
+
+__all__ = ["demo_overrides", "write_demo"]
