@@ -48,12 +48,22 @@ def random_domains(seed: int = 0, size: int = 18, held: int = 16, held_size: int
 # --- networks and losses ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet_6blocks", "resnet_9blocks", "unet"])
+@pytest.mark.parametrize("name", ["resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual"])
 def test_generators_map_channels_and_keep_size(name):
     g = build_generator(name, 3, 1, ngf=4, image_size=32)
     y = g(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert y.shape == (2, 1, 32, 32)
     assert y.abs().max() <= 1.0  # tanh output
+
+
+def test_residual_generator_starts_as_the_identity_and_learns():
+    g = build_generator("resnet_6blocks_residual", 1, 3, ngf=4, image_size=16)
+    x = torch.rand(2, 1, 16, 16) * 1.8 - 0.9
+    y = g(x)
+    assert torch.allclose(y, x.expand(-1, 3, -1, -1), atol=1e-3)  # gray in, the same gray as RGB out
+    (y - 1).pow(2).mean().backward()
+    assert all(p.grad is not None for p in g.parameters() if p.requires_grad)
+    assert g.body.model[-1].weight.grad.abs().sum() > 0  # the zero-initialised last layer learns first
 
 
 def test_unet_rejects_sizes_that_are_not_powers_of_two():

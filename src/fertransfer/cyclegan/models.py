@@ -3,6 +3,11 @@
 Generators: a ResNet (reflection padding, instance norm, 2 down, N residual blocks, 2 up)
 and a U-Net with skip connections; the discriminator is a PatchGAN that scores
 overlapping patches. Weights start from N(0, 0.02), as in the paper.
+
+`resnet_6blocks_residual` is the ResNet generator as a correction of its input: it starts as
+the identity and learns what to change. Between aligned faces (FER-like framing) most of the
+face, the expression above all, should stay where it is; a generator that has to rebuild the
+whole image from noise loses it first and learns it back last, if ever.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import math
 import torch
 from torch import nn
 
-GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet")
+from .tensors import match_channels
+
+GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual")
 
 
 def _norm(channels: int) -> nn.Module:
@@ -131,7 +138,28 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
+class ResidualGenerator(nn.Module):
+    """out = tanh(atanh(x) + body(x)): the input plus a learnt change, in the pre-tanh space so the
+    output stays in [-1, 1] with a gradient everywhere. body's last convolution starts at zero,
+    so the untrained generator is the identity (gray input repeated to RGB when asked)."""
+
+    def __init__(self, body: ResnetGenerator, out_channels: int):
+        super().__init__()
+        self.out_channels = out_channels
+        body.model = body.model[:-1]  # drop the Tanh: the sum is squashed instead
+        last = body.model[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = match_channels(x, self.out_channels).clamp(-0.999, 0.999)
+        return torch.tanh(torch.atanh(base) + self.body(x))
+
+
 def build_generator(name: str, in_channels: int, out_channels: int, ngf: int, image_size: int) -> nn.Module:
+    if name == "resnet_6blocks_residual":
+        return ResidualGenerator(init_weights(ResnetGenerator(in_channels, out_channels, ngf, n_blocks=6)), out_channels)
     if name == "resnet_6blocks":
         net = ResnetGenerator(in_channels, out_channels, ngf, n_blocks=6)
     elif name == "resnet_9blocks":
