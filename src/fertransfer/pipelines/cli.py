@@ -36,12 +36,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .report import headline_text, write_report
     from .runner import run_pipeline
-
-    from .report import write_report
 
     config = load_config(args.config)
     run_pipeline(config, args.stage, force=args.force)
+    for line in headline_text(config.run_dir):
+        print(line)
     print(f"run report: {write_report(config.run_dir)}")
     return 0
 
@@ -97,10 +98,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo data and config written to {config_path}")
     if args.no_run:
         return 0
-    from .report import write_report
+    from .report import headline_text, write_report
 
     config = load_config(config_path)
     run_pipeline(config, "all", force=args.force)
+    for line in headline_text(config.run_dir):
+        print(line)
     print(f"demo finished; run report: {write_report(config.run_dir)}")
     return 0
 

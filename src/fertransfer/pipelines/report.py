@@ -163,6 +163,21 @@ def headline_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def headline_text(run_dir: str | Path) -> list[str]:
+    """The headline figures as plain lines, for the end of `pipeline run all` and `pipeline demo`."""
+    classify = _summary(Path(run_dir), "classify")
+    lines = []
+    for split, figures in ((classify.get("translation_judge") or {}).get("splits") or {}).items():
+        lines.append(f"judge on {figures['images']} translated {split} images: agreement "
+                     f"{_percent(figures['judge_agreement']['overall'])}, label preserved "
+                     f"{_percent(figures['label_preservation']['overall'])} (judge accuracy on the sources "
+                     f"{_percent(figures['source_accuracy']['overall'])})")
+    for name, row in (classify.get("train_sets") or {}).items():
+        person = f", person {_percent(row['person_accuracy'])}" if "person_accuracy" in row else ""
+        lines.append(f"{name}: test accuracy {_percent(row.get('test_accuracy'))}{person}")
+    return lines
+
+
 def write_report(run_dir: str | Path) -> Path:
     """(Re)build `<run_dir>/report.html` from the stage folders; returns its path."""
     run_dir = Path(run_dir)
