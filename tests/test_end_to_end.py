@@ -47,7 +47,9 @@ def manifest(project: Path, stage: str) -> dict:
 def test_run_all_then_report(project, capsys):
     config = str(project / "pipeline.toml")
     assert main(["run", "all", "--config", config]) == 0
-    assert f"run report: {project / 'run' / 'report.html'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"run report: {project / 'run' / 'report.html'}" in out
+    assert "judge on" in out and "translated test images: agreement" in out  # the headline, printed
     summaries = {stage: manifest(project, stage)["summary"] for stage in STAGES}
     assert summaries["extract"]["totals"]["kept"] > 10
     assert summaries["cyclegan"]["steps"] == 24
@@ -61,6 +63,7 @@ def test_run_all_then_report(project, capsys):
         assert 0.0 <= judged[split]["judge_agreement"]["overall"] <= 1.0
     assert (project / "run" / "classify" / "gallery" / "gallery.html").is_file()
     page = (project / "run" / "report.html").read_text()
+    assert page.index("<h2>Headline</h2>") < page.index("<h2>extract</h2>")  # results first
     for stage in STAGES:
         assert f"<h2>{stage}</h2>" in page
     for picture in ("extract/samples.png", "cyclegan/loss_curve.png", "cyclegan/samples/final.png",

@@ -327,11 +327,15 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
     result: dict = {"judge": str(model), "splits": {}}
     for split in dict.fromkeys(r["split"] for r in rows):
         chosen = [r for r in rows if r["split"] == split]
-        translated, ok, errors = read_images([str(augment_dir / r["file"]) for r in chosen], channels=channels, size=size)
+        translated, ok, errors = read_images([str(augment_dir / r["file"]) for r in chosen], channels=channels)
         if errors:
             raise StageError(f"{augment_dir}: {len(errors)} translated image(s) unreadable, e.g. {errors[0]}")
-        sources = conform(read_sources([r["source_file"] for r in chosen], channels, options.fer and str(ctx.path(options.fer)),
-                                       ctx.run.seed), size, channels)
+        # Each source at the size the generator saw it, then both through the same resize to the
+        # judge's input: the figures measure what the translation changed, not the resolution.
+        sources = read_sources([r["source_file"] for r in chosen], channels, options.fer and str(ctx.path(options.fer)),
+                               ctx.run.seed)
+        sources = conform(conform(sources, translated.shape[1], channels), size, channels)
+        translated = conform(translated, size, channels)
         labels = np.array([classes.index(r["label"]) for r in chosen], np.int64)
         figures = judge_translations(lambda x: predict_labels(classifier, x)[0], translated, sources, labels, classes.names)
         result["splits"][split] = figures
