@@ -144,6 +144,8 @@ def test_command_refuses_bad_models_and_warns_off_loopback(model, smileys, tmp_p
     assert "trained on the classes" in err and err.strip().count("\n") == 0
     assert main(["serve", "--model", str(model), "--run", str(tmp_path / "no_run")]) == 1
     assert "no such run folder" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model), "--threads", "-1"]) == 1
+    assert "--threads must be" in capsys.readouterr().err
     assert served == []
     assert main(["serve", "--model", str(model), "--host", "0.0.0.0", "--port", "0"]) == 0
     captured = capsys.readouterr()

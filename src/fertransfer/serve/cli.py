@@ -46,6 +46,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     run_dir = Path(args.run) if args.run else None
     if run_dir is not None and not run_dir.is_dir():
         raise StageError(f"--run {run_dir}: no such run folder")
+    if args.threads < 0:
+        raise StageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     classifier, detector = load_model_and_detector(args)
     predict_image(classifier, np.zeros((480, 640, 3), np.uint8), detector)  # load the networks before the first visitor
     loopback = is_loopback(args.host)
@@ -71,4 +77,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
     p.add_argument("--run", help="a run folder: link its report.html and augment/gallery.html from the page")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's default, every core); one is fastest on a shared machine")
     p.set_defaults(func=cmd_serve)
