@@ -136,7 +136,12 @@ def test_command_refuses_bad_models_and_warns_off_loopback(model, smileys, tmp_p
     import uvicorn
 
     served = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets[0].getsockname()))
+
+    def fake_run(self, sockets=None):
+        served.append(sockets[0].getsockname())
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     assert main(["serve", "--model", str(tmp_path / "nothing")]) == 1
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert main(["serve", "--model", str(model), "--classes", "happy", "sad"]) == 1
@@ -174,7 +179,7 @@ def server(parts, run_dir):
     from fertransfer.serve.cli import bind
 
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(*parts, run_dir=run_dir), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(*parts, run_dir=run_dir), log_config=None, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

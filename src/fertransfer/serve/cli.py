@@ -65,7 +65,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     print(f"serving {classifier.engine} model ({', '.join(classifier.classes)}) on http://{shown}:{sock.getsockname()[1]}/"
           f"  (Ctrl+C stops)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    # log_config=None keeps the logging main() set up; uvicorn's own would replace every handler,
+    # and absl's (imported with keras) closes its stream when replaced.
+    uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning")).run(sockets=[sock])
     return 0
 
 
