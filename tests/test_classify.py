@@ -385,3 +385,20 @@ def test_evaluate_refuses_another_class_set(trained, smileys, tmp_path, capsys):
     assert "[happy, sad]" in err and "[angry, disgust, fear, happy, sad, surprise, neutral]" in err
     assert not (tmp_path / "eval").exists()
     assert main(["evaluate", str(faces), "--model", str(trained), "--split", "test"]) == 1
+
+
+def test_test_time_views_in_one_batch_equal_one_pass_per_view():
+    """predict_proba sends all ten crops through the network at once; the average is the per-view one."""
+    import torch
+    import torch.nn.functional as F
+
+    from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet, standardise, test_views, to_tensor
+
+    torch.manual_seed(0)
+    config = CnnConfig(width=8, bf16="off")
+    classifier = CnnClassifier(FaceNet(7, 1, 8).eval(), list(FER_CLASSES), 1, 48, config)
+    images = np.random.default_rng(0).integers(0, 256, (23, 48, 48, 1), dtype=np.uint8)
+    with torch.no_grad():
+        views = test_views(to_tensor(images), config.crop, "tencrop")
+        expected = sum(F.softmax(classifier.model(standardise(v)), dim=1) for v in views) / len(views)
+    np.testing.assert_allclose(classifier.predict_proba(images, batch_size=40), expected.numpy(), atol=1e-5)

@@ -6,24 +6,47 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fertransfer.errors import StageError
 
+if TYPE_CHECKING:
+    from .models import Classifier
+    from .predict import FaceDetector
+
+
+def add_model_arguments(p: argparse.ArgumentParser, min_face_size: int) -> None:
+    """The model and detector options `predict` and `serve` share (`serve` starts at larger faces)."""
+    p.add_argument("--model", "-m", required=True,
+                   help="a model folder (with model.json), a classify stage folder, or one training set's folder")
+    p.add_argument("--classes", nargs="+", help="the class list the model must have (default: FER2013's seven)")
+    p.add_argument("--min-score", type=float, default=0.9, help="lowest MTCNN face confidence kept")
+    p.add_argument("--min-face-size", type=int, default=min_face_size,
+                   help="smallest face MTCNN looks for, in pixels (smaller is slower)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def load_model_and_detector(args: argparse.Namespace) -> tuple[Classifier, FaceDetector]:
+    """(classifier, detector) from add_model_arguments' options; a wrong model stops here with one line."""
+    from .predict import FaceDetector, load_checked_classifier
+
+    if args.min_face_size < 12:
+        raise StageError(f"--min-face-size must be 12 or more (MTCNN's smallest window), got {args.min_face_size}")
+    classifier = load_checked_classifier(args.model, args.classes, device=args.device)
+    return classifier, FaceDetector(min_score=args.min_score, min_size=args.min_face_size, device=args.device)
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fertransfer.data import class_set
-
-    from .models import find_model, load_classifier
-    from .predict import FaceDetector, check_classes, predict, whole_image
+    from .predict import load_checked_classifier, predict, whole_image
 
     if args.every < 1:
         raise StageError(f"--every must be 1 or more, got {args.every}")
-    model_path = find_model(Path(args.model))
-    classifier = load_classifier(model_path, device=args.device)
-    check_classes(classifier, list(class_set(args.classes).names), model_path)
+    if args.faces:
+        classifier, detector = load_checked_classifier(args.model, args.classes, device=args.device), whole_image
+    else:
+        classifier, detector = load_model_and_detector(args)
     source = Path(args.input)
     out_dir = Path(args.out)
-    detector = whole_image if args.faces else FaceDetector(min_score=args.min_score, device=args.device)
     summary = predict(source, classifier, out_dir, detector=detector, every=args.every)
     print(json.dumps(summary, indent=2))
     print(f"predictions: {out_dir / summary['csv']}")
@@ -76,16 +99,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify the faces in an image, a folder of images or a video")
     p.add_argument("input", help="an image, a folder of images, or a video")
-    p.add_argument("--model", "-m", required=True,
-                   help="a model folder (with model.json), a classify stage folder, or one training set's folder")
+    add_model_arguments(p, min_face_size=20)
     p.add_argument("--out", "-o", required=True,
                    help="folder for predictions.csv and the annotated frames (required: nothing is written "
                         "into the current folder unasked)")
-    p.add_argument("--classes", nargs="+", help="the class list the model must have (default: FER2013's seven)")
     p.add_argument("--faces", action="store_true", help="inputs are face crops already: skip detection")
     p.add_argument("--every", type=int, default=1, help="video: classify every Nth frame")
-    p.add_argument("--min-score", type=float, default=0.9, help="lowest MTCNN face confidence kept")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser("evaluate", help="score a trained classify model on a labelled dataset")

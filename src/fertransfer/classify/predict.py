@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,20 +70,37 @@ def crop_face(rgb: np.ndarray, box: tuple[int, int, int, int], channels: int, si
     return fit_square(to_channels(patch, channels), size)
 
 
-def classify_faces(classifier: Classifier, rgb: np.ndarray, faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class FacePrediction:
+    """One face found in an image and what the classifier says about it."""
+
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels
+    score: float  # detector confidence
+    label: int  # index into the classifier's classes
+    probabilities: np.ndarray  # one per class, in the classifier's order
+
+
+def predict_image(classifier: Classifier, rgb: np.ndarray, detector: Callable[[np.ndarray], list[Face]]) -> list[FacePrediction]:
+    """Every face in one RGB uint8 image with its class probabilities.
+
+    The one path from pixels to labels: `pipeline predict` calls it per image or video frame,
+    `pipeline serve` per camera frame or upload.
+    """
+    faces = detector(rgb)
     if not faces:
-        return np.zeros(0, np.int64), np.zeros((0, len(classifier.classes)), np.float32)
+        return []
     crops = np.stack([crop_face(rgb, f.box, classifier.channels, classifier.size) for f in faces])
-    return predict_labels(classifier, crops)
+    labels, probs = predict_labels(classifier, crops)
+    return [FacePrediction(f.box, f.score, int(label), p) for f, label, p in zip(faces, labels, probs)]
 
 
-def annotate(rgb: np.ndarray, faces: list[Face], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> np.ndarray:
+def annotate(rgb: np.ndarray, predictions: list[FacePrediction], classes: list[str]) -> np.ndarray:
     out = rgb.copy()
     scale = max(0.4, min(rgb.shape[:2]) / 600)
-    for face, label, p in zip(faces, labels, probs):
+    for face in predictions:
         x1, y1, x2, y2 = face.box
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 220, 0), max(1, int(2 * scale)))
-        text = f"{classes[label]} {p[label]:.2f}"
+        text = f"{classes[face.label]} {face.probabilities[face.label]:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = max(th + 4, y1)
         cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw + 4, ty), (0, 220, 0), -1)
@@ -97,6 +114,18 @@ def check_classes(classifier: Classifier, expected: list[str], model_path: Path)
             f"{model_path}: the model was trained on the classes [{', '.join(classifier.classes)}], "
             f"not the expected [{', '.join(expected)}]; pass --classes {' '.join(classifier.classes)} to use it"
         )
+
+
+def load_checked_classifier(model: str | Path, classes: list[str] | None = None, device: str = "cpu") -> Classifier:
+    """The model behind `--model`, refused (StageError) unless it has `classes` (default: FER2013's)."""
+    from fertransfer.data import class_set
+
+    from .models import find_model, load_classifier
+
+    model_path = find_model(Path(model))
+    classifier = load_classifier(model_path, device=device)
+    check_classes(classifier, list(class_set(classes).names), model_path)
+    return classifier
 
 
 def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -153,14 +182,15 @@ def predict(
         writer.writerow(["source", "frame", "x1", "y1", "x2", "y2", "face_score", "label", *[f"p_{c}" for c in classes]])
 
         def record(source: str, frame: int, rgb: np.ndarray) -> np.ndarray:
-            faces = detector(rgb)
-            labels, probs = classify_faces(classifier, rgb, faces)
+            faces = predict_image(classifier, rgb, detector)
             counts["frames"] += 1
             counts["faces"] += len(faces)
-            for face, label, p in zip(faces, labels, probs):
-                counts["per_class"][classes[label]] += 1
-                writer.writerow([source, frame, *face.box, f"{face.score:.4f}", classes[label], *[f"{v:.4f}" for v in p]])
-            return annotate(rgb, faces, labels, probs, classes)
+            for face in faces:
+                label = classes[face.label]
+                counts["per_class"][label] += 1
+                writer.writerow([source, frame, *face.box, f"{face.score:.4f}", label,
+                                 *[f"{v:.4f}" for v in face.probabilities]])
+            return annotate(rgb, faces, classes)
 
         if kind == "video":
             import imageio.v2 as imageio

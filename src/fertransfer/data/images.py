@@ -7,14 +7,14 @@ Pillow is the fallback for formats and modes OpenCV does not read.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 
@@ -70,8 +70,8 @@ def _decode_opencv(data: bytes) -> np.ndarray | None:
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
-def _decode_pillow(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
+def _decode_pillow(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             array = np.asarray(image)
@@ -123,16 +123,23 @@ def read_image(path: str | os.PathLike, channels: int = 3, size: int | None = No
             data = handle.read()
     except OSError as error:
         raise UnreadableImage(f"{path}: {error.strerror or error}") from None
+    return decode_image(data, channels, size, name=str(path))
+
+
+def decode_image(data: bytes, channels: int = 3, size: int | None = None, name: str = "image") -> np.ndarray:
+    """Encoded image bytes (a file's, an upload's) as (H, W, channels) uint8; raises UnreadableImage naming `name`."""
     if not data:
-        raise UnreadableImage(f"{path}: empty file")
+        raise UnreadableImage(f"{name}: empty file")
     if _looks_truncated(data):
-        raise UnreadableImage(f"{path}: truncated image")
+        raise UnreadableImage(f"{name}: truncated image")
     array = _decode_opencv(data)
     if array is None:
         try:
-            array = _decode_pillow(Path(path))
+            array = _decode_pillow(data)
+        except UnidentifiedImageError:
+            raise UnreadableImage(f"{name}: not a known image format") from None
         except Exception as error:  # Pillow raises many types for bad files
-            raise UnreadableImage(f"{path}: {error}") from None
+            raise UnreadableImage(f"{name}: {error}") from None
     array = to_channels(array, channels)
     if size is not None:
         array = fit_square(array, size)

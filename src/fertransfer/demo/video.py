@@ -80,3 +80,25 @@ def make_demo_video(path: str | Path, spec: DemoVideoSpec = DemoVideoSpec()) -> 
         for i in range(spec.frames):
             writer.append_data(render_frame(i, spec, face, slide))
     return path
+
+
+def webcam_frame(width: int = 640, height: int = 480) -> np.ndarray:
+    """The portrait as a webcam sees a person at a desk: the face about a third of the frame high."""
+    background = np.full((height, width, 3), (96, 110, 124), np.uint8)
+    face = portrait()
+    scale = 0.8 * height / face.shape[0]
+    face = cv2.resize(face, (round(face.shape[1] * scale), round(face.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    top, left = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
+    background[top : top + face.shape[0], left : left + face.shape[1]] = face
+    return background
+
+
+def write_y4m(path: str | Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """RGB frames as an uncompressed Y4M video (4:2:0), what Chromium's fake camera plays."""
+    path = Path(path)
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            handle.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path

@@ -19,6 +19,9 @@ from .config import DEFAULT_CONFIG, ConfigError, default_config_text, load_confi
 from .registry import STAGE_ORDER, StageNotBuilt
 from .stage import StageError
 
+# Packages whose cli.add_commands adds commands: the stages, then tools built on them.
+COMMAND_PACKAGES = (*STAGE_ORDER, "serve")
+
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
@@ -147,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     # Stages add their own commands (translate, gallery, predict, ...) from <stage>/cli.py.
-    for name in STAGE_ORDER:
+    for name in COMMAND_PACKAGES:
         try:
             module = importlib.import_module(f"fertransfer.{name}.cli")
         except ModuleNotFoundError as error:

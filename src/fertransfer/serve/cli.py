@@ -1,0 +1,84 @@
+"""`pipeline serve --model M`: the webcam page, on loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from fertransfer.pipelines.stage import StageError
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, opened before serving so a busy port is one clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as error:
+        sock.close()
+        raise StageError(f"cannot listen on {host}:{port} ({error.strerror or error}); pass another --port") from None
+    sock.listen(128)
+    return sock
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import numpy as np
+    import uvicorn
+
+    from fertransfer.classify.cli import load_model_and_detector
+    from fertransfer.classify.predict import predict_image
+
+    from .app import create_app
+
+    run_dir = Path(args.run) if args.run else None
+    if run_dir is not None and not run_dir.is_dir():
+        raise StageError(f"--run {run_dir}: no such run folder")
+    if args.threads < 0:
+        raise StageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    classifier, detector = load_model_and_detector(args)
+    predict_image(classifier, np.zeros((480, 640, 3), np.uint8), detector)  # load the networks before the first visitor
+    loopback = is_loopback(args.host)
+    if not loopback:
+        print(f"warning: serving on {args.host}, not loopback: anyone who can reach this machine can send it images"
+              f"{' and read the run folder' if run_dir else ''}; browsers allow the camera only on https or "
+              f"localhost, so other machines get the photo upload only", file=sys.stderr)
+    app = create_app(classifier, detector, run_dir=run_dir,
+                     allowed_hosts=[*LOOPBACK_NAMES, args.host] if loopback else None)
+    sock = bind(args.host, args.port)
+    shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
+    print(f"serving {classifier.engine} model ({', '.join(classifier.classes)}) on http://{shown}:{sock.getsockname()[1]}/"
+          f"  (Ctrl+C stops)", flush=True)
+    # log_config=None keeps the logging main() set up; uvicorn's own would replace every handler,
+    # and absl's (imported with keras) closes its stream when replaced.
+    uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning")).run(sockets=[sock])
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    from fertransfer.classify.cli import add_model_arguments
+
+    p = subparsers.add_parser("serve", help="a web page that classifies the faces in your camera's frames and photos")
+    add_model_arguments(p, min_face_size=80)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    p.add_argument("--run", help="a run folder: link its report.html and augment/gallery.html from the page")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's default, every core); one is fastest on a shared machine")
+    p.set_defaults(func=cmd_serve)
