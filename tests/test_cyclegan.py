@@ -168,12 +168,15 @@ def test_resume_continues_exactly(tmp_path, lambda_expression):
 
 
 def test_expression_loss_changes_training_and_is_off_at_zero(tmp_path):
+    """On the paper's generator: the residual one starts as the identity, where a translation reads
+    exactly as its source and the loss has no gradient yet."""
     domains = random_domains()
+    tiny = lambda **values: tiny_config(generator="resnet_6blocks", **values)  # noqa: E731
     expression_values = lambda p: [float(r.split(",")[9]) for r in (p / "losses.csv").read_text().splitlines()[1:]]  # noqa: E731
-    train(tiny_config(), domains, tmp_path / "plain")
-    train(tiny_config(lambda_expression=0.0), domains, tmp_path / "zero", expression=tiny_expression())
-    train(tiny_config(lambda_expression=5.0), domains, tmp_path / "on", expression=tiny_expression())
-    train(tiny_config(lambda_structure=5.0), domains, tmp_path / "structure")
+    train(tiny(), domains, tmp_path / "plain")
+    train(tiny(lambda_expression=0.0), domains, tmp_path / "zero", expression=tiny_expression())
+    train(tiny(lambda_expression=5.0), domains, tmp_path / "on", expression=tiny_expression())
+    train(tiny(lambda_structure=5.0), domains, tmp_path / "structure")
     plain, zero, on = (_weights(tmp_path / name) for name in ("plain", "zero", "on"))
     structure = _weights(tmp_path / "structure")
     assert not all(torch.equal(plain["G_BA"][k], structure["G_BA"][k]) for k in plain["G_BA"])
@@ -181,7 +184,7 @@ def test_expression_loss_changes_training_and_is_off_at_zero(tmp_path):
     assert not all(torch.equal(plain["G_BA"][k], on["G_BA"][k]) for k in plain["G_BA"])
     assert set(expression_values(tmp_path / "zero")) == {0.0} and min(expression_values(tmp_path / "on")) > 0
     with pytest.raises(ValueError, match="needs an expression classifier"):
-        train(tiny_config(lambda_expression=1.0), domains, tmp_path / "missing")
+        train(tiny(lambda_expression=1.0), domains, tmp_path / "missing")
 
 
 def test_outputs_of_a_training_run(tmp_path):

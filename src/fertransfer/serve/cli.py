@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from fertransfer.pipelines.stage import StageError
+from fertransfer.errors import StageError
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
