@@ -60,26 +60,34 @@ class BuildSettings:
     seed: int = 0
 
 
-def check_settings(settings: BuildSettings) -> None:
-    """One clear line for each kind of bad value (before any work is done)."""
+def settings_problems(settings: BuildSettings) -> list[str]:
+    """One line for each kind of bad value, `key: why` (checked before any stage runs)."""
+    problems = []
     unknown = [s for s in settings.sets if s not in SET_NAMES]
     if unknown:
-        raise StageError(f"[augment].sets: unknown set(s) {', '.join(unknown)}; known: {', '.join(SET_NAMES)}")
+        problems.append(f"sets: unknown set(s) {', '.join(unknown)}; known: {', '.join(SET_NAMES)}")
     bad_splits = [s for s in settings.splits if s not in ("train", "val", "test")]
     if bad_splits or not settings.splits:
-        raise StageError(f"[augment].splits: {settings.splits!r}; give one or more of train, val, test")
-    if settings.sets and "train" not in settings.splits:
-        raise StageError("[augment].splits: the training sets are built from 'train'; add it (or set sets = [])")
+        problems.append(f"splits: {settings.splits!r}; give one or more of train, val, test")
+    elif settings.sets and "train" not in settings.splits:
+        problems.append("splits: the training sets are built from 'train'; add it (or set sets = [])")
     if not 0 <= settings.synthetic_ratio <= 1:
-        raise StageError(f"[augment].synthetic_ratio: {settings.synthetic_ratio} is outside 0..1")
-    if settings.balanced_target < 0:
-        raise StageError(f"[augment].balanced_target: {settings.balanced_target} is negative")
-    if settings.gallery_examples < 0:
-        raise StageError(f"[augment].gallery_examples: {settings.gallery_examples} is negative")
+        problems.append(f"synthetic_ratio: {settings.synthetic_ratio} is outside 0..1")
+    for name in ("balanced_target", "gallery_examples"):
+        if getattr(settings, name) < 0:
+            problems.append(f"{name}: {getattr(settings, name)} is negative")
     if settings.batch_size < 1:
-        raise StageError(f"[augment].batch_size: {settings.batch_size} must be at least 1")
+        problems.append(f"batch_size: {settings.batch_size} must be at least 1")
     if settings.image_format not in ("png", "jpg"):
-        raise StageError(f"[augment].image_format: {settings.image_format!r} is not png or jpg")
+        problems.append(f"image_format: {settings.image_format!r} is not png or jpg")
+    return problems
+
+
+def check_settings(settings: BuildSettings) -> None:
+    """The first problem of settings_problems as an error (for callers of build_outputs)."""
+    problems = settings_problems(settings)
+    if problems:
+        raise StageError(f"[augment].{problems[0]}")
 
 
 def load_fer(path: str | os.PathLike, seed: int) -> LabelledDataset:

@@ -139,22 +139,31 @@ def load_generator(path: Path, direction: str, device: str, precision: str = "fp
     return generator
 
 
+def _settings(o: AugmentOptions, seed: int):
+    from .build import BuildSettings
+
+    return BuildSettings(splits=list(o.splits), sets=list(o.sets), synthetic_ratio=o.synthetic_ratio,
+                         balanced_target=o.balanced_target, gallery_examples=o.gallery_examples,
+                         batch_size=o.batch_size, image_format=o.image_format, seed=seed)
+
+
+def _check(o: AugmentOptions, config_dir: Path) -> list[str]:
+    """Problems found without reading data (the runner checks every stage before any runs)."""
+    from .build import settings_problems
+
+    problems = settings_problems(_settings(o, 0))
+    if o.threads < 0:
+        problems.append(f"threads: {o.threads} is negative")
+    return problems
+
+
 def run(ctx: StageContext) -> dict:
-    from .build import BuildSettings, build_outputs, check_settings, load_faces, load_fer
+    from .build import build_outputs, check_settings, load_faces, load_fer
 
     o: AugmentOptions = ctx.options
     if not o.fer:
         raise StageError("[augment].fer is not set: give the labelled FER dataset to translate")
-    settings = BuildSettings(
-        splits=list(o.splits),
-        sets=list(o.sets),
-        synthetic_ratio=o.synthetic_ratio,
-        balanced_target=o.balanced_target,
-        gallery_examples=o.gallery_examples,
-        batch_size=o.batch_size,
-        image_format=o.image_format,
-        seed=ctx.run.seed,
-    )
+    settings = _settings(o, ctx.run.seed)
     check_settings(settings)
     if o.threads < 0:
         raise StageError(f"[augment].threads: {o.threads} is negative")
@@ -201,5 +210,6 @@ STAGE = Stage(
     description="Translate labelled FER data into the person's domain; write training sets and a gallery",
     upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
     inputs=lambda o: [o.fer, o.checkpoint, o.faces],
+    check=_check,
     demo={"fer": "data/smileys", "gallery_examples": 6},
 )

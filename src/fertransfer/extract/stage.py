@@ -39,7 +39,8 @@ FOOTAGE, TEST = "footage", "test"
 TEST_DIR = "person_test"
 
 
-def check_options(o: ExtractOptions) -> None:
+def option_problems(o: ExtractOptions) -> list[str]:
+    """`key: why` for each bad value (the runner checks every stage before any runs)."""
     problems = []
     if not o.inputs:
         problems.append("inputs: empty; list the videos, glob patterns or image folders to take faces from")
@@ -62,6 +63,11 @@ def check_options(o: ExtractOptions) -> None:
         class_set(o.classes)
     except ValueError as error:
         problems.append(f"classes: {error}")
+    return problems
+
+
+def check_options(o: ExtractOptions) -> None:
+    problems = option_problems(o)
     if problems:
         raise StageError("[extract] " + "; ".join(problems))
 
@@ -469,6 +475,7 @@ STAGE = Stage(
     run=run,
     description="extract: one person's aligned face crops from videos, with MTCNN",
     inputs=_inputs,
+    check=lambda options, config_dir: option_problems(options),
     demo={
         "inputs": ["data/lecture.mp4"],
         # The demo's face is 65-110 px high in a 384x288 frame.
