@@ -123,6 +123,37 @@ def save_classifier(classifier: Classifier, folder: Path) -> Path:
     return folder / MODEL_JSON
 
 
+MODEL_CARD = "README.md"
+
+
+def write_model_card(folder: Path, card: dict) -> Path:
+    """README.md beside a saved model: what it was trained on and how well it did, for whoever
+    finds the folder without the run around it.
+
+    `card` keys: name, data, labels, classes, train_counts, seconds, machine, metrics
+    ({split: {accuracy, macro_f1}}), date; the machine text comes from the caller (the edge).
+    """
+    lines = [f"# Model card: {card.get('name', folder.parent.name)}", "",
+             f"- data: {card.get('data', 'unknown')}",
+             f"- labels: {card.get('labels', 'fer')}"]
+    if card.get("dropped"):
+        lines.append("- images without a label (dropped): "
+                     + ", ".join(f"{reason} {n}" for reason, n in card["dropped"].items()))
+    lines += [f"- classes: {', '.join(card.get('classes', []))}",
+              f"- engine: {card.get('engine', 'unknown')}",
+              f"- trained: {card.get('date', 'unknown')}, {float(card.get('seconds', 0)):.1f} s on "
+              f"{card.get('machine', 'unknown machine')}", "",
+              "## Training images per class", "", "| class | images |", "| --- | ---: |"]
+    lines += [f"| {c} | {n} |" for c, n in card.get("train_counts", {}).items()]
+    lines += ["", "## Scores (selection used val only; test scored once at the end)", "",
+              "| split | images | accuracy | macro-F1 |", "| --- | ---: | ---: | ---: |"]
+    for split, m in card.get("metrics", {}).items():
+        lines.append(f"| {split} | {m.get('images', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |")
+    path = Path(folder) / MODEL_CARD
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def find_model(path: Path) -> Path:
     """The model folder for a model.json, a model folder, a training-set folder or a classify stage folder."""
     path = Path(path)

@@ -33,7 +33,12 @@ EXTRACT = "extract"  # person_test's value for the extract stage's held-out face
 class ClassifyOptions:
     fer: str = option("data/fer2013", "The real labelled dataset (Kaggle CSV or folders); its val/test splits are "
                       "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path")
-    classes: list[str] = option([], "Class names in label order (empty: FER2013's seven).")
+    labels: str = option("fer", "Labels of `fer`: its own (folders/CSV), or FER+'s majority vote read from `ferplus` "
+                         "(images FER+ calls unknown, not a face, or tied are left out).", choices=("fer", "ferplus"))
+    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\"; `fer`'s files must carry "
+                          "their FER2013 row (Training_00042.png) or be the original Kaggle CSV.", kind="path")
+    classes: list[str] = option([], "Class names in label order (empty: FER2013's seven; FER+'s eight, with "
+                                "contempt, when labels = \"ferplus\").")
     train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
                                    "of `fer`; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
                                    "classic), read from <augment>/sets/.")
@@ -74,7 +79,8 @@ def _upstream(options: ClassifyOptions) -> list[str]:
 
 
 def _inputs(options: ClassifyOptions) -> list[str]:
-    return [options.fer] + ([options.person_test] if options.person_test not in ("", EXTRACT) else [])
+    return ([options.fer] + ([options.ferplus] if options.labels == "ferplus" and options.ferplus else [])
+            + ([options.person_test] if options.person_test not in ("", EXTRACT) else []))
 
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
@@ -102,8 +108,14 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
         raise StageError("[classify].train_sets is empty; name at least one set (e.g. [\"real\"])")
     if len(set(options.train_sets)) != len(options.train_sets):
         raise StageError(f"[classify].train_sets names a set twice: {options.train_sets}")
+    if options.labels == "ferplus" and not options.ferplus:
+        raise StageError("[classify].labels = \"ferplus\" needs [classify].ferplus, the path of FER+'s fer2013new.csv")
     real = load_dataset(ctx.path(options.fer), classes=classes, channels=options.channels, size=options.size,
-                        seed=ctx.run.seed)
+                        seed=ctx.run.seed, labels=options.labels,
+                        ferplus=ctx.path(options.ferplus) if options.labels == "ferplus" else None)
+    if real.dropped:
+        ctx.log.info("FER+ labels: %d image(s) of %s dropped (%s)", sum(real.dropped.values()), options.fer,
+                     ", ".join(f"{k}: {v}" for k, v in real.dropped.items()))
     if "val" not in real.splits:
         raise StageError(f"{options.fer}: no validation split (model selection needs one)")
     train_sets = {}
@@ -163,15 +175,18 @@ def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: 
 def run(ctx: StageContext) -> dict:
     import numpy as np
 
+    from datetime import datetime, timezone
+
     from fertransfer.augment import set_folder
-    from fertransfer.data import class_set
+    from fertransfer.data import FER, FERPLUS, class_set
+    from fertransfer.pipelines.runner import machine_description
 
     from . import experiments as ex
     from .evaluate import plot_confusion, plot_history, report_markdown, score
-    from .models import predict_labels, save_classifier
+    from .models import predict_labels, save_classifier, write_model_card
 
     options: ClassifyOptions = ctx.options
-    classes_set = class_set(options.classes)
+    classes_set = class_set(options.classes, default=FERPLUS if options.labels == "ferplus" else FER)
     unknown = [c for c in options.leave_out if classes_set.index(c) is None]
     if unknown:
         raise StageError(f"[classify].leave_out: unknown class(es) {unknown}; classes: {list(classes_set.names)}")
@@ -238,6 +253,14 @@ def run(ctx: StageContext) -> dict:
             labels, _ = predict_labels(trained.classifier, person.images)
             metrics["person"] = score(person.labels, labels, kept, majority)
             metrics["person"]["source"] = person_source
+        data_source = str(ctx.path(options.fer)) if name == "real" else f"augment set '{name}' (val/test: {options.fer})"
+        write_model_card(folder / "model", {
+            "name": name, "data": data_source, "labels": real.labels, "dropped": real.dropped, "classes": kept,
+            "engine": metrics["engine"], "train_counts": metrics["training"]["train_counts"],
+            "seconds": trained.info.get("seconds", 0), "machine": machine_description(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "metrics": {s: {"images": len(d), "accuracy": metrics[s]["accuracy"], "macro_f1": metrics[s]["macro_f1"]}
+                        for s, d in evaluation.items()}})
         final = "test" if "test" in metrics else "val"
         plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{slug}.png",
                        f"{name}: {final} accuracy {metrics[final]['accuracy']:.3f}, macro-F1 {metrics[final]['macro_f1']:.3f}")
@@ -280,6 +303,8 @@ def run(ctx: StageContext) -> dict:
     return {
         "engine": options.engine,
         "classes": kept,
+        "labels": real.labels,
+        **({"ferplus_dropped": real.dropped} if real.dropped else {}),
         "evaluated_on": {s: len(d) for s, d in scored.items()},
         "train_sets": {
             name: {"train_images": m["training"]["train_images"], "best_epoch": m["training"].get("best_epoch"),

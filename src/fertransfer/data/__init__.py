@@ -1,6 +1,6 @@
 """Dataset formats: labelled expression datasets, face folders, image decoding."""
 
-from .classes import FER, FER_CLASSES, ClassSet, class_set
+from .classes import FER, FER_CLASSES, FERPLUS, FERPLUS_CLASSES, ClassSet, class_set
 from .datasets import (
     SPLITS,
     DatasetError,
@@ -12,11 +12,15 @@ from .datasets import (
     load_labelled_set,
     stratified_split,
 )
+from .ferplus import LABEL_SOURCES
 from .images import UnreadableImage, read_image, read_images, write_jpeg, write_png
 
 __all__ = [
     "FER",
     "FER_CLASSES",
+    "FERPLUS",
+    "FERPLUS_CLASSES",
+    "LABEL_SOURCES",
     "SPLITS",
     "ClassSet",
     "DatasetError",

@@ -76,11 +76,16 @@ class ClassSet:
 
 FER = ClassSet(FER_CLASSES, FER_ALIASES)
 
+# FER+ (Barsoum et al. 2016) relabels FER2013 by crowd votes and adds contempt; FER's order first,
+# so labels 0..6 mean the same in both sets.
+FERPLUS_CLASSES: tuple[str, ...] = (*FER_CLASSES, "contempt")
+FERPLUS = ClassSet(FERPLUS_CLASSES, {**FER_ALIASES, "contemptuous": "contempt"})
 
-def class_set(names: Iterable[str] | None = None) -> ClassSet:
-    """The FER class set, or a custom one from config (keeping FER aliases that still apply)."""
+
+def class_set(names: Iterable[str] | None = None, default: ClassSet = FER) -> ClassSet:
+    """`default` (FER's seven), or a custom set from config (keeping FER aliases that still apply)."""
     if not names:
-        return FER
+        return default
     names = list(names)
     known = {normalise_name(n) for n in names}
     aliases = {k: v for k, v in FER_ALIASES.items() if v in known}

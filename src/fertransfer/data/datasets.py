@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import FER, ClassSet
+from . import ferplus as fp
+from .classes import FER, FERPLUS, ClassSet
 from .images import fit_square, is_image_file, read_images, to_channels
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,13 @@ class DatasetError(ValueError):
 
 @dataclass
 class ImageSet:
-    """One split: images (N, H, W, C) uint8, integer labels (N,), source file per image."""
+    """One split: images (N, H, W, C) uint8, integer labels (N,), source file per image, and with
+    FER+ labels the vote distribution per image (N, classes) as soft targets."""
 
     images: np.ndarray
     labels: np.ndarray
     files: list[str]
+    soft: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,7 +67,8 @@ class ImageSet:
         return np.bincount(self.labels, minlength=num_classes)
 
     def subset(self, index: np.ndarray) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index], [self.files[i] for i in index])
+        soft = None if self.soft is None else self.soft[index]
+        return ImageSet(self.images[index], self.labels[index], [self.files[i] for i in index], soft)
 
     @staticmethod
     def concat(parts: list[ImageSet]) -> ImageSet:
@@ -75,6 +79,7 @@ class ImageSet:
             np.concatenate([p.images for p in parts]),
             np.concatenate([p.labels for p in parts]),
             [f for p in parts for f in p.files],
+            np.concatenate([p.soft for p in parts]) if all(p.soft is not None for p in parts) else None,
         )
 
 
@@ -87,6 +92,8 @@ class LabelledDataset:
     source: str
     layout: str
     skipped: list[str] = field(default_factory=list)
+    labels: str = "fer"  # where the labels came from: "fer", or "ferplus (<votes file>)"
+    dropped: dict[str, int] = field(default_factory=dict)  # images without a FER+ label, per reason
 
     def __getitem__(self, split: str) -> ImageSet:
         return self.splits[split]
@@ -260,15 +267,61 @@ def _load_csv(path: Path, classes: ClassSet, channels: int, size: int | None):
     return splits, []
 
 
+def _apply_ferplus(
+    root: Path, layout: str, splits: dict[str, ImageSet], votes_path: str | os.PathLike, classes: ClassSet
+) -> tuple[dict[str, ImageSet], dict[str, int]]:
+    """The splits relabelled by FER+ majority vote (unlabelled images removed) and the drops per reason."""
+    try:
+        votes = fp.read_votes(votes_path)
+    except fp.FerPlusError as error:
+        raise DatasetError(str(error)) from None
+    labels, reasons, soft = fp.majority_labels(votes, classes)
+    rows: dict[str, np.ndarray] = {}
+    for split, images in splits.items():
+        found = []
+        for file in images.files:
+            row = fp.row_of_file(file, layout)
+            if row is None:
+                raise DatasetError(f"{file}: no FER2013 row in the name; FER+ labels need files named "
+                                   "..._<row>.png (e.g. Training_00042.png, the 0-based row of fer2013.csv)")
+            found.append(row)
+        rows[split] = np.array(found, np.int64)
+    highest = max((int(r.max()) for r in rows.values() if len(r)), default=-1)
+    if layout == "csv" and highest + 1 != len(votes):
+        raise DatasetError(f"{votes.path}: {len(votes)} FER+ rows, but {root} has {highest + 1} rows; "
+                           "FER+ rows match FER2013's original rows one to one")
+    if highest + 1 > len(votes):
+        raise DatasetError(f"{votes.path}: {len(votes)} FER+ rows, but {root}'s highest row index + 1 is "
+                           f"{highest + 1}; FER+ rows match FER2013's original rows one to one")
+    dropped: dict[str, int] = {}
+    relabelled = {}
+    for split, images in splits.items():
+        for file, row in zip(images.files, rows[split]):
+            usage = fp.usage_of_file(file) if layout != "csv" else None
+            if usage is not None and votes.usage[row] and votes.usage[row] != usage:
+                raise DatasetError(f"{file}: a {usage} image, but {votes.path} row {row} is {votes.usage[row]}; "
+                                   "is this the FER+ file of this FER2013?")
+        for row in rows[split]:
+            if reasons[row] is not None:
+                dropped[reasons[row]] = dropped.get(reasons[row], 0) + 1
+        keep = np.flatnonzero(labels[rows[split]] >= 0)
+        kept = images.subset(keep)
+        kept_rows = rows[split][keep]
+        relabelled[split] = ImageSet(kept.images, labels[kept_rows], kept.files, soft[kept_rows])
+    return relabelled, dict(sorted(dropped.items()))
+
+
 def load_dataset(
     path: str | os.PathLike,
-    classes: ClassSet = FER,
+    classes: ClassSet | None = None,
     channels: int = 1,
     size: int | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
     require_train: bool = True,
+    labels: str = "fer",
+    ferplus: str | os.PathLike | None = None,
 ) -> LabelledDataset:
     """Load a labelled expression dataset in any supported layout into train/val/test arrays.
 
@@ -276,22 +329,41 @@ def load_dataset(
     rows, unknown class folders, no images) raise DatasetError naming the place.
     `require_train=False` (with both fractions 0) accepts data that is only for evaluation,
     e.g. a lone `test/<class>/` folder.
+
+    `labels="ferplus"` replaces the folder/CSV labels by FER+'s majority vote read from the votes
+    file `ferplus` (fer2013new.csv; required, its place varies); `classes` then defaults to FERPLUS,
+    images without a majority label are left out and counted in `dropped`, and each split gets
+    the vote distribution as `soft`. Missing splits are carved out after relabelling.
     """
+    if labels not in fp.LABEL_SOURCES:
+        raise DatasetError(f"labels '{labels}': expected one of {', '.join(fp.LABEL_SOURCES)}")
+    if labels == "ferplus" and not ferplus:
+        raise DatasetError(f"{path}: labels = 'ferplus' needs the FER+ votes file (fer2013new.csv); give its path")
+    if classes is None:
+        classes = FERPLUS if labels == "ferplus" else FER
     root = Path(path)
     layout = _detect_layout(root)
+    # With FER+ the folder/CSV labels are replaced, so read them as FER+ (FER's seven plus contempt).
+    read_as = FERPLUS if labels == "ferplus" else classes
     if layout == "csv":
-        splits, skipped = _load_csv(root, classes, channels, size)
+        splits, skipped = _load_csv(root, read_as, channels, size)
     else:
-        splits, skipped = _load_folders(root, layout, classes, channels, size)
+        splits, skipped = _load_folders(root, layout, read_as, channels, size)
     if skipped:
         log.warning("skipped %d unreadable image(s): %s", len(skipped), "; ".join(skipped))
+    dropped: dict[str, int] = {}
+    if labels == "ferplus":
+        splits, dropped = _apply_ferplus(root, layout, splits, ferplus, classes)
+        log.info("FER+ labels from %s: %d image(s) dropped (%s)", ferplus, sum(dropped.values()),
+                 ", ".join(f"{k}: {v}" for k, v in dropped.items()) or "none")
     splits = {k: v for k, v in splits.items() if len(v)}
     if not splits:
         raise DatasetError(f"{root}: no images found")
     if "train" not in splits and require_train:
         raise DatasetError(f"{root}: no training images found")
     splits = _fill_missing_splits(splits, val_fraction, test_fraction, seed)
-    return LabelledDataset(classes, splits, str(root), layout, skipped)
+    source = f"ferplus ({ferplus})" if labels == "ferplus" else "fer"
+    return LabelledDataset(classes, splits, str(root), layout, skipped, source, dropped)
 
 
 def class_folder_names(path: str | os.PathLike) -> list[str] | None:

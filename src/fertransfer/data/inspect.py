@@ -66,6 +66,8 @@ def summarise(dataset: LabelledDataset) -> dict:
         "majority_class": dataset.class_names[majority],
         "majority_baseline_accuracy": baseline,
         "skipped_files": len(dataset.skipped),
+        "labels": dataset.labels,
+        "dropped": dict(dataset.dropped),
         "sharpness": blur,
         "warnings": [w for w in [sharpness_warning(blur)] if w],
     }
@@ -88,6 +90,10 @@ def format_summary(summary: dict) -> str:
         + ", ".join(f"{s} {acc[s]:.1%}" for s in splits)
     )
     lines.append("median sharpness: " + ", ".join(f"{s} {v:.3f}" for s, v in summary["sharpness"].items()))
+    if summary.get("labels", "fer") != "fer":
+        dropped = summary.get("dropped", {})
+        lines.append(f"labels: {summary['labels']}; {sum(dropped.values())} image(s) dropped"
+                     + (" (" + ", ".join(f"{k}: {v}" for k, v in dropped.items()) + ")" if dropped else ""))
     lines += [f"warning: {w}" for w in summary["warnings"]]
     if summary["skipped_files"]:
         lines.append(f"skipped {summary['skipped_files']} unreadable file(s)")

@@ -76,10 +76,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from fertransfer.data import class_set, load_dataset
+    from fertransfer.data import FER, FERPLUS, class_set, load_dataset
     from fertransfer.data.inspect import format_summary, plot_class_distribution, summarise
 
-    dataset = load_dataset(args.path, classes=class_set(args.classes), seed=args.seed)
+    classes = class_set(args.classes, default=FERPLUS if args.labels == "ferplus" else FER)
+    dataset = load_dataset(args.path, classes=classes, seed=args.seed, labels=args.labels, ferplus=args.ferplus)
     summary = summarise(dataset)
     print(format_summary(summary))
     if args.chart:  # files only where asked: no chart lands in the current folder by default
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the summary as JSON here")
     p.add_argument("--classes", nargs="+", help="class names, in label order (default: FER2013's)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits the data lacks")
+    p.add_argument("--labels", choices=("fer", "ferplus"), default="fer",
+                   help="the data's own labels, or FER+'s majority vote (needs --ferplus)")
+    p.add_argument("--ferplus", help="FER+ votes file (fer2013new.csv) for --labels ferplus")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="write the built-in demo data and config, then run all stages")
