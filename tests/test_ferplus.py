@@ -208,3 +208,31 @@ def test_real_ferplus_file_matches_fer2013(shared_data):
                         ferplus=shared_data / "ferplus" / "fer2013new.csv", val_fraction=0, test_fraction=0)
     assert len(data.class_names) == 8 and data.counts()["train"]["contempt"] > 0
     assert len(data["train"]) + sum(data.dropped.values()) == 28_709
+
+
+def test_cyclegan_and_augment_read_ferplus_labels(tiny):
+    from fertransfer.augment.build import load_fer as augment_fer
+    from fertransfer.cyclegan.data import load_fer as domain_b
+
+    root, votes, _ = tiny
+    b = domain_b(root, ["train"], ["contempt"], 1, 48, 0, "ferplus", votes)
+    assert len(b) == PER_USAGE["Training"] and set(b.labels.tolist()) == {FERPLUS.index("contempt")}
+    with pytest.raises(DatasetError, match="fer_classes.*unknown class 'contempt'"):
+        domain_b(root, ["train"], ["contempt"], 1, 48, 0)  # FER's own labels have no contempt
+    data = augment_fer(root, 0, "ferplus", votes)
+    assert data.class_names == FERPLUS.names and data.dropped[fp.TIED] == 2
+
+
+def test_stage_options_and_inputs_name_the_votes_file():
+    from fertransfer.augment.stage import STAGE as AUGMENT
+    from fertransfer.classify.stage import STAGE as CLASSIFY
+    from fertransfer.cyclegan.stage import STAGE as CYCLEGAN
+    from fertransfer.pipelines.config import default_config_text
+
+    text = default_config_text({})
+    for stage in (CLASSIFY, CYCLEGAN, AUGMENT):
+        options = stage.options(fer="fer", labels="ferplus", ferplus="votes.csv")
+        assert "votes.csv" in stage.inputs(options), stage.name
+        assert "votes.csv" not in stage.inputs(stage.options(fer="fer", ferplus="votes.csv"))  # labels = "fer"
+        section = text.split(f"[{stage.name}]", 1)[1].split("\n[", 1)[0]
+        assert 'labels = "fer"' in section and 'ferplus = ""' in section, stage.name

@@ -90,13 +90,15 @@ def check_settings(settings: BuildSettings) -> None:
         raise StageError(f"[augment].{problems[0]}")
 
 
-def load_fer(path: str | os.PathLike, seed: int) -> LabelledDataset:
+def load_fer(path: str | os.PathLike, seed: int, labels: str = "fer",
+             ferplus: str | os.PathLike | None = None) -> LabelledDataset:
     """The labelled dataset in its own channels: gray (1) when every image is gray, else RGB.
 
     Splits the data lacks are carved out of train with load_dataset's defaults and `seed`, the
-    same split every stage gets, so validation/test images never enter a training set.
+    same split every stage gets (with the same `labels`), so validation/test images never enter
+    a training set. `labels="ferplus"`: FER+'s majority votes from `ferplus`, eight classes.
     """
-    dataset = load_dataset(path, channels=3, seed=seed)
+    dataset = load_dataset(path, channels=3, seed=seed, labels=labels, ferplus=ferplus)
     if all(is_gray(s.images) for s in dataset.splits.values()):
         for s in dataset.splits.values():
             s.images = np.ascontiguousarray(s.images[..., :1])

@@ -31,6 +31,9 @@ class AugmentOptions:
         "The labelled FER dataset to translate (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
         kind="path",
     )
+    labels: str = option("fer", "Labels of `fer`: its own, or FER+'s majority vote from `ferplus` (eight classes, "
+                         "with contempt; give classify the same labels).", choices=("fer", "ferplus"))
+    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\".", kind="path")
     splits: list[str] = option(["train", "test"], "Splits to translate (train, val, test); the training sets come from "
                                "train; the test split's translations are what classify's judge scores.")
     checkpoint: str = option(
@@ -174,7 +177,12 @@ def run(ctx: StageContext) -> dict:
     checkpoint = checkpoint_path(ctx)
     forward = load_generator(checkpoint, "BtoA", ctx.run.device, o.precision)
     backward = load_generator(checkpoint, "AtoB", ctx.run.device, o.precision) if o.gallery_examples else None
-    dataset = load_fer(ctx.path(o.fer), ctx.run.seed)
+    if o.labels == "ferplus" and not o.ferplus:
+        raise StageError("[augment].labels = \"ferplus\" needs [augment].ferplus, the path of FER+'s fer2013new.csv")
+    dataset = load_fer(ctx.path(o.fer), ctx.run.seed, o.labels, ctx.path(o.ferplus) if o.labels == "ferplus" else None)
+    if dataset.dropped:
+        ctx.log.info("FER+ labels: %d image(s) dropped (%s)", sum(dataset.dropped.values()),
+                     ", ".join(f"{k}: {v}" for k, v in dataset.dropped.items()))
     ctx.log.info("%s: %s", dataset.source, dataset.counts())
     faces = None
     faces_dir = person_faces_dir(o.faces, checkpoint, ctx.path) if o.gallery_examples else None
@@ -196,6 +204,9 @@ def run(ctx: StageContext) -> dict:
         timings=ctx.timings,
     )
     summary["faces"] = str(faces_dir.resolve()) if faces_dir else None
+    summary["labels"] = dataset.labels
+    if dataset.dropped:
+        summary["ferplus_dropped"] = dataset.dropped
     summary["precision"] = forward.precision
     if not summary["translation_judge"]:
         summary["translation_judge_note"] = ("measured by classify with its model trained on real FER; its copy of "
@@ -209,7 +220,7 @@ STAGE = Stage(
     run=run,
     description="Translate labelled FER data into the person's domain; write training sets and a gallery",
     upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
-    inputs=lambda o: [o.fer, o.checkpoint, o.faces],
+    inputs=lambda o: [o.fer, o.checkpoint, o.faces, *([o.ferplus] if o.labels == "ferplus" and o.ferplus else [])],
     check=_check,
     demo={"fer": "data/smileys", "gallery_examples": 6},
 )

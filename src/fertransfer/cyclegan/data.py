@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fertransfer.data import FER, DatasetError, load_dataset, load_image_folder
+from fertransfer.data import FER, FERPLUS, ClassSet, DatasetError, load_dataset, load_image_folder
 from fertransfer.data.datasets import ImageSet
 from fertransfer.data.images import fit_square
 
@@ -39,14 +39,22 @@ def resize_all(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([fit_square(im, size) for im in images]).reshape(len(images), size, size, images.shape[3])
 
 
-def load_fer(path: str | Path, splits: list[str], classes: list[str], channels: int, size: int, seed: int) -> ImageSet:
-    """The chosen splits of a FER dataset, only the chosen classes (all when `classes` is empty)."""
+def domain_b_classes(labels: str = "fer") -> ClassSet:
+    """Domain B's class set: FER's seven, or FER+'s eight with FER+ labels."""
+    return FERPLUS if labels == "ferplus" else FER
+
+
+def load_fer(path: str | Path, splits: list[str], classes: list[str], channels: int, size: int, seed: int,
+             labels: str = "fer", ferplus: str | Path | None = None) -> ImageSet:
+    """The chosen splits of a FER dataset, only the chosen classes (all when `classes` is empty);
+    with `labels="ferplus"` the classes are FER+'s majority votes (images without one left out)."""
+    class_set = domain_b_classes(labels)
     try:
-        wanted = [FER.index_or_raise(name, "[cyclegan].fer_classes") for name in classes]
+        wanted = [class_set.index_or_raise(name, "[cyclegan].fer_classes") for name in classes]
     except ValueError as error:
         raise DatasetError(str(error)) from None
-    dataset = load_dataset(path, classes=FER, channels=channels, size=size, val_fraction=0.0, test_fraction=0.0,
-                           seed=seed)
+    dataset = load_dataset(path, classes=class_set, channels=channels, size=size, val_fraction=0.0, test_fraction=0.0,
+                           seed=seed, labels=labels, ferplus=ferplus)
     unknown = [s for s in splits if s not in dataset.splits]
     if unknown:
         raise DatasetError(f"{path}: no split(s) {', '.join(unknown)} (it has {', '.join(dataset.splits)})")
@@ -58,10 +66,10 @@ def load_fer(path: str | Path, splits: list[str], classes: list[str], channels: 
 
 def load_domains(faces: str | Path, fer: str | Path, fer_splits: list[str], fer_classes: list[str],
                  a_channels: int, b_channels: int, image_size: int, load_size: int,
-                 holdout: int, seed: int) -> Domains:
+                 holdout: int, seed: int, labels: str = "fer", ferplus: str | None = None) -> Domains:
     """Both domains, resized to load_size (random crops to image_size happen per step)."""
     a_images, _ = load_image_folder(faces, channels=a_channels, size=load_size)
-    b_set = load_fer(fer, fer_splits, fer_classes, b_channels, load_size, seed)
+    b_set = load_fer(fer, fer_splits, fer_classes, b_channels, load_size, seed, labels, ferplus)
     for name, images, where in (("A", a_images, faces), ("B", b_set.images, fer)):
         if len(images) < 2:
             raise DatasetError(f"{where}: domain {name} has {len(images)} image(s); CycleGAN needs at least 2")
@@ -72,7 +80,7 @@ def load_domains(faces: str | Path, fer: str | Path, fer_splits: list[str], fer_
         held_a=resize_all(a_images[a_held], image_size), held_b=resize_all(b_set.images[b_held], image_size),
         sources={
             "A": {"path": str(faces), "images": len(a_images), "train": len(a_train), "held_out": len(a_held)},
-            "B": {"path": str(fer), "splits": fer_splits, "classes": fer_classes or "all",
+            "B": {"path": str(fer), "splits": fer_splits, "classes": fer_classes or "all", "labels": labels,
                   "images": len(b_set.images), "train": len(b_train), "held_out": len(b_held)},
         },
     )

@@ -28,7 +28,10 @@ class CycleganOptions:
     fer: str = option("", "Domain B: a FER dataset (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
                       kind="path")
     fer_splits: list[str] = option(["train"], "Splits of the FER dataset used as domain B (train, val, test).")
-    fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven).")
+    fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven, or FER+'s eight).")
+    labels: str = option("fer", "Labels of `fer` (they pick fer_classes and train the expression loss's classifier): "
+                         "its own, or FER+'s majority vote from `ferplus`.", choices=("fer", "ferplus"))
+    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\".", kind="path")
     a_channels: int = option(3, "Channels domain A runs as (3: RGB faces; 1: gray, like FER).", choices=(1, 3))
     b_channels: int = option(1, "Channels domain B runs as (1: FER is grayscale).", choices=(1, 3))
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
@@ -96,17 +99,20 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
 
     from fertransfer.classify.cnn import CnnConfig, train_cnn
     from fertransfer.classify.models import load_classifier, predict_labels, save_classifier
-    from fertransfer.data import FER, load_dataset
+    from fertransfer.data import load_dataset
 
-    from .data import holdout_split, load_fer
+    from .data import domain_b_classes, holdout_split, load_fer
 
     o: CycleganOptions = ctx.options
     if o.lambda_expression <= 0:
         return None, None, None
     saved = ctx.out_dir / "expression_classifier"
     size = 48  # FER's own size: the classifier reads faces as the classify stage does
-    fer = load_dataset(ctx.path(o.fer), classes=FER, channels=1, size=size, seed=ctx.run.seed)
-    train = load_fer(ctx.path(o.fer), o.fer_splits, o.fer_classes, 1, size, ctx.run.seed)
+    b_classes = domain_b_classes(o.labels)  # FER's seven, or FER+'s eight as domain B is labelled
+    ferplus = _ferplus_path(ctx)
+    fer = load_dataset(ctx.path(o.fer), classes=b_classes, channels=1, size=size, seed=ctx.run.seed, labels=o.labels,
+                       ferplus=ferplus)
+    train = load_fer(ctx.path(o.fer), o.fer_splits, o.fer_classes, 1, size, ctx.run.seed, o.labels, ferplus)
     if "val" in fer.splits and "val" not in o.fer_splits:
         held, held_on = fer["val"], "the dataset's val split"
     else:
@@ -127,7 +133,7 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
             config = CnnConfig(width=o.expression_width, epochs=o.expression_epochs, crop=size - size // 12,
                                patience=0, tta="flip", bf16="off")
             t0 = time.perf_counter()
-            result = train_cnn(train.images, train.labels, held.images, held.labels, list(FER.names), config,
+            result = train_cnn(train.images, train.labels, held.images, held.labels, list(b_classes.names), config,
                                seed=cfg.seed, device="cpu" if cfg.device == "cpu" else "auto")
             save_classifier(result.classifier, saved)
             path = saved
@@ -136,9 +142,9 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
         classifier = load_classifier(path)
         if getattr(classifier, "engine", None) != "cnn":
             raise StageError(f"{path}: the expression loss needs a cnn model, not {classifier.engine}")
-        if list(classifier.classes) != list(FER.names):
+        if list(classifier.classes) != list(b_classes.names):
             raise StageError(f"{path}: the expression classifier's classes {list(classifier.classes)} differ "
-                             f"from domain B's {list(FER.names)}")
+                             f"from domain B's {list(b_classes.names)}")
         predicted, _ = predict_labels(classifier, held.images)
         info.update(held_out=held_on, held_out_images=len(held),
                     held_out_accuracy=round(float(np.mean(predicted == held.labels)), 4))
@@ -196,6 +202,7 @@ def run(ctx: StageContext) -> dict:
         "faces": str(faces), "fer": str(ctx.path(o.fer)), "fer_splits": list(o.fer_splits),
         "fer_classes": list(o.fer_classes), "a_channels": o.a_channels, "b_channels": o.b_channels,
         "image_size": cfg.image_size, "load_size": cfg.load_size, "holdout": o.swd_images, "seed": ctx.run.seed,
+        "labels": o.labels, "ferplus": _ferplus_path(ctx),
     }
     t0 = time.perf_counter()
     domains = load_domains(**data)
@@ -245,12 +252,23 @@ def run(ctx: StageContext) -> dict:
     }
 
 
+def _ferplus_path(ctx: StageContext) -> str | None:
+    """[cyclegan].ferplus resolved, when labels = "ferplus" (which needs it)."""
+    o: CycleganOptions = ctx.options
+    if o.labels != "ferplus":
+        return None
+    if not o.ferplus:
+        raise StageError("[cyclegan].labels = \"ferplus\" needs [cyclegan].ferplus, the path of FER+'s fer2013new.csv")
+    return str(ctx.path(o.ferplus))
+
+
 def _upstream(options: CycleganOptions) -> list[str]:
     return [] if options.faces else ["extract"]
 
 
 def _inputs(options: CycleganOptions) -> list[str]:
-    return [p for p in (options.faces, options.fer, options.expression_classifier) if p]
+    ferplus = options.ferplus if options.labels == "ferplus" else ""
+    return [p for p in (options.faces, options.fer, ferplus, options.expression_classifier) if p]
 
 
 def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
