@@ -70,6 +70,8 @@ def test_stage_writes_metrics_pictures_and_model(trained, smileys):
     assert not (trained / "real" / "checkpoint.pt").exists()
     model = load_classifier(trained)
     assert model.classes == list(FER_CLASSES) and (model.channels, model.size) == (1, 48)
+    card = (trained / "real" / "model" / "README.md").read_text()  # the model card, FER's own labels
+    assert "- labels: fer" in card and f"| test | {n_test} | {metrics['test']['accuracy']:.4f} |" in card
 
 
 def test_saved_model_reproduces_scores(trained, smileys):
