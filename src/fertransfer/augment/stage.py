@@ -30,6 +30,7 @@ class AugmentOptions:
         "",
         "The labelled FER dataset to translate (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
         kind="path",
+        required=True,
     )
     splits: list[str] = option(["train", "test"], "Splits to translate (train, val, test); the training sets come from "
                                "train; the test split's translations are what classify's judge scores.")
@@ -211,5 +212,6 @@ STAGE = Stage(
     upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
     inputs=lambda o: [o.fer, o.checkpoint, o.faces],
     check=_check,
+    rewritable=("gallery.html", "gallery.png"),  # `pipeline gallery RUN_DIR` rebuilds them in place
     demo={"fer": "data/smileys", "gallery_examples": 6},
 )

@@ -32,7 +32,8 @@ EXTRACT = "extract"  # person_test's value for the extract stage's held-out face
 @dataclass
 class ClassifyOptions:
     fer: str = option("data/fer2013", "The real labelled dataset (Kaggle CSV or folders); its val/test splits are "
-                      "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path")
+                      "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path",
+                      required=True)
     classes: list[str] = option([], "Class names in label order (empty: FER2013's seven).")
     train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
                                    "of `fer`; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
