@@ -407,7 +407,8 @@ def run(ctx: StageContext) -> dict:
                   labelled_inputs=sum(1 for c in per_input.values() if c["label"]),
                   unlabelled_inputs=sum(1 for c in per_input.values() if not c["label"]))
     if failed and not done:
-        raise StageError(f"none of the {len(failed)} inputs could be read ({'; '.join(failed[:3])}"
+        which = "the only input could not be read" if len(failed) == 1 else f"none of the {len(failed)} inputs could be read"
+        raise StageError(f"{which} ({'; '.join(failed[:3])}"
                          f"{'; ...' if len(failed) > 3 else ''}); check [extract].inputs")
     if failed and o.strict:
         raise StageError(f"{len(failed)} of {len(per_input)} inputs could not be read ([extract].strict = true): "
