@@ -59,4 +59,6 @@ SECOND = Stage(
     description="test stage two (resumable)",
     upstream=lambda o: ["extract"],
     resumable=True,
+    resume_point=lambda work: f"attempt {int((work / 'attempts.txt').read_text()) + 1}"
+    if (work / "attempts.txt").exists() else None,
 )

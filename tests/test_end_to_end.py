@@ -82,7 +82,8 @@ def test_rerun_skips_everything_and_a_changed_option_reruns_downstream(project):
     text = (project / "pipeline.toml").read_text().replace("steps = 24", "steps = 12", 1)
     (project / "pipeline.toml").write_text(text)
     status = {stage: stage_status(load_config(config), stage).state for stage in STAGES}
-    assert status == {"extract": "done", "cyclegan": "stale", "augment": "done", "classify": "done"}
+    assert status == {"extract": "done", "cyclegan": "stale", "augment": "stale", "classify": "stale"}
+    assert stage_status(load_config(config), "augment").text == "stale (upstream cyclegan)"
     assert main(["run", "all", "--config", config]) == 0
     assert (project / "run" / "extract" / "manifest.json").stat().st_mtime_ns == mtimes["extract"]
     for stage in ("cyclegan", "augment", "classify"):
@@ -112,7 +113,8 @@ def test_killed_stage_is_not_done_and_continues_from_its_checkpoint(project):
         process.send_signal(signal.SIGKILL)
         process.wait()
     status = stage_status(load_config(config), "cyclegan")
-    assert status.state == "stale"  # the old complete output is kept, not replaced by the partial one
+    assert status.state == "interrupted" and status.text.startswith("interrupted, resumes from step ")
+    # The old complete output is kept, not replaced by the partial one.
     assert manifest(project, "cyclegan")["summary"]["steps"] == 12
 
     # Same config as the killed run, so the runner hands its work folder back.
@@ -121,6 +123,15 @@ def test_killed_stage_is_not_done_and_continues_from_its_checkpoint(project):
     assert summary["steps"] == 200
     assert summary["resumed_from_step"] >= 5
     assert not partial.exists()
+
+
+def test_a_truncated_checkpoint_makes_the_stage_damaged(project):
+    latest = project / "run" / "cyclegan" / "checkpoints" / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    config = load_config(project / "pipeline.toml")
+    status = stage_status(config, "cyclegan")
+    assert status.state == "damaged" and status.text.startswith("damaged: checkpoints/latest.pt changed")
+    assert stage_status(config, "augment").state == "stale"
 
 
 def test_option_mistakes_of_every_stage_stop_the_run_before_any_stage(tmp_path, capsys):

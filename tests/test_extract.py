@@ -288,3 +288,42 @@ def test_speaker_a_every_frame_one_face(tmp_path, shared_data):
     assert counts["frames_with_one_face"] >= 0.99 * frames
     crop = cv2.imread(str(ctx.out_dir / "faces" / rows[0]["file"]))
     assert crop.shape == (128, 128, 3)
+
+
+def test_failed_inputs_are_named_at_the_end_and_strict_makes_them_an_error(tmp_path, short_video, capsys):
+    """Three unreadable inputs of four: the run succeeds but says so (output, status, report);
+    with strict = true it fails and the stage is not done."""
+    from fertransfer.pipelines.cli import main
+
+    shutil.copy(short_video, tmp_path / "good.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "garbage.mov").write_bytes(b"not a video at all" * 100)
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 8)
+    inputs = '["good.mp4", "empty.mp4", "garbage.mov", "noise.mp4"]'
+    options = "\n".join(f"{k} = {json.dumps(v)}" for k, v in NO_FILTERS.items())
+    text = f'[run]\ndir = "run"\ndevice = "cpu"\n[extract]\ninputs = {inputs}\nmin_face_size = 40\nevery_n = 6\n{options}\n'
+    config = str(tmp_path / "pipeline.toml")
+    (tmp_path / "pipeline.toml").write_text(text)
+    assert main(["run", "extract", "--config", config]) == 0
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if line.startswith("extract: 3 inputs failed")]
+    assert all(name in line for name in ("empty.mp4", "garbage.mov", "noise.mp4")) and "good.mp4" not in line
+    assert main(["status", "--config", config]) == 0
+    assert "extract   done, 3 inputs failed" in capsys.readouterr().out
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "3 inputs failed (skipped)" in page and "garbage.mov" in page
+
+    (tmp_path / "pipeline.toml").write_text(text + "strict = true\n")
+    assert main(["run", "extract", "--config", config]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 4 inputs could not be read ([extract].strict = true)" in err and "noise.mp4" in err
+    assert main(["status", "--config", config]) == 0
+    assert "extract   stale (changed: config)" in capsys.readouterr().out
+
+
+def test_no_readable_input_says_so_rather_than_blaming_face_size(tmp_path):
+    (tmp_path / "garbage.mov").write_bytes(b"not a video at all" * 100)
+    ctx = make_context(tmp_path, inputs=["garbage.mov", "missing.mp4"], min_face_size=40)
+    with pytest.raises(StageError, match="none of the 2 inputs could be read") as error:
+        run(ctx)
+    assert "min_face_size" not in str(error.value)

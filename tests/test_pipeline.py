@@ -100,7 +100,8 @@ def test_interrupted_stage_is_never_done_and_resumable_stage_continues(project):
     config.options("cyclegan").fail_midway = True
     with pytest.raises(Exception, match="failed midway"):
         run_pipeline(config, "cyclegan")
-    assert stage_status(config, "cyclegan").state == "missing"
+    # Not done; and since `run` would continue the work folder, status says so rather than "missing".
+    assert stage_status(config, "cyclegan").text == "interrupted, resumes from attempt 2"
     assert (project / "out" / "cyclegan.partial" / "attempts.txt").read_text() == "1"
 
     # Same config again (still failing): the resumable stage gets its partial folder back.
@@ -109,6 +110,7 @@ def test_interrupted_stage_is_never_done_and_resumable_stage_continues(project):
     assert (project / "out" / "cyclegan.partial" / "attempts.txt").read_text() == "2"
 
     config.options("cyclegan").fail_midway = False  # a different config starts afresh
+    assert stage_status(config, "cyclegan").state == "missing"
     [status] = run_pipeline(config, "cyclegan")
     assert status.manifest["summary"]["attempts"] == 1 and not status.manifest["summary"]["resumed"]
 
@@ -186,3 +188,100 @@ def test_report_shows_each_stage(project, capsys):
     (project / "out" / "report.html").unlink()
     assert main(["report", str(project / "out")]) == 0
     assert (project / "out" / "report.html").exists()
+
+
+def test_a_damaged_output_is_not_done_and_run_runs_the_stage_again(project, capsys):
+    config_path = str(project / "pipeline.toml")
+    assert main(["run", "all", "--config", config_path]) == 0
+    result = project / "out" / "cyclegan" / "result.txt"
+    manifest = json.loads((project / "out" / "cyclegan" / "manifest.json").read_text())
+    assert manifest["output_check"]["files"]["result.txt"][0] == len("hello!")
+    result.write_text("hel")  # truncated
+    config = load_config(config_path)
+    status = stage_status(config, "cyclegan")
+    assert status.state == "damaged" and status.text == "damaged: result.txt changed (6 -> 3 bytes)"
+    capsys.readouterr()
+    assert main(["status", "--config", config_path]) == 0
+    assert "cyclegan  damaged: result.txt changed" in capsys.readouterr().out
+
+    [_, status] = run_pipeline(config, "all")
+    assert status.state == "done" and result.read_text() == "hello!"
+    assert stage_status(config, "cyclegan").state == "done"
+
+    # Same size, other bytes; and a missing file.
+    (project / "out" / "extract" / "copy.txt").write_text("HELLO")
+    (project / "out" / "extract" / "done.txt").unlink()
+    assert stage_status(config, "extract").text == "damaged: copy.txt changed, done.txt missing"
+    assert stage_status(config, "cyclegan").text == "stale (upstream extract)"
+
+
+def test_output_check_of_a_large_folder_hashes_a_sample(tmp_path, monkeypatch):
+    import shutil
+
+    from fertransfer.pipelines import runner
+
+    monkeypatch.setattr(runner, "HASH_ALL_UP_TO", 10)
+    monkeypatch.setattr(runner, "HASH_SAMPLE", 4)
+    folder = tmp_path / "stage"
+    (folder / "sets").mkdir(parents=True)
+    for i in range(40):
+        (folder / "sets" / f"{i:03d}.png").write_bytes(bytes([i]) * (100 + i))
+    (folder / "gallery.html").write_text("rewritten by other commands")
+    check = runner.record_outputs(folder, rewritable=("gallery.html",))
+    assert check["count"] == 40 and check["index"] == runner.OUTPUT_INDEX and "files" not in check
+    assert 4 <= check["hashed"] <= 5  # the spread plus the largest file
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)  # new modification times: still intact
+    (copy / "gallery.html").write_text("changed")
+    assert runner.find_damage(copy, check) == []
+    (copy / "sets" / "039.png").write_bytes(b"x" * 139)  # the largest file is always hashed
+    (copy / "sets" / "001.png").unlink()
+    assert runner.find_damage(copy, check) == ["sets/001.png missing", "sets/039.png changed"]
+    (copy / runner.OUTPUT_INDEX).unlink()
+    assert "missing or unreadable" in runner.find_damage(copy, check)[0]
+
+
+def test_staleness_flows_downstream_in_status(project, capsys):
+    config_path = str(project / "pipeline.toml")
+    assert main(["run", "all", "--config", config_path]) == 0
+    (project / "input.txt").write_text("changed input")
+    capsys.readouterr()
+    assert main(["status", "--config", config_path]) == 0
+    out = capsys.readouterr().out
+    assert "extract   stale (changed: inputs)" in out
+    assert "cyclegan  stale (upstream extract)" in out
+    with pytest.raises(Exception, match="needs 'extract', which is stale"):
+        run_pipeline(load_config(config_path), "cyclegan")
+    run_pipeline(load_config(config_path), "all")
+    assert states(load_config(config_path))["cyclegan"] == "done"
+
+
+def test_cyclegan_status_names_the_step_it_resumes_from(tmp_path):
+    from fertransfer.cyclegan.stage import STAGE
+
+    work = tmp_path / "cyclegan.partial"
+    assert STAGE.resume_point(work) is None
+    (work / "checkpoints").mkdir(parents=True)
+    for step in (40, 120, 80):
+        (work / "checkpoints" / f"step_{step:08d}.pt").write_bytes(b"")
+    (work / "checkpoints" / "latest.pt").write_bytes(b"")
+    assert STAGE.resume_point(work) == "step 120"
+
+
+def test_untouched_init_config_lists_every_missing_input_as_a_default(tmp_path, capsys):
+    assert main(["init", str(tmp_path)]) == 0
+    for config in (tmp_path / "pipeline.toml", tmp_path / "empty.toml"):
+        config.touch()
+        capsys.readouterr()
+        assert main(["run", "all", "--config", str(config)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        expected = ["[extract].inputs: empty", "[cyclegan].fer: required but not set",
+                    "[augment].fer: required but not set", "[classify].fer: path not found: data/fer2013"]
+        for part in expected:
+            [line] = [line for line in lines if part in line]
+            stage = part[1:].split("]")[0]
+            assert line.endswith(f"(default; set it in [{stage}])"), line
+        assert not any("lambda_expression" in line for line in lines), lines  # no follow-on error
+    (tmp_path / "set.toml").write_text('[classify]\nfer = "nowhere"\n')
+    assert main(["run", "classify", "--config", str(tmp_path / "set.toml")]) == 2
+    assert capsys.readouterr().err.strip().endswith("[classify].fer: path not found: nowhere")

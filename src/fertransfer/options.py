@@ -14,12 +14,13 @@ from typing import Any
 
 
 def option(default: Any, help: str, *, kind: str = "value", choices: tuple | None = None,
-           keywords: tuple[str, ...] = ()) -> Any:
+           keywords: tuple[str, ...] = (), required: bool = False) -> Any:
     """A config option. kind: "value", "path" (resolved against the config file's folder,
     must exist) or "paths" (a list of paths or glob patterns, each must match something).
     `keywords`: values of a path option that name something else (e.g. "extract": an upstream
-    stage's output) and are not checked as paths."""
-    metadata = {"help": help, "kind": kind, "choices": choices, "keywords": keywords}
+    stage's output) and are not checked as paths. `required`: an empty path is an error found
+    before any stage runs (rather than when the stage gets to it)."""
+    metadata = {"help": help, "kind": kind, "choices": choices, "keywords": keywords, "required": required}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -30,6 +30,7 @@ class AugmentOptions:
         "",
         "The labelled FER dataset to translate (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
         kind="path",
+        required=True,
     )
     labels: str = option("fer", "Labels of `fer`: its own, or FER+'s majority vote from `ferplus` (eight classes, "
                          "with contempt; give classify the same labels).", choices=("fer", "ferplus"))
@@ -222,5 +223,6 @@ STAGE = Stage(
     upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
     inputs=lambda o: [o.fer, o.checkpoint, o.faces, *([o.ferplus] if o.labels == "ferplus" and o.ferplus else [])],
     check=_check,
+    rewritable=("gallery.html", "gallery.png"),  # `pipeline gallery RUN_DIR` rebuilds them in place
     demo={"fer": "data/smileys", "gallery_examples": 6},
 )

@@ -32,7 +32,8 @@ EXTRACT = "extract"  # person_test's value for the extract stage's held-out face
 @dataclass
 class ClassifyOptions:
     fer: str = option("data/fer2013", "The real labelled dataset (Kaggle CSV or folders); its val/test splits are "
-                      "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path")
+                      "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path",
+                      required=True)
     labels: str = option("fer", "Labels of `fer`: its own (folders/CSV), or FER+'s majority vote read from `ferplus` "
                          "(images FER+ calls unknown, not a face, or tied are left out).", choices=("fer", "ferplus"))
     ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\"; `fer`'s files must carry "

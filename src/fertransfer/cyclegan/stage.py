@@ -11,6 +11,7 @@ valid checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
 class CycleganOptions:
     faces: str = option("", "Domain A: folder of the person's face crops; empty: the extract stage's faces/.", kind="path")
     fer: str = option("", "Domain B: a FER dataset (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
-                      kind="path")
+                      kind="path", required=True)
     fer_splits: list[str] = option(["train"], "Splits of the FER dataset used as domain B (train, val, test).")
     fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven, or FER+'s eight).")
     labels: str = option("fer", "Labels of `fer` (they pick fer_classes and train the expression loss's classifier): "
@@ -279,7 +280,7 @@ def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
     if options.lambda_structure < 0 or options.structure_scale < 1:
         problems.append(f"lambda_structure must not be negative and structure_scale must be at least 1, got "
                         f"{options.lambda_structure} and {options.structure_scale}")
-    if options.lambda_expression > 0 and not options.expression_classifier:
+    if options.lambda_expression > 0 and not options.expression_classifier and options.fer:
         fer = Path(options.fer).expanduser()
         fer = fer if fer.is_absolute() else config_dir / fer
         if fer.is_dir() and not any(d.is_dir() for d in fer.iterdir()):
@@ -288,6 +289,13 @@ def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
         if options.expression_epochs < 1 or options.expression_width < 1:
             problems.append("expression_epochs and expression_width must be at least 1")
     return problems
+
+
+def _resume_point(work: Path) -> str | None:
+    """The newest full training checkpoint of an interrupted run (by name: no torch import for `status`)."""
+    steps = [int(m.group(1)) for p in (work / "checkpoints").glob("step_*.pt")
+             if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))]
+    return f"step {max(steps)}" if steps else None
 
 
 STAGE = Stage(
@@ -299,6 +307,7 @@ STAGE = Stage(
     inputs=_inputs,
     check=_check,
     resumable=True,
+    resume_point=_resume_point,
     demo={
         "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
         "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,

@@ -91,3 +91,5 @@ class ExtractOptions:
         "kept (-1: off; 0: only identical hashes).",
     )
     samples: int = option(48, "Crops shown in samples.png.")
+    strict: bool = option(False, "Fail the stage when any input cannot be read (false: skip it, carry on with the "
+                          "others, and name it at the end of the run and in `pipeline status`).")

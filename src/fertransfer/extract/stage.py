@@ -406,6 +406,13 @@ def run(ctx: StageContext) -> dict:
                   truncated_inputs=sum(1 for c in done if c["status"] == "truncated"),
                   labelled_inputs=sum(1 for c in per_input.values() if c["label"]),
                   unlabelled_inputs=sum(1 for c in per_input.values() if not c["label"]))
+    if failed and not done:
+        which = "the only input could not be read" if len(failed) == 1 else f"none of the {len(failed)} inputs could be read"
+        raise StageError(f"{which} ({'; '.join(failed[:3])}"
+                         f"{'; ...' if len(failed) > 3 else ''}); check [extract].inputs")
+    if failed and o.strict:
+        raise StageError(f"{len(failed)} of {len(per_input)} inputs could not be read ([extract].strict = true): "
+                         f"{'; '.join(failed[:3])}{'; ...' if len(failed) > 3 else ''}")
     if totals["faces_detected"] == 0:
         raise StageError(
             f"no face found in any input ({totals['frames_sampled']} frames sampled from {len(done)} inputs"
@@ -433,6 +440,8 @@ def run(ctx: StageContext) -> dict:
     seconds = time.perf_counter() - started
     detect_s = sum(c.get("detect_s", 0.0) for c in done)
     ctx.timings.update(detect_s=detect_s, write_s=write_s)
+    if failed:
+        ctx.log.warning("%d of %d inputs failed and were skipped: %s", len(failed), len(per_input), "; ".join(failed))
     return {
         "faces_dir": "faces",
         "person_test_dir": TEST_DIR if totals["test"] else None,

@@ -43,11 +43,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_pipeline
 
     config = load_config(args.config)
-    run_pipeline(config, args.stage, force=args.force)
+    statuses = run_pipeline(config, args.stage, force=args.force)
+    print_failed_inputs(statuses)
     for line in headline_text(config.run_dir):
         print(line)
     print(f"run report: {write_report(config.run_dir)}")
     return 0
+
+
+def print_failed_inputs(statuses: list) -> None:
+    """Inputs a finished stage skipped, so that a partial success does not pass as a full one."""
+    for status in statuses:
+        failed = status.failed_inputs
+        if failed:
+            print(f"{status.name}: {len(failed)} input{'s' if len(failed) > 1 else ''} failed and skipped: "
+                  + "; ".join(failed))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -62,12 +72,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     print(f"run dir: {config.run_dir}")
+    known: dict = {}
     for name in STAGE_ORDER:
-        status = stage_status(config, name)
-        line = f"  {name:<9} {status.state}"
-        if status.reason:
-            line += f" ({status.reason})"
-        if status.manifest:
+        status = stage_status(config, name, known)
+        line = f"  {name:<9} {status.text}"
+        if status.manifest and status.state != "interrupted":
             outputs = status.manifest.get("outputs", {})
             line += f"  {outputs.get('count', 0)} files in {config.run_dir / name}"
             line += f", finished {status.manifest['timings']['finished']}"
@@ -105,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .report import headline_text, write_report
 
     config = load_config(config_path)
-    run_pipeline(config, "all", force=args.force)
+    print_failed_inputs(run_pipeline(config, "all", force=args.force))
     for line in headline_text(config.run_dir):
         print(line)
     print(f"demo finished; run report: {write_report(config.run_dir)}")
@@ -128,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run even if up to date")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="list each stage as done, stale or missing")
+    p = sub.add_parser("status", help="list each stage as done, stale, damaged, interrupted or missing")
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_status)
 

@@ -143,22 +143,34 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
     return config
 
 
+def default_note(options: Any, key: str, section: str) -> str:
+    """" (default; set it in [section])" when an option holds its default value, else ""."""
+    known = {f.name: f for f in fields(options)}
+    if key in known and getattr(options, key) == field_default(known[key]):
+        return f" (default; set it in [{section}])"
+    return ""
+
+
 def missing_inputs(config: Config, stage_names: list[str]) -> list[str]:
-    """Config paths of the given stages that do not exist, one message each."""
+    """Config paths of the given stages that do not exist or, when required, are not set; one
+    message each, saying when the value is the default (one the user may never have written)."""
     problems = []
     for name in stage_names:
         options = config.sections[name]
         for f in fields(options):
             kind = f.metadata.get("kind")
             value = getattr(options, f.name)
-            if kind == "path" and value and value not in f.metadata.get("keywords", ()):
+            default = default_note(options, f.name, name)
+            if kind in ("path", "paths") and not value and f.metadata.get("required"):
+                problems.append(f"[{name}].{f.name}: required but not set{default}")
+            elif kind == "path" and value and value not in f.metadata.get("keywords", ()):
                 if not resolve(config.base_dir, value).exists():
-                    problems.append(f"[{name}].{f.name}: path not found: {value}")
+                    problems.append(f"[{name}].{f.name}: path not found: {value}{default}")
             elif kind == "paths":
                 for pattern in value:
                     full = str(resolve(config.base_dir, pattern))
                     if not glob.glob(full, recursive=True):
-                        problems.append(f"[{name}].{f.name}: nothing matches {pattern}")
+                        problems.append(f"[{name}].{f.name}: nothing matches {pattern}{default}")
     return problems
 
 

@@ -101,6 +101,10 @@ def stage_section(run_dir: Path, name: str) -> str:
     if links:
         parts.append("<p>Pages: " + " · ".join(links) + "</p>")
     summary = manifest.get("summary") or {}
+    failed = summary.get("failed")
+    if isinstance(failed, list) and failed:
+        parts.append(f"<h3>{len(failed)} input{'s' if len(failed) > 1 else ''} failed (skipped)</h3><ul>"
+                     + "".join(f"<li>{html.escape(str(f))}</li>" for f in failed) + "</ul>")
     if summary:
         parts.append("<h3>What it did</h3>" + render_value(summary))
     parts.append("<details><summary>Settings</summary>" + render_value(manifest.get("config", {})) + "</details>")

@@ -1,8 +1,11 @@
 """Running stages: skip what is up to date, work in a private folder, publish atomically.
 
-A stage is *done* when ``<run dir>/<stage>/manifest.json`` exists and its fingerprint
+A stage is *done* when ``<run dir>/<stage>/manifest.json`` exists, its fingerprint
 (the stage's config section, the seed, the bytes of its input files and its upstream manifests)
-matches the current one; *stale* when the fingerprint differs; *missing* otherwise.
+matches the current one, its recorded outputs are intact and every upstream stage is done;
+*damaged* when an output is missing or changed; *stale* when the fingerprint differs or an
+upstream stage is not done; *interrupted* when a resumable stage's work folder would be
+continued; *missing* otherwise.
 Work happens in ``<run dir>/<stage>.partial/``, which becomes ``<stage>/`` only after the
 manifest is written, so an interrupted stage is never taken as done.
 """
@@ -10,6 +13,7 @@ manifest is written, so an interrupted stage is never taken as done.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import hashlib
 import json
@@ -25,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, missing_inputs, resolve
+from .config import Config, ConfigError, default_note, missing_inputs, resolve
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage
 from .stage import Stage, StageContext, StageError
 
@@ -33,6 +37,7 @@ log = logging.getLogger("fertransfer")
 
 MANIFEST = "manifest.json"
 FINGERPRINT_FILE = ".fingerprint.json"
+OUTPUT_INDEX = ".outputs.json"
 RECORDED_PACKAGES = (
     "fertransfer", "numpy", "opencv-python-headless", "pillow", "torch", "torchvision",
     "facenet-pytorch", "keras", "autokeras", "scikit-learn",
@@ -144,31 +149,182 @@ def fingerprint(config: Config, stage: Stage) -> dict:
     return {**parts, "digest": _digest(parts)}
 
 
+# --- output checks --------------------------------------------------------------------
+#
+# A finished stage records every output file's size and, for a bounded number of files, a hash of
+# its first and last 64 KiB (the whole file when smaller than 128 KiB). Modification times are
+# not used: a copied run folder is intact. Checking costs one stat per file plus at most
+# HASH_ALL_UP_TO small reads, so a 200k-file folder is checked in about a second (warm cache).
+# Limits: an edit that keeps a file's size goes unnoticed when it lies in the middle of a file
+# larger than 128 KiB, or in a file outside the hashed sample of a folder with more than
+# HASH_ALL_UP_TO files; files added after the run are not damage.
+
+EDGE_BYTES = 64 * 1024
+HASH_ALL_UP_TO = 1000  # folders with at most this many files: every file is hashed (and listed in the manifest)
+HASH_SAMPLE = 256  # larger folders: this many files spread over the sorted names, plus the largest quarter as many
+
+
+def quick_hash(path: str | Path) -> str:
+    """sha256 of the first and last 64 KiB and the size: cheap, and catches truncation and rewrites."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        sha.update(str(size).encode())
+        if size <= 2 * EDGE_BYTES:
+            sha.update(handle.read())
+        else:
+            sha.update(handle.read(EDGE_BYTES))
+            handle.seek(size - EDGE_BYTES)
+            sha.update(handle.read(EDGE_BYTES))
+    return sha.hexdigest()[:16]
+
+
+def _output_sizes(folder: Path, rewritable: tuple[str, ...]) -> dict[str, int]:
+    sizes = {}
+    for directory, subdirs, names in os.walk(folder):
+        subdirs.sort()
+        for name in names:
+            full = os.path.join(directory, name)
+            rel = os.path.relpath(full, folder)
+            if rel in (MANIFEST, FINGERPRINT_FILE, OUTPUT_INDEX) or any(fnmatch.fnmatch(rel, p) for p in rewritable):
+                continue
+            sizes[rel] = os.stat(full).st_size
+    return dict(sorted(sizes.items()))
+
+
+def _hashed(sizes: dict[str, int]) -> set[str]:
+    """Every file of a small folder; of a large one an even spread plus the largest files."""
+    names = list(sizes)
+    if len(names) <= HASH_ALL_UP_TO:
+        return set(names)
+    step = len(names) / HASH_SAMPLE
+    chosen = {names[int(i * step)] for i in range(HASH_SAMPLE)}
+    return chosen | set(sorted(names, key=lambda n: -sizes[n])[: HASH_SAMPLE // 4])
+
+
+def record_outputs(folder: Path, rewritable: tuple[str, ...] = ()) -> dict:
+    """The manifest's `output_check`: name -> [size, quick hash or null], inline for small folders,
+    else in `<stage>/.outputs.json` (200k entries would bloat the manifest every status reads)."""
+    sizes = _output_sizes(folder, rewritable)
+    hashed = _hashed(sizes)
+    table = {name: [size, quick_hash(folder / name) if name in hashed else None] for name, size in sizes.items()}
+    check: dict[str, Any] = {"scheme": "size + sha256 of the first and last 64 KiB", "count": len(table),
+                             "hashed": len(hashed)}
+    if len(table) <= HASH_ALL_UP_TO:
+        check["files"] = table
+    else:
+        (folder / OUTPUT_INDEX).write_text(json.dumps(table, separators=(",", ":")))
+        check["index"] = OUTPUT_INDEX
+    return check
+
+
+def find_damage(folder: Path, check: dict | None) -> list[str]:
+    """Recorded outputs that are missing or changed, one phrase each (none when nothing was recorded)."""
+    if not check:
+        return []  # a manifest from before outputs were recorded
+    table = check.get("files")
+    if table is None:
+        table = _read_json(folder / check.get("index", OUTPUT_INDEX))
+        if table is None:
+            return [f"{check.get('index', OUTPUT_INDEX)} (the list of outputs) missing or unreadable"]
+    damage = []
+    base = str(folder) + os.sep  # plain strings: Path joins would double the time of 200k stats
+    for name, (size, digest) in table.items():
+        try:
+            actual = os.stat(base + name).st_size
+        except OSError:
+            damage.append(f"{name} missing")
+            continue
+        if actual != size:
+            damage.append(f"{name} changed ({size} -> {actual} bytes)")
+        elif digest and quick_hash(base + name) != digest:
+            damage.append(f"{name} changed")
+    return damage
+
+
 # --- status ---------------------------------------------------------------------------
 
 
 @dataclass
 class StageStatus:
     name: str
-    state: str  # done, stale, missing, not built
+    state: str  # done, stale, damaged, interrupted, missing, not built
     manifest: dict | None = None
     reason: str = ""
 
+    @property
+    def failed_inputs(self) -> list[str]:
+        """Inputs the stage could not process (its summary's `failed`), each naming the input."""
+        failed = ((self.manifest or {}).get("summary") or {}).get("failed")
+        return failed if isinstance(failed, list) else []
 
-def stage_status(config: Config, name: str) -> StageStatus:
+    @property
+    def text(self) -> str:
+        """The words `pipeline status` prints, e.g. `stale (upstream extract)`."""
+        if self.state in ("damaged", "interrupted"):
+            return f"{self.state}{': ' if self.state == 'damaged' else ', '}{self.reason}"
+        text = self.state
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.state == "done" and self.failed_inputs:
+            count = len(self.failed_inputs)
+            text += f", {count} input{'s' if count > 1 else ''} failed"
+        return text
+
+
+def _resume_point(config: Config, stage: Stage, current: dict) -> str | None:
+    """What `status` says of a work folder `run` would continue (same fingerprint, resumable stage)."""
+    work = config.run_dir / f"{stage.name}.partial"
+    if not stage.resumable or not work.is_dir():
+        return None
+    previous = _read_json(work / FINGERPRINT_FILE)
+    if not previous or previous.get("digest") != current["digest"]:
+        return None
+    point = stage.resume_point(work)
+    return f"resumes from {point}" if point else "resumable"
+
+
+def _short_list(items: list[str], limit: int = 3) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def stage_status(config: Config, name: str, known: dict[str, StageStatus] | None = None) -> StageStatus:
+    """A stage's state; `known` caches statuses across calls (`status` asks for every stage,
+    and each stage looks at its upstream ones)."""
+    known = {} if known is None else known
+    if name not in known:
+        known[name] = _stage_status(config, name, known)
+    return known[name]
+
+
+def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> StageStatus:
     try:
         stage = get_stage(name)
     except StageNotBuilt:
         return StageStatus(name, "not built")
-    manifest = read_manifest(config.run_dir / name)
-    if manifest is None:
+    folder = config.run_dir / name
+    manifest = read_manifest(folder)
+    if manifest is None and not (stage.resumable and (config.run_dir / f"{name}.partial").is_dir()):
         return StageStatus(name, "missing")
     current = fingerprint(config, stage)
-    recorded = manifest.get("fingerprint", {})
-    if recorded.get("digest") == current["digest"]:
-        return StageStatus(name, "done", manifest)
-    changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != current[k]]
-    return StageStatus(name, "stale", manifest, "changed: " + ", ".join(changed))
+    recorded = (manifest or {}).get("fingerprint", {})
+    if recorded.get("digest") != current["digest"]:
+        resume = _resume_point(config, stage, current)
+        if resume:
+            kept = " (the older finished output is kept until then)" if manifest else ""
+            return StageStatus(name, "interrupted", manifest, resume + kept)
+        if manifest is None:
+            return StageStatus(name, "missing")
+        changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != current[k]]
+        return StageStatus(name, "stale", manifest, "changed: " + ", ".join(changed))
+    damage = find_damage(folder, manifest.get("output_check"))
+    if damage:
+        return StageStatus(name, "damaged", manifest, _short_list(damage))
+    for up in stage.upstream(config.options(name)):
+        if stage_status(config, up, known).state != "done":
+            return StageStatus(name, "stale", manifest, f"upstream {up}")
+    return StageStatus(name, "done", manifest)
 
 
 # --- running --------------------------------------------------------------------------
@@ -202,7 +358,7 @@ def list_outputs(folder: Path, limit: int = 200) -> dict:
     files = sorted(
         os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names
     )
-    files = [f for f in files if f not in (MANIFEST, FINGERPRINT_FILE)]
+    files = [f for f in files if f not in (MANIFEST, FINGERPRINT_FILE, OUTPUT_INDEX)]
     if len(files) <= limit:
         return {"files": files, "count": len(files)}
     per_top: dict[str, int] = {}
@@ -230,6 +386,8 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     if status.state == "done" and not force:
         log.info("%s: up to date, skipped (use --force to run it again)", name)
         return status
+    if status.state == "damaged":
+        log.warning("%s: damaged (%s); running it again", name, status.reason)
     options = config.options(name)
     upstream_dirs = {}
     for up in stage.upstream(options):
@@ -242,10 +400,10 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     work = config.run_dir / f"{name}.partial"
     resuming = False
     if work.exists():
-        previous = _read_json(work / FINGERPRINT_FILE)
-        if stage.resumable and not force and previous and previous.get("digest") == current["digest"]:
+        point = None if force else _resume_point(config, stage, current)
+        if point:
             resuming = True
-            log.info("%s: continuing the interrupted run in %s", name, work)
+            log.info("%s: continuing the interrupted run in %s (%s)", name, work, point)
         else:
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -275,6 +433,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         "fingerprint": current,
         "summary": summary,
         "outputs": list_outputs(work),
+        "output_check": record_outputs(work, stage.rewritable),
         "timings": {
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -288,8 +447,13 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     (work / FINGERPRINT_FILE).unlink()
     _publish(work, config.run_dir / name)
-    log.info("%s: done in %.1f s", name, seconds)
-    return StageStatus(name, "done", manifest)
+    status = StageStatus(name, "done", manifest)
+    failed = status.failed_inputs
+    if failed:
+        log.warning("%s: done in %.1f s, but %d input(s) failed: %s", name, seconds, len(failed), _short_list(failed))
+    else:
+        log.info("%s: done in %.1f s", name, seconds)
+    return status
 
 
 def _read_json(path: Path) -> dict | None:
@@ -301,9 +465,12 @@ def _read_json(path: Path) -> dict | None:
 
 def check_before_run(config: Config, names: list[str]) -> None:
     """Input paths and option rules of all stages about to run, checked up front."""
-    problems = missing_inputs(config, names)
+    problems = []
     for name in names:
-        problems += [f"[{name}].{p}" for p in get_stage(name).check(config.options(name), config.base_dir)]
+        problems += missing_inputs(config, [name])
+        for problem in get_stage(name).check(config.options(name), config.base_dir):
+            problem += default_note(config.options(name), problem.split(":", 1)[0], name)
+            problems.append(f"[{name}].{problem}")
     if problems:
         raise ConfigError([f"{config.path}: {p}" for p in problems])
 

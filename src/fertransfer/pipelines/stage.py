@@ -64,6 +64,11 @@ class Stage:
     check: Callable[[Any, Path], list[str]] = lambda options, config_dir: []
     # Whether an interrupted run's work folder is reused (e.g. training checkpoints).
     resumable: bool = False
+    # How far an interrupted run's work folder got, for `status` (e.g. "step 400"); None: unknown.
+    resume_point: Callable[[Path], str | None] = lambda work: None
+    # Outputs that commands may rewrite after the run (e.g. `pipeline gallery`), so they are left
+    # out of the damage check; fnmatch patterns relative to the stage folder.
+    rewritable: tuple[str, ...] = ()
     # Option values for the built-in demo (paths relative to the demo folder, whose data
     # lives in data/lecture.mp4 and data/smileys/), small enough for minutes on 2 CPU cores.
     demo: dict = field(default_factory=dict)
