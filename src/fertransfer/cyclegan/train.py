@@ -604,18 +604,18 @@ def plot_losses(csv_path: Path, png_path: Path) -> Path:
     window = max(1, len(rows) // 100)
     kernel = np.ones(window) / window
     for ax, keys, title in (
-        (axes[0], ("G_AB", "G_BA", "D_A", "D_B"), "adversarial"),
+        (axes[0], ("G_AB", "G_BA", "D_A", "D_B"), "adversarial losses"),
         (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B", "expression", "structure"), "cycle, identity, expression, structure"),
     ):
         for key in keys:
             if not rows or key not in rows[0]:  # losses.csv of a run from before the column existed
                 continue
             values = np.array([float(r[key] or 0) for r in rows])
-            if key in ("expression", "structure") and not values.any():  # the loss was off
+            if key in ("same_A", "same_B", "expression", "structure") and not values.any():  # the loss was off
                 continue
             if len(values) >= window:
                 ax.plot(steps[window - 1 :], np.convolve(values, kernel, mode="valid"), label=key)
-        ax.set_title(f"{title} losses (moving mean of {window})")
+        ax.set_title(f"{title} (moving mean of {window})")
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
