@@ -233,3 +233,14 @@ def test_shared_fer2013_counts(shared_data):
 def test_shared_sample_csv(shared_data):
     data = load_dataset(shared_data / "fer2013_sample.csv")
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 280, "val": 70, "test": 70}
+
+
+def test_csv_without_usage_column_says_it_is_split(tmp_path, caplog):
+    import logging
+
+    rows = ["emotion,pixels"] + [f"{i % 7}," + " ".join(["128"] * 2304) for i in range(70)]
+    (tmp_path / "noisy.csv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(tmp_path / "noisy.csv")
+    assert set(data.splits) == {"train", "val", "test"}
+    assert "no Usage column" in caplog.text and "noisy.csv" in caplog.text

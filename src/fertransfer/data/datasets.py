@@ -235,6 +235,9 @@ def _load_csv(path: Path, classes: ClassSet, channels: int, size: int | None):
         missing = {"emotion", "pixels"} - set(reader.fieldnames or [])
         if missing:
             raise DatasetError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected emotion,pixels,Usage")
+        if "Usage" not in (reader.fieldnames or []):
+            log.warning("%s: no Usage column: every row is taken as Training, and validation and test splits are "
+                        "carved out of it by a seeded stratified split", path)
         for row_number, row in enumerate(reader, start=2):
             where = f"{path}:{row_number}"
             try:
