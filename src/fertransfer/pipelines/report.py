@@ -19,7 +19,8 @@ from .runner import MANIFEST
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { margin-bottom: 0; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: 14px; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: 14px; display: block; max-width: 100%;
+        overflow-x: auto; }
 td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
@@ -66,11 +67,12 @@ def render_value(value: Any) -> str:
         )
         return f"<table>{head}{body}</table>"
     if isinstance(value, dict):
-        rows = "".join(
-            f"<tr><th>{html.escape(str(k))}</th>"
+        rows = "".join(  # empty values (None, "", [], {}) say nothing: left out
+            f"<tr><th>{html.escape(str(k).replace('_', ' '))}</th>"
             + (f"<td>{render_value(v)}</td>" if isinstance(v, dict) else _cell(v))
             + "</tr>"
             for k, v in value.items()
+            if v is not None and v != "" and v != [] and v != {}
         )
         return f"<table>{rows}</table>"
     return f"<table><tr>{_cell(value)}</tr></table>"
