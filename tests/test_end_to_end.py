@@ -138,13 +138,15 @@ def test_option_mistakes_of_every_stage_stop_the_run_before_any_stage(tmp_path, 
     """A typo in the last stage's options costs seconds, not the hour of training before it."""
     values = {**TINY, "extract": {**TINY["extract"], "every_n": 0, "thresholds": [0.6, 0.7]},
               "augment": {**TINY["augment"], "sets": ["real", "real+synth"]},
-              "cyclegan": {**TINY["cyclegan"], "lambda_expression": -1.0}}
+              "cyclegan": {**TINY["cyclegan"], "lambda_expression": -1.0},
+              "classify": {**TINY["classify"], "train_sets": ["real", "balancd"]}}
     make_demo_video(tmp_path / "data" / "lecture.mp4", DemoVideoSpec(frames=4))
     make_smiley_dataset(tmp_path / "data" / "smileys", train_images=14, test_images=7)
     (tmp_path / "pipeline.toml").write_text(default_config_text(values))
     assert main(["run", "all", "--config", str(tmp_path / "pipeline.toml")]) == 2
     err = capsys.readouterr().err
     for problem in ("[extract].every_n: must be at least 1", "[extract].thresholds: expected three scores",
-                    "[cyclegan].lambda_expression: must not be negative", "[augment].sets: unknown set(s) real+synth"):
+                    "[cyclegan].lambda_expression: must not be negative", "[augment].sets: unknown set(s) real+synth",
+                    "[classify].train_sets: unknown set(s) balancd"):
         assert problem in err
     assert not (tmp_path / "run").exists()  # nothing ran, nothing half-written

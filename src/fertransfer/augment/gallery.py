@@ -107,7 +107,10 @@ def judge_split(judge: dict | None) -> tuple[str, dict] | None:
 def _judge_html(judge: dict | None) -> list[str]:
     parts = ["<h2>Does the translation keep the expression?</h2>"]
     if not (judge or {}).get("splits"):
-        return parts + ["<p>Not measured (no classifier trained on real FER was available).</p>"]
+        return parts + ["<p>Not measured here: the classify stage's judge (its model trained on real FER) reads "
+                        "the translations after this stage, and its copy of this gallery, "
+                        "<code>classify/gallery/gallery.html</code>, shows the figures; so does "
+                        "<code>pipeline gallery RUN_DIR</code> once classify has run.</p>"]
     parts.append(
         "<p>A judge, the CNN trained on real FER only (never the classifier inside the generator's loss), labels "
         "each translation and its untranslated source. <b>Judge agreement</b>: same label on both. <b>Label "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from fertransfer.errors import StageError
 from fertransfer.options import option
@@ -77,6 +78,30 @@ class ClassifyOptions:
 def _upstream(options: ClassifyOptions) -> list[str]:
     names = ["extract"] if options.person_test == EXTRACT else []
     return names + (["augment"] if any(name != "real" for name in options.train_sets) else [])
+
+
+def _check(options: ClassifyOptions, config_dir: Path) -> list[str]:
+    """Problems found without reading data (the runner checks every stage before any runs)."""
+    from fertransfer.augment import SET_NAMES, set_folder
+
+    problems = []
+    known = {*SET_NAMES, *(set_folder(name) for name in SET_NAMES)}  # real+synthetic or its folder name
+    unknown = [name for name in options.train_sets if name not in known]
+    if unknown:
+        problems.append(f"train_sets: unknown set(s) {', '.join(unknown)}; known: {', '.join(SET_NAMES)}")
+    if not options.train_sets:
+        problems.append("train_sets: empty; name at least one set (e.g. [\"real\"])")
+    elif len(set(options.train_sets)) != len(options.train_sets):
+        problems.append(f"train_sets: a set is named twice: {options.train_sets}")
+    for name in ("epochs", "batch_size", "width", "max_trials"):
+        if getattr(options, name) < 1:
+            problems.append(f"{name}: must be at least 1, got {getattr(options, name)}")
+    if options.size < 16:
+        problems.append(f"size: {options.size} px is too small for the CNN (at least 16)")
+    for name in ("time_budget_minutes", "train_limit", "patience", "weight_decay", "label_smoothing"):
+        if getattr(options, name) < 0:
+            problems.append(f"{name}: must not be negative, got {getattr(options, name)}")
+    return problems
 
 
 def _inputs(options: ClassifyOptions) -> list[str]:
@@ -384,6 +409,7 @@ STAGE = Stage(
                 "and, with person_test, on the person's faces",
     upstream=_upstream,
     inputs=_inputs,
+    check=_check,
     resumable=True,
     demo={"fer": "data/smileys", "train_sets": ["real", "synthetic", "real+synthetic", "balanced", "classic"],
           "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
