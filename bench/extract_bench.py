@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch
 from fertransfer.extract.detect import FaceDetector
 from fertransfer.extract.options import ExtractOptions
 from fertransfer.extract.track import iou_matrix
+from fertransfer.pipelines.runner import machine_description
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
@@ -60,14 +59,6 @@ def agrees(a: np.ndarray | None, b: np.ndarray | None, min_iou: float = 0.9) -> 
     return bool(iou_matrix(a, b)[0, 0] >= min_iou)
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="*", type=Path, help=f"default: every mp4 in {DEFAULT_VIDEOS}")
@@ -83,7 +74,7 @@ def main() -> None:
     plain = MTCNN(keep_all=True, device="cpu")
     ours = FaceDetector(defaults.min_face_size, tuple(defaults.thresholds), defaults.detect_max_side, "cpu")
     batch = defaults.batch_size
-    print(f"machine: {cpu_model()}, {args.threads} torch threads, torch {torch.__version__}")
+    print(f"machine: {machine_description()}, {args.threads} torch threads, torch {torch.__version__}")
     print(f"stage detector: min_face_size={defaults.min_face_size} batch_size={batch} detect_max_side={defaults.detect_max_side}")
     print(f"{'video':<16}{'frames':>7}{'size':>10}{'plain fps':>11}{'stage fps':>11}{'speedup':>9}{'agree':>8}")
     totals = {"frames": 0, "plain_s": 0.0, "ours_s": 0.0, "agree": 0}

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import time
 
 import cv2
@@ -29,17 +27,10 @@ from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
 from fertransfer.classify.predict import FaceDetector, load_checked_classifier, predict_image
 from fertransfer.data import FER_CLASSES
 from fertransfer.demo.video import webcam_frame
+from fertransfer.pipelines.runner import machine_description
 from fertransfer.serve.app import image_from_bytes
 
 WARMUP = 5
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def default_classifier() -> CnnClassifier:
@@ -82,7 +73,7 @@ def main() -> None:
     classifier = load_checked_classifier(args.model) if args.model else default_classifier()
     frames = camera_frames(args.frames + WARMUP)
     load = os.getloadavg()[0]
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at the start; "
+    print(f"machine: {machine_description()}, load average {load:.1f} at the start; "
           f"torch {torch.__version__}")
     print(f"classifier: {classifier.engine} {classifier.channels}x{classifier.size}x{classifier.size}, "
           f"tta {getattr(getattr(classifier, 'config', None), 'tta', '-')}; {args.frames} frames of 640x480 after "
