@@ -103,15 +103,19 @@ def test_coarse_groups_follow_the_classes():
     assert coarse_groups(["happy", "sad", "bored"])["bored"] == ["bored"]
 
 
-def test_experiments_compare_sets_with_literature_options(smileys, tmp_path):
-    # A fake augment output: one extra training set in flat class-folder layout, named as augment
-    # names it (`real+synthetic` lives in the folder real_synthetic).
+def write_fake_augment_set(smileys: Path, augment_dir: Path) -> None:
+    """A stand-in for augment's output: one extra training set (mirrored smileys) in flat
+    class-folder layout, named as augment names it (`real+synthetic` lives in real_synthetic)."""
     real = load_dataset(smileys)["train"]
-    sets = tmp_path / "augment" / "sets" / "real_synthetic"
+    sets = augment_dir / "sets" / "real_synthetic"
     for i in range(0, len(real), 3):
         folder = sets / FER_CLASSES[real.labels[i]]
         folder.mkdir(parents=True, exist_ok=True)
         write_png(folder / f"{i}.png", real.images[i][:, ::-1])
+
+
+def test_experiments_compare_sets_with_literature_options(smileys, tmp_path):
+    write_fake_augment_set(smileys, tmp_path / "augment")
     out, summary = run_classify(tmp_path, {"augment": tmp_path / "augment"}, fer=str(smileys),
                                 train_sets=["real", "real+synthetic"], leave_out=["disgust"], oversample=True, two_tier=True)
     classes = [c for c in FER_CLASSES if c != "disgust"]
@@ -289,12 +293,7 @@ def write_person_set(source: Path, target: Path, size: int = 128, classes=FER_CL
 def test_person_test_is_scored_for_every_set_and_compared(smileys, tmp_path):
     from fertransfer.classify.stage import STAGE
 
-    real = load_dataset(smileys)["train"]
-    sets = tmp_path / "augment" / "sets" / "real_synthetic"
-    for i in range(0, len(real), 3):
-        folder = sets / FER_CLASSES[real.labels[i]]
-        folder.mkdir(parents=True, exist_ok=True)
-        write_png(folder / f"{i}.png", real.images[i][:, ::-1])
+    write_fake_augment_set(smileys, tmp_path / "augment")
     images = write_person_set(smileys / "train", tmp_path / "extract" / "person_test")
     disgust = len(list((tmp_path / "extract" / "person_test" / "disgust").iterdir()))
     options = {"fer": str(smileys), "train_sets": ["real", "real+synthetic"], "person_test": "extract",
