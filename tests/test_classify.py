@@ -244,6 +244,20 @@ def test_training_resumes_from_a_checkpoint(smileys):
                         device="cpu", resume=states[0])
     assert len(resumed.history) == 2 and resumed.history[0] == full.history[0]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-4)
+    # the weight average is part of the state: it resumes too
+    assert resumed.history[1]["val_loss_ema"] == pytest.approx(full.history[1]["val_loss_ema"], rel=1e-4)
+
+
+def test_weight_average_is_scored_and_can_be_turned_off(smileys):
+    from fertransfer.classify.cnn import CnnConfig, train_cnn
+
+    data = load_dataset(smileys)
+    train, val = data["train"].subset(np.arange(64)), data["val"]
+    args = (train.images, train.labels, val.images, val.labels, list(FER_CLASSES))
+    averaged = train_cnn(*args, CnnConfig(width=4, epochs=2, batch_size=32, patience=0, tta="center", ema=0.9))
+    assert all("val_acc_ema" in row for row in averaged.history) and averaged.best_weights in ("raw", "ema")
+    plain = train_cnn(*args, CnnConfig(width=4, epochs=2, batch_size=32, patience=0, tta="center", ema=0))
+    assert not any("val_acc_ema" in row for row in plain.history) and plain.best_weights == "raw"
 
 
 def test_old_model_with_input_blur_still_loads(smileys, tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fertransfer.progress import progress as progress_bar
 
@@ -47,6 +48,7 @@ class CnnConfig:
     patience: int = 8  # epochs without a better validation accuracy before stopping; 0 = never
     time_budget_minutes: float = 0.0  # 0 = no limit
     tta: str = "tencrop"  # final evaluation: center, flip or tencrop
+    ema: float = 0.999  # decay of the weights' moving average per step; 0 = off
     bf16: str = "auto"  # auto (GPU, or CPU with AMX), on, off
 
 
@@ -238,6 +240,7 @@ class TrainResult:
     best_epoch: int
     stopped: str  # why training ended: epochs, patience, time budget
     seconds: float
+    best_weights: str = "raw"  # which weights were kept: the trained ones (raw) or their average (ema)
 
 
 def train_cnn(
@@ -280,6 +283,12 @@ def train_cnn(
     else:
         raise ValueError(f"optimizer must be sgd or adamw, got {config.optimizer!r}")
     classifier = CnnClassifier(model, list(classes), channels, size, config, dev)
+    # The average follows the weights and BatchNorm statistics step by step; late in a short
+    # schedule it is often a better model than the last weights, at the cost of one extra
+    # validation pass per epoch.
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema > 0 else None)
+    ema_classifier = CnnClassifier(ema.module, list(classes), channels, size, config, dev) if ema else None
 
     x_train, y_train = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
@@ -288,7 +297,7 @@ def train_cnn(
     budget = config.time_budget_minutes * 60.0
 
     history: list[dict] = []
-    best = {"acc": -1.0, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    best = {"acc": -1.0, "epoch": 0, "weights": "raw", "state": copy.deepcopy(model.state_dict())}
     start_epoch, elapsed_before = 0, 0.0
     if resume:
         model.load_state_dict(resume["model"])
@@ -296,6 +305,8 @@ def train_cnn(
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])  # dropout draws from the global generator
         history, best = resume["history"], resume["best"]
+        if ema is not None and resume.get("ema") is not None:
+            ema.load_state_dict(resume["ema"])
         start_epoch, elapsed_before = resume["epoch"], resume["elapsed"]
         log.info("resuming after epoch %d (%.0f s already spent)", start_epoch, elapsed_before)
     t0 = time.perf_counter() - elapsed_before
@@ -336,6 +347,8 @@ def train_cnn(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_sum += loss.item() * len(index)
             correct += int((logits.argmax(1) == targets).sum())
@@ -347,21 +360,31 @@ def train_cnn(
             "epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
             "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start,
         }
+        candidates = [("raw", val_acc, model)]
+        if ema_classifier is not None:
+            row["val_loss_ema"], row["val_acc_ema"] = evaluate_loss(ema_classifier, val_images, val_labels)
+            candidates.append(("ema", row["val_acc_ema"], ema.module))
+        row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
-        if val_acc > best["acc"]:
-            best = {"acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f, lr %.4f, %.0f s%s",
-                 epoch, row["train_loss"], row["train_acc"], val_loss, val_acc, lr, row["seconds"],
-                 " (best)" if best["epoch"] == epoch else "")
+        weights, acc, source = max(candidates, key=lambda c: c[1])
+        if acc > best["acc"]:
+            best = {"acc": acc, "epoch": epoch, "weights": weights, "state": copy.deepcopy(source.state_dict())}
+        log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f%s, lr %.4f, %.0f s%s",
+                 epoch, row["train_loss"], row["train_acc"], val_loss, val_acc,
+                 f" (ema {row['val_acc_ema']:.3f})" if "val_acc_ema" in row else "", lr, row["seconds"],
+                 f" (best, {weights})" if best["epoch"] == epoch else "")
         if config.patience and epoch - best["epoch"] >= config.patience:
             stopped = "patience"
         if checkpoint:
             # A copy, so that the state stays that of this epoch while training goes on.
             checkpoint(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-                                      "epoch": epoch, "elapsed": time.perf_counter() - t0}))
+                                      "ema": ema.state_dict() if ema is not None else None,
+                                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                                      "history": history, "best": best, "epoch": epoch,
+                                      "elapsed": time.perf_counter() - t0}))
     model.load_state_dict(best["state"])
-    return TrainResult(classifier, history, best["epoch"], stopped, time.perf_counter() - t0)
+    return TrainResult(classifier, history, best["epoch"], stopped, time.perf_counter() - t0,
+                       best.get("weights", "raw"))
 
 
 @torch.no_grad()

@@ -108,6 +108,9 @@ def plot_history(history: list[dict], path: Path, title: str, best_epoch: int | 
             ax.plot(epochs, [row.get(train_key, np.nan) for row in history], "o-", label="train" if val_key else name)
         if val_key and any(val_key in row for row in history):
             ax.plot(epochs, [row.get(val_key, np.nan) for row in history], "o-", label="validation")
+        if val_key and any(f"{val_key}_ema" in row for row in history):
+            ax.plot(epochs, [row.get(f"{val_key}_ema", np.nan) for row in history], "o--",
+                    label="validation (weight average)")
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="best (val)")
         ax.set_xlabel("epoch")

@@ -88,8 +88,8 @@ def train_flat(
 
         result = train_cnn(train.images, train.labels, val.images, val.labels, classes, settings.cnn,
                            seed=settings.seed, device=settings.device, checkpoint=checkpoint, resume=resume)
-        info = {"best_epoch": result.best_epoch, "stopped": result.stopped, "seconds": result.seconds,
-                "epochs_run": len(result.history)}
+        info = {"best_epoch": result.best_epoch, "best_weights": result.best_weights, "stopped": result.stopped,
+                "seconds": result.seconds, "epochs_run": len(result.history)}
         return Trained(result.classifier, result.history, info)
     if settings.engine == "autokeras":
         from .automl import train_autokeras

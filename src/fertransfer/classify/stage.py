@@ -63,6 +63,8 @@ class ClassifyOptions:
     patience: int = option(8, "cnn: stop after this many epochs without a better validation accuracy (0: never).")
     tta: str = option("tencrop", "cnn: test-time averaging for the final val/test scores.",
                       choices=("center", "flip", "tencrop"))
+    ema: float = option(0.999, "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
+                        "the averaged weights, whichever scores higher on validation (0: no average).")
     bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
     max_trials: int = option(3, "autokeras: models tried.")
     automl_block: str = option("vanilla", "autokeras: the searched block, always trained from scratch.",
@@ -98,6 +100,8 @@ def _check(options: ClassifyOptions, config_dir: Path) -> list[str]:
             problems.append(f"{name}: must be at least 1, got {getattr(options, name)}")
     if options.size < 16:
         problems.append(f"size: {options.size} px is too small for the CNN (at least 16)")
+    if not 0 <= options.ema < 1:
+        problems.append(f"ema: a decay in [0, 1), got {options.ema}")
     for name in ("time_budget_minutes", "train_limit", "patience", "weight_decay", "label_smoothing"):
         if getattr(options, name) < 0:
             problems.append(f"{name}: must not be negative, got {getattr(options, name)}")
@@ -118,7 +122,7 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                     optimizer=options.optimizer, weight_decay=options.weight_decay,
                     label_smoothing=options.label_smoothing, patience=options.patience,
                     time_budget_minutes=options.time_budget_minutes, tta=options.tta, bf16=options.bf16,
-                    crop=max(8, options.size - options.size // 12))
+                    ema=options.ema, crop=max(8, options.size - options.size // 12))
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
                              batch_size=options.batch_size)
