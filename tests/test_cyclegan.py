@@ -19,7 +19,7 @@ from fertransfer.cyclegan.checkpoint import (
 )
 from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.losses import GAN_MODES, discriminator_loss, generator_loss, gradient_penalty
-from fertransfer.cyclegan.models import build_discriminator, build_generator
+from fertransfer.cyclegan.models import GENERATORS, build_discriminator, build_generator
 from fertransfer.cyclegan.swd import swd
 from fertransfer.cyclegan.testing import tiny_checkpoint
 from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
@@ -48,7 +48,7 @@ def random_domains(seed: int = 0, size: int = 18, held: int = 16, held_size: int
 # --- networks and losses ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual"])
+@pytest.mark.parametrize("name", GENERATORS)
 def test_generators_map_channels_and_keep_size(name):
     g = build_generator(name, 3, 1, ngf=4, image_size=32)
     y = g(torch.rand(2, 3, 32, 32) * 2 - 1)
@@ -56,8 +56,9 @@ def test_generators_map_channels_and_keep_size(name):
     assert y.abs().max() <= 1.0  # tanh output
 
 
-def test_residual_generator_starts_as_the_identity_and_learns():
-    g = build_generator("resnet_6blocks_residual", 1, 3, ngf=4, image_size=16)
+@pytest.mark.parametrize("name", ["resnet_6blocks_residual", "resnet_6blocks_residual_resize"])
+def test_residual_generator_starts_as_the_identity_and_learns(name):
+    g = build_generator(name, 1, 3, ngf=4, image_size=16)
     x = torch.rand(2, 1, 16, 16) * 1.8 - 0.9
     y = g(x)
     assert torch.allclose(y, x.expand(-1, 3, -1, -1), atol=1e-3)  # gray in, the same gray as RGB out

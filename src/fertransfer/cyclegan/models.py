@@ -8,6 +8,11 @@ overlapping patches. Weights start from N(0, 0.02), as in the paper.
 the identity and learns what to change. Between aligned faces (FER-like framing) most of the
 face, the expression above all, should stay where it is; a generator that has to rebuild the
 whole image from noise loses it first and learns it back last, if ever.
+
+`resnet_6blocks_residual_resize` upsamples by nearest-neighbour resizing and a 3x3 convolution
+instead of transposed convolutions, whose uneven overlap draws a checkerboard once the
+adversarial loss rewards fine texture (Odena et al. 2016, "Deconvolution and checkerboard
+artifacts"); seen on a person with a small footage set (speaker_a, 130 faces).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import nn
 
 from .tensors import match_channels
 
-GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual")
+GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual", "resnet_6blocks_residual_resize")
 
 
 def _norm(channels: int) -> nn.Module:
@@ -39,8 +44,19 @@ class ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+def upsample_layer(channels: int, upsample: str) -> nn.Module:
+    """Double the resolution and halve the channels: transposed convolution (the paper's) or resize-convolution."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=True)
+    if upsample == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                             nn.Conv2d(channels, channels // 2, 3, bias=True))
+    raise ValueError(f"upsample must be transpose or resize, got {upsample!r}")
+
+
 class ResnetGenerator(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9):
+    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9,
+                 upsample: str = "transpose"):
         super().__init__()
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=True), _norm(ngf), nn.ReLU(True),
@@ -51,10 +67,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
         for i in range(2):  # upsample
             c = ngf * 2 ** (2 - i)
-            layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=True),
-                _norm(c // 2), nn.ReLU(True),
-            ]
+            layers += [upsample_layer(c, upsample), _norm(c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -158,8 +171,12 @@ class ResidualGenerator(nn.Module):
 
 
 def build_generator(name: str, in_channels: int, out_channels: int, ngf: int, image_size: int) -> nn.Module:
-    if name == "resnet_6blocks_residual":
-        return ResidualGenerator(init_weights(ResnetGenerator(in_channels, out_channels, ngf, n_blocks=6)), out_channels)
+    if name.startswith("resnet_6blocks_residual"):
+        upsample = "resize" if name == "resnet_6blocks_residual_resize" else "transpose"
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generator '{name}'; choose one of {', '.join(GENERATORS)}")
+        body = ResnetGenerator(in_channels, out_channels, ngf, n_blocks=6, upsample=upsample)
+        return ResidualGenerator(init_weights(body), out_channels)
     if name == "resnet_6blocks":
         net = ResnetGenerator(in_channels, out_channels, ngf, n_blocks=6)
     elif name == "resnet_9blocks":

@@ -39,7 +39,8 @@ class CycleganOptions:
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
     generator: str = option("resnet_6blocks_residual", "Generator architecture; resnet_6blocks_residual starts as the "
                             "identity and learns a change of its input, which keeps aligned faces' expressions "
-                            "(docs/results.md); resnet_6blocks is the paper's.", choices=GENERATORS)
+                            "(docs/results.md); its _resize variant upsamples by resizing, without transposed "
+                            "convolutions' checkerboard; resnet_6blocks is the paper's.", choices=GENERATORS)
     ngf: int = option(64, "Generator width (filters in the first layer); 32 is about 2x faster on a CPU.")
     ndf: int = option(64, "Discriminator width.")
     n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).")
