@@ -401,3 +401,10 @@ def test_ddp_with_two_cpu_processes(tmp_path, smileys):
     assert summary["processes"] == 2 and summary["steps"] == 6
     state = load_checkpoint(tmp_path / "run" / "cyclegan" / "checkpoints" / "step_00000006.pt")
     assert len(state["rng"]) == 2  # each rank's batches and pools, for resuming
+
+
+def test_stage_choices_name_every_network_and_objective():
+    """The stage keeps its own copies of the names (to check a config without importing torch)."""
+    from fertransfer.cyclegan import losses, models, stage
+
+    assert stage.GENERATORS == models.GENERATORS and stage.GAN_MODES == losses.GAN_MODES

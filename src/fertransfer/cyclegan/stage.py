@@ -19,7 +19,8 @@ from fertransfer.errors import StageError
 from fertransfer.options import option
 from fertransfer.pipelines.stage import Stage, StageContext
 
-GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual")  # as models.py's (no torch here)
+GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual",
+              "resnet_6blocks_residual_resize")  # as models.py's (no torch here)
 GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
 
 
