@@ -144,11 +144,13 @@ def test_missing_augment_set_is_named(smileys, tmp_path):
         run_classify(tmp_path, {"augment": tmp_path / "augment"}, fer=str(smileys), train_sets=["synthetic"])
 
 
-def test_upstream_only_when_augment_sets_are_named():
+def test_upstream_only_when_augment_sets_or_a_judge_are_named():
     from fertransfer.classify.stage import STAGE
 
     assert STAGE.upstream(ClassifyOptions()) == []
     assert STAGE.upstream(ClassifyOptions(train_sets=["real", "balanced"])) == ["augment"]
+    # a named judge is there to score augment's translations, also when only 'real' is trained
+    assert STAGE.upstream(ClassifyOptions(judge="judge_model")) == ["augment"]
 
 
 def test_autokeras_engine_tiny(smileys, tmp_path):

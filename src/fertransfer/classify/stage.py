@@ -78,8 +78,10 @@ class ClassifyOptions:
 
 
 def _upstream(options: ClassifyOptions) -> list[str]:
+    """extract for its held-out faces; augment for its sets, or for its translations when a judge is named."""
     names = ["extract"] if options.person_test == EXTRACT else []
-    return names + (["augment"] if any(name != "real" for name in options.train_sets) else [])
+    uses_augment = options.judge or any(name != "real" for name in options.train_sets)
+    return names + (["augment"] if uses_augment else [])
 
 
 def _check(options: ClassifyOptions, config_dir: Path) -> list[str]:
