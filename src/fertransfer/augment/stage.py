@@ -102,13 +102,6 @@ def person_faces_dir(faces_option: str, checkpoint: Path, resolve) -> Path | Non
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def cpu_has_native_bf16() -> bool:
-    import torch
-
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(check() for check in checks if check is not None)
-
-
 def _autocast_bf16_on_cpu(translator) -> None:
     """Run the Translator's generator under CPU bf16 autocast (it autocasts only on CUDA)."""
     import torch
@@ -124,6 +117,7 @@ def _autocast_bf16_on_cpu(translator) -> None:
 
 def load_generator(path: Path, direction: str, device: str, precision: str = "fp32"):
     """The cyclegan Translator for one direction, as a build.Generator."""
+    from fertransfer.cyclegan.tensors import cpu_has_native_bf16
     from fertransfer.cyclegan.translate import Translator
 
     from .build import callable_generator

@@ -51,7 +51,12 @@ class ExpressionConsistency(nn.Module):
         return self.net(self.classifier_input(x))
 
     def forward(self, translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the translation's prediction against the source's soft prediction."""
-        with torch.no_grad():
-            target = F.softmax(self.logits(source), dim=1)
-        return -(target * F.log_softmax(self.logits(translated), dim=1)).sum(1).mean()
+        """Cross-entropy of the translation's prediction against the source's soft prediction.
+
+        Always in fp32, also inside the training step's bf16 autocast: the loss lives on small
+        differences between two soft predictions, which bf16's 8-bit mantissa rounds away (the
+        small classifier costs little next to the generators)."""
+        with torch.autocast(translated.device.type, enabled=False):
+            with torch.no_grad():
+                target = F.softmax(self.logits(source.float()), dim=1)
+            return -(target * F.log_softmax(self.logits(translated.float()), dim=1)).sum(1).mean()

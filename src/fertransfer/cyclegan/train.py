@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty
 from .models import build_discriminator, build_generator
 from .swd import swd
-from .tensors import from_tensor, match_channels, to_tensor
+from .tensors import cpu_has_native_bf16, from_tensor, match_channels, to_tensor
 
 log = logging.getLogger("fertransfer.cyclegan")
 
@@ -82,7 +83,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
-    precision: str = "auto"  # auto (bf16 autocast on CUDA), fp32, bf16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16), fp32, bf16
     threads: int = 1  # CPU threads; 0 = torch's default (all cores)
     compile: bool = False
 
@@ -136,7 +137,12 @@ class LinearDecay:
 
 
 class Generators(nn.Module):
-    """Both generators in one forward, so that DDP sees one call per step."""
+    """Both generators in one forward, so that DDP sees one call per step.
+
+    With the identity loss each generator translates its own domain's images and is shown its
+    target domain's images in one call (a batch of two halves): instance norm works per image, so
+    the outputs are those of two calls, and one call of twice the batch was about 1.2x faster per
+    training step on a 1-thread CPU at batch 1 (docs/benchmarks.md)."""
 
     def __init__(self, G_AB: nn.Module, G_BA: nn.Module, a_channels: int, b_channels: int, identity: bool):
         super().__init__()
@@ -144,24 +150,32 @@ class Generators(nn.Module):
         self.a_channels, self.b_channels, self.identity = a_channels, b_channels, identity
 
     def forward(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"fake_B": self.G_AB(real_A), "fake_A": self.G_BA(real_B)}
+        if self.identity:  # a generator shown its own target domain should leave it alone
+            out = {}
+            out["fake_B"], out["same_B"] = self.G_AB(torch.cat([real_A, match_channels(real_B, self.a_channels)])).chunk(2)
+            out["fake_A"], out["same_A"] = self.G_BA(torch.cat([real_B, match_channels(real_A, self.b_channels)])).chunk(2)
+        else:
+            out = {"fake_B": self.G_AB(real_A), "fake_A": self.G_BA(real_B)}
         out["rec_A"] = self.G_BA(out["fake_B"])
         out["rec_B"] = self.G_AB(out["fake_A"])
-        if self.identity:  # a generator shown its own target domain should leave it alone
-            out["same_B"] = self.G_AB(match_channels(real_B, self.a_channels))
-            out["same_A"] = self.G_BA(match_channels(real_A, self.b_channels))
-        return out
+        # In fp32 (a no-op unless a generator ends in bf16 under autocast): the gradients that several
+        # losses send into one image then add up in fp32, and a small one (the expression loss's) is
+        # not rounded away against a large one before it reaches the generator.
+        return {name: image.float() for name, image in out.items()}
 
 
 class Discriminators(nn.Module):
-    """Both discriminators on real and pooled fake images, in one forward for DDP."""
+    """Both discriminators on real and pooled fake images, in one forward for DDP. Each scores
+    its real and fake images in one call (instance norm is per image), which is cheaper than two."""
 
     def __init__(self, D_A: nn.Module, D_B: nn.Module):
         super().__init__()
         self.D_A, self.D_B = D_A, D_B
 
     def forward(self, real_A, fake_A, real_B, fake_B) -> tuple[torch.Tensor, ...]:
-        return self.D_A(real_A), self.D_A(fake_A), self.D_B(real_B), self.D_B(fake_B)
+        real_A_score, fake_A_score = self.D_A(torch.cat([real_A, fake_A])).chunk(2)
+        real_B_score, fake_B_score = self.D_B(torch.cat([real_B, fake_B])).chunk(2)
+        return real_A_score, fake_A_score, real_B_score, fake_B_score
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -301,23 +315,26 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 def train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool = False,
-          stop_at: int | None = None, expression: ExpressionConsistency | None = None) -> dict:
+          stop_at: int | None = None, expression: ExpressionConsistency | None = None,
+          after_step: Callable[[int], None] | None = None) -> dict:
     """Train (or continue training) into out_dir; returns the summary. `stop_at` ends the run
     early after that step, as an interruption would (used by the resume test). `expression`
     is the frozen classifier of the expression-consistency loss (needed when
-    cfg.lambda_expression > 0)."""
+    cfg.lambda_expression > 0). `after_step(step)` is called after each step's book-keeping,
+    outside its timing: bench/cyclegan_bench.py runs a plain training step there, so that both
+    see the same machine load."""
     if cfg.lambda_expression > 0 and expression is None:
         raise ValueError("lambda_expression > 0 needs an expression classifier")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(cfg, domains, Path(out_dir), resume, stop_at, expression)
+        return _train(cfg, domains, Path(out_dir), resume, stop_at, expression, after_step)
     finally:  # these are process-wide: give them back (tests of other stages run in the same process)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
 def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop_at: int | None,
-           expression: ExpressionConsistency | None) -> dict:
+           expression: ExpressionConsistency | None, after_step: Callable[[int], None] | None) -> dict:
     rank, world, device = setup_distributed(cfg.device)
     main_process = rank == 0
     if cfg.threads > 0:
@@ -328,8 +345,10 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    # Channels-last only on CUDA: on a CPU (oneDNN, 64 px, batch 1) it made the step slower, 0.85x in
+    # fp32 and 0.86x under bf16 autocast (docs/benchmarks.md).
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
     # Models, optimisers, schedules. Same seed on every rank (DDP also broadcasts rank 0's weights).
@@ -544,6 +563,8 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                                 writer.add_scalar(f"swd/{k}", v, done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             checkpoint(done)
+        if after_step is not None:
+            after_step(done)
     progress.close()
 
     summary: dict = {}
