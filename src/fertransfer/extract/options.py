@@ -59,7 +59,7 @@ class ExtractOptions:
         "refine the previous frame's faces with O-Net alone (several times cheaper), and detect fully "
         "where a face is lost (scene cuts). 1: full detection on every frame. Refined boxes follow "
         "the face but not MTCNN's frame-to-frame jitter, so they agree less with full detection "
-        "(docs/benchmarks.md: 85-91% of frames at IoU >= 0.9 with 2-8).",
+        "(docs/benchmarks.md: 84-89% of frames at IoU >= 0.9 with 2-8, 1.6-2.5x faster).",
     )
     threads: int = option(
         1,
