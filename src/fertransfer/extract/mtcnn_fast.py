@@ -74,14 +74,68 @@ def _normalise(data: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
-def _crops(integral, image_inds, boxes, w, h, size, device):
-    """Candidate boxes cut out (clipped to the frame, as facenet-pytorch does) and resampled."""
+def _crop_regions(boxes: torch.Tensor, w: int, h: int) -> tuple[np.ndarray, ...]:
+    """Rows y0..y0+height and columns x0..x0+width that each box is cut from: the box clipped to
+    the frame, as facenet-pytorch's pad() clips it."""
     y, ey, x, ex = pad(boxes, w, h)
     # facenet-pytorch cannot cut out a box lying wholly outside the frame; keep one pixel of it.
     y0, x0 = np.minimum(y - 1, h - 1), np.minimum(x - 1, w - 1)
     height, width = np.clip(ey - y0, 1, h - y0), np.clip(ex - x0, 1, w - x0)
-    data = area_resample(integral, image_inds.cpu().numpy(), y0, x0, height, width, (size, size))
+    return y0, x0, height, width
+
+
+def _crops(integral, image_inds, boxes, w, h, size, device, origin: tuple[int, int] = (0, 0)):
+    """Candidate boxes cut out and resampled. `origin` is the (row, column) of the frame at which
+    `integral` starts, when it covers only part of the frame."""
+    y0, x0, height, width = _crop_regions(boxes, w, h)
+    data = area_resample(integral, image_inds.cpu().numpy(), y0 - origin[0], x0 - origin[1], height, width, (size, size))
     return _normalise(data, device)
+
+
+def _region_integral(frame: np.ndarray, boxes: torch.Tensor) -> tuple[np.ndarray, tuple[int, int]]:
+    """The integral image of just the part of one frame that the boxes' crops cover, and where
+    that part starts: a few faces need a small fraction of the frame's sums."""
+    h, w = frame.shape[:2]
+    y0, x0, height, width = _crop_regions(boxes, w, h)
+    top, left = int(y0.min()), int(x0.min())
+    bottom, right = int((y0 + height).max()), int((x0 + width).max())
+    return integral_images(frame[None, top:bottom, left:right]), (top, left)
+
+
+def _rnet_stage(integral, image_inds, boxes, w, h, rnet, threshold, device, origin=(0, 0)):
+    """R-Net on 24x24 crops: the candidates it keeps, moved by its regression and squared."""
+    out = fixed_batch_process(_crops(integral, image_inds, boxes, w, h, 24, device, origin), rnet)
+    out0 = out[0].permute(1, 0)
+    score = out[1].permute(1, 0)[1, :]
+    ipass = score > threshold
+    boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+    image_inds = image_inds[ipass]
+    mv = out0[:, ipass].permute(1, 0)
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
+    boxes = bbreg(boxes, mv)
+    return rerec(boxes), image_inds
+
+
+def _onet_stage(integral, image_inds, boxes, w, h, onet, threshold, device, origin=(0, 0)):
+    """O-Net on 48x48 crops: the final boxes (with probabilities), their images and landmarks."""
+    out = fixed_batch_process(_crops(integral, image_inds, boxes, w, h, 48, device, origin), onet)
+    out0 = out[0].permute(1, 0)
+    points = out[1].permute(1, 0)
+    score = out[2].permute(1, 0)[1, :]
+    ipass = score > threshold
+    points = points[:, ipass]
+    boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+    image_inds = image_inds[ipass]
+    mv = out0[:, ipass].permute(1, 0)
+    w_i = boxes[:, 2] - boxes[:, 0] + 1
+    h_i = boxes[:, 3] - boxes[:, 1] + 1
+    points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+    points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+    points = torch.stack((points_x, points_y)).permute(2, 1, 0)
+    boxes = bbreg(boxes, mv)
+    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    return boxes[pick], image_inds[pick], points[pick]
 
 
 def detect_face(frames: np.ndarray, minsize: float, pnet, rnet, onet, threshold, factor, device):
@@ -131,40 +185,36 @@ def detect_face(frames: np.ndarray, minsize: float, pnet, rnet, onet, threshold,
 
     # Second stage: R-Net on 24x24 crops.
     if len(boxes) > 0:
-        out = fixed_batch_process(_crops(integral, image_inds, boxes, w, h, 24, device), rnet)
-        out0 = out[0].permute(1, 0)
-        score = out[1].permute(1, 0)[1, :]
-        ipass = score > threshold[1]
-        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-        image_inds = image_inds[ipass]
-        mv = out0[:, ipass].permute(1, 0)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-        boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
-        boxes = bbreg(boxes, mv)
-        boxes = rerec(boxes)
+        boxes, image_inds = _rnet_stage(integral, image_inds, boxes, w, h, rnet, threshold[1], device)
 
     # Third stage: O-Net on 48x48 crops gives the final boxes and the landmarks.
     points = torch.zeros(0, 5, 2, device=device)
     if len(boxes) > 0:
-        out = fixed_batch_process(_crops(integral, image_inds, boxes, w, h, 48, device), onet)
-        out0 = out[0].permute(1, 0)
-        points = out[1].permute(1, 0)
-        score = out[2].permute(1, 0)[1, :]
-        ipass = score > threshold[2]
-        points = points[:, ipass]
-        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-        image_inds = image_inds[ipass]
-        mv = out0[:, ipass].permute(1, 0)
-        w_i = boxes[:, 2] - boxes[:, 0] + 1
-        h_i = boxes[:, 3] - boxes[:, 1] + 1
-        points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
-        points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
-        points = torch.stack((points_x, points_y)).permute(2, 1, 0)
-        boxes = bbreg(boxes, mv)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
-        boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+        boxes, image_inds, points = _onet_stage(integral, image_inds, boxes, w, h, onet, threshold[2], device)
 
     boxes = boxes.cpu().numpy()
     points = points.cpu().numpy()
     image_inds = image_inds.cpu().numpy()
     return [boxes[image_inds == b] for b in range(batch_size)], [points[image_inds == b] for b in range(batch_size)]
+
+
+def refine_faces(frame: np.ndarray, candidates: np.ndarray, onet, threshold: float, device):
+    """The faces near `candidates` in one (H, W, 3) uint8 frame, by O-Net alone.
+
+    In a video whose faces move little between frames, the previous frame's final boxes are
+    good candidates: squared as the cascade squares its own, they go through O-Net, whose box
+    regression moves them onto the face in this frame, skipping the P-Net pyramid and R-Net.
+    `candidates` (k, 4) are x1, y1, x2, y2; `threshold` is O-Net's. Returns boxes (m, 5: x1, y1,
+    x2, y2, probability) and landmarks (m, 5, 2) as detect_face does for one frame; m < k when
+    a face was not found again.
+    """
+    h, w = frame.shape[:2]
+    boxes = torch.zeros(len(candidates), 5, device=device)
+    boxes[:, :4] = torch.as_tensor(np.asarray(candidates, np.float32), device=device)
+    boxes = rerec(boxes)
+    if len(boxes) == 0:
+        return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+    image_inds = torch.zeros(len(boxes), dtype=torch.int64, device=device)
+    integral, origin = _region_integral(frame, boxes)
+    boxes, image_inds, points = _onet_stage(integral, image_inds, boxes, w, h, onet, threshold, device, origin)
+    return boxes.cpu().numpy(), points.cpu().numpy()

@@ -46,7 +46,7 @@ def option_problems(o: ExtractOptions) -> list[str]:
         problems.append("inputs: empty; list the videos, glob patterns or image folders to take faces from")
     if len(o.thresholds) != 3 or not all(0 <= t <= 1 for t in o.thresholds):
         problems.append(f"thresholds: expected three scores in [0, 1], got {o.thresholds}")
-    for name in ("every_n", "batch_size", "crop_size", "min_face_size"):
+    for name in ("every_n", "batch_size", "crop_size", "min_face_size", "detect_every"):
         if getattr(o, name) < 1:
             problems.append(f"{name}: must be at least 1, got {getattr(o, name)}")
     if not 1 <= o.jpeg_quality <= 100:
@@ -191,9 +191,11 @@ def process_video(path: Path, ctx: StageContext, detector, framing, settings, du
     from fertransfer.progress import progress
 
     from .core import choose_person, crop_faces
+    from .detect import VideoFaceDetector
     from .video import FrameSampler, VideoError, open_video, read_batches
 
     o: ExtractOptions = ctx.options
+    video_detector = VideoFaceDetector(detector, o.detect_every)  # its tracked faces belong to this video
     capture, info = open_video(str(path))
     counts = {**new_counts(), "fps": round(info.fps, 3), "frames_expected": info.frame_count,
               "width": info.width, "height": info.height, "status": "ok"}
@@ -211,7 +213,7 @@ def process_video(path: Path, ctx: StageContext, detector, framing, settings, du
                 if not batch.indices:
                     continue
                 t0 = time.perf_counter()
-                found = detector.detect(batch.frames)
+                found = video_detector.detect(batch.frames)
                 t1 = time.perf_counter()
                 times = [i / info.fps for i in batch.indices]
                 faces_per_frame += crop_faces(batch.frames, batch.indices, times, found, framing)
