@@ -38,10 +38,11 @@ class CycleganOptions:
     b_channels: int = option(1, "Channels domain B runs as (1: FER is grayscale).", choices=(1, 3))
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
-    generator: str = option("resnet_6blocks_residual", "Generator architecture; resnet_6blocks_residual starts as the "
-                            "identity and learns a change of its input, which keeps aligned faces' expressions "
-                            "(docs/results.md); its _resize variant upsamples by resizing, without transposed "
-                            "convolutions' checkerboard; resnet_6blocks is the paper's.", choices=GENERATORS)
+    generator: str = option("resnet_6blocks_residual_resize", "Generator architecture. The residual ones start as "
+                            "the identity and learn a change of their input, which keeps aligned faces' expressions; "
+                            "_resize (the default) upsamples by resizing, without the checkerboard of the transposed "
+                            "convolutions of resnet_6blocks_residual (docs/results.md); resnet_6blocks is the paper's.",
+                            choices=GENERATORS)
     ngf: int = option(64, "Generator width (filters in the first layer); 32 is about 2x faster on a CPU.")
     ndf: int = option(64, "Discriminator width.")
     n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).")

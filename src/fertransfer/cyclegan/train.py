@@ -57,7 +57,7 @@ class TrainConfig:
     load_size: int = 72  # images are resized to this, then randomly cropped to image_size
     a_channels: int = 3
     b_channels: int = 1
-    generator: str = "resnet_6blocks_residual"
+    generator: str = "resnet_6blocks_residual_resize"
     ngf: int = 64
     ndf: int = 64
     n_layers: int = 3
