@@ -379,7 +379,7 @@ def train_cnn(
         val_loss, val_acc = evaluate_loss(classifier, val_images, val_labels)
         row = {
             "epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-            "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - epoch_start,
+            "val_loss": val_loss, "val_acc": val_acc,
         }
         candidates = [("raw", val_acc, model)]
         if ema_classifier is not None:

@@ -155,7 +155,7 @@ class VideoFaceDetector:
             raise ValueError(f"detect_every must be at least 1, got {detect_every}")
         self.detector = detector
         self.detect_every = detect_every
-        self.counts = {"full": 0, "refined": 0, "fallback": 0}
+        self.counts = {"full": 0, "refined": 0, "fallback": 0}  # frames; the stage's manifest records them
         self.reset()
 
     def reset(self) -> None:

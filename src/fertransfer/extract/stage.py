@@ -238,6 +238,8 @@ def process_video(path: Path, ctx: StageContext, detector, framing, settings, du
         frames_per_s=round(counts["frames_read"] / seconds, 2) if seconds else None,
         detect_s=round(timing["detect_s"], 3),
         crop_s=round(timing["crop_s"], 3),
+        # frames detected fully, refined by O-Net from the frame before, and refined-then-redetected
+        detection=dict(video_detector.counts),
     )
     return counts, footage, test
 
