@@ -16,9 +16,14 @@ class FirstOptions:
     source: str = option("input.txt", "A text file to copy.", kind="path")
     repeat: int = option(1, "How often to repeat the text.")
     fail_midway: bool = option(False, "Raise after writing half the output.")
+    threads: int = option(0, "torch threads while it runs (0: leave torch's count alone).", execution=True)
 
 
 def run_first(ctx: StageContext) -> dict:
+    if ctx.options.threads:
+        import torch
+
+        torch.set_num_threads(ctx.options.threads)  # process-wide: the runner must restore it
     text = ctx.path(ctx.options.source).read_text() * ctx.options.repeat
     (ctx.out_dir / "copy.txt").write_text(text)
     if ctx.options.fail_midway:
@@ -41,7 +46,9 @@ def run_second(ctx: StageContext) -> dict:
     (ctx.out_dir / "result.txt").write_text(text)
     if ctx.options.fail_midway:
         raise StageError("failed midway on purpose")
-    return {"characters": len(text), "attempts": attempts, "resumed": ctx.resuming}
+    import torch
+
+    return {"characters": len(text), "attempts": attempts, "resumed": ctx.resuming, "threads": torch.get_num_threads()}
 
 
 FIRST = Stage(

@@ -204,9 +204,9 @@ def stand_in_generators(monkeypatch):
 
 
 def write_config(folder: Path, smileys: Path, **augment) -> Path:
-    values = {"fer": str(smileys), "checkpoint": "gen.pt", "gallery_examples": 2, **augment}
+    values = {"checkpoint": "gen.pt", "gallery_examples": 2, **augment}
     config = folder / "pipeline.toml"
-    config.write_text('[run]\ndir = "run"\n[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    config.write_text(f'[run]\ndir = "run"\n[data]\nfer = {json.dumps(str(smileys))}\n[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
     return config
 
 

@@ -17,7 +17,7 @@ from fertransfer.classify.stage import ClassifyOptions, run
 from fertransfer.data import FER_CLASSES, ImageSet, load_dataset, write_png
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.config import default_config_text, load_config
-from fertransfer.pipelines.options import RunOptions
+from fertransfer.pipelines.options import DataOptions, RunOptions
 from fertransfer.pipelines.runner import run_stage
 from fertransfer.pipelines.stage import StageContext, StageError
 
@@ -28,10 +28,11 @@ def run_classify(tmp: Path, upstream: dict | None = None, **options) -> tuple[Pa
     """Call the stage's run function directly (so tests can hand it a fake augment folder)."""
     out = tmp / "classify.partial"
     out.mkdir(parents=True)
+    data = DataOptions(**{k: options.pop(k) for k in ("fer", "labels", "ferplus", "classes") if k in options})
     ctx = StageContext(
         name="classify", options=ClassifyOptions(**{**TINY, **options}), run=RunOptions(device="cpu"),
         run_dir=tmp, out_dir=out, upstream_dirs=upstream or {}, config_dir=tmp,
-        log=logging.getLogger("test.classify"),
+        log=logging.getLogger("test.classify"), data=data,
     )
     return out, run(ctx)
 
@@ -42,7 +43,7 @@ def trained(smileys, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("classify_run")
     config = folder / "pipeline.toml"
     config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
-                                           "classify": {"fer": str(smileys), **TINY}}))
+                                           "data": {"fer": str(smileys)}, "classify": TINY}))
     status = run_stage(load_config(config), "classify")
     assert status.state == "done"
     return folder / "run" / "classify"
@@ -362,11 +363,12 @@ def test_person_test_path_is_checked_before_any_stage(smileys, tmp_path):
 
     config = tmp_path / "pipeline.toml"
     config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
-                                           "classify": {"fer": str(smileys), "person_test": "no/such/faces"}}))
+                                           "data": {"fer": str(smileys)},
+                                           "classify": {"person_test": "no/such/faces"}}))
     with pytest.raises(ConfigError, match=r"\[classify\].person_test: path not found: no/such/faces"):
         run_pipeline(load_config(config), "classify")
     assert not (tmp_path / "run").exists()
-    config.write_text(default_config_text({"classify": {"fer": str(smileys), "person_test": "extract"}}))
+    config.write_text(default_config_text({"data": {"fer": str(smileys)}, "classify": {"person_test": "extract"}}))
     assert missing_inputs(load_config(config), ["classify"]) == []
 
 

@@ -325,12 +325,14 @@ def face_folder(root: Path, count: int = 12) -> Path:
 
 
 def write_config(tmp_path: Path, faces: Path, fer: Path, **extra) -> Path:
-    options = dict(faces=str(faces), fer=str(fer), image_size=16, ngf=4, ndf=4, n_layers=2, steps=6,
+    options = dict(faces=str(faces), image_size=16, ngf=4, ndf=4, n_layers=2, steps=6,
                    checkpoint_every=3, sample_every=3, swd_images=8, threads=1, deterministic=True,
                    expression_epochs=1, expression_width=4)
     options.update(extra)
-    lines = ["[run]", 'dir = "run"', 'device = "cpu"', "[cyclegan]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+    data = {k: options.pop(k) for k in ("labels", "ferplus") if k in options}
+    lines = ["[run]", 'dir = "run"', 'device = "cpu"', "[data]", f"fer = {json.dumps(str(fer))}"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in data.items()]
+    lines += ["[cyclegan]"] + [f"{k} = {json.dumps(v)}" for k, v in options.items()]
     path = tmp_path / "pipeline.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -22,11 +22,12 @@ STAGES = ("extract", "cyclegan", "augment", "classify")
 
 TINY = {
     "run": {"dir": "run"},
+    "data": {"fer": "data/smileys"},
     "extract": {"inputs": ["data/lecture.mp4"], "min_face_size": 40, "min_face_px": 48, "samples": 8},
-    "cyclegan": {"fer": "data/smileys", "image_size": 24, "ngf": 4, "ndf": 4, "steps": 24,
+    "cyclegan": {"image_size": 24, "ngf": 4, "ndf": 4, "steps": 24,
                  "checkpoint_every": 12, "sample_every": 12, "swd_images": 8, "sample_images": 2},
-    "augment": {"fer": "data/smileys", "gallery_examples": 2, "batch_size": 64},
-    "classify": {"fer": "data/smileys", "train_sets": ["real", "balanced"], "epochs": 1, "width": 8,
+    "augment": {"gallery_examples": 2, "batch_size": 64},
+    "classify": {"train_sets": ["real", "balanced"], "epochs": 1, "width": 8,
                  "batch_size": 32, "patience": 0, "tta": "center"},
 }
 

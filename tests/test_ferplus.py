@@ -191,13 +191,16 @@ def test_classify_with_ferplus_labels_writes_a_model_card(tiny, tmp_path):
     assert model["classes"] == list(FERPLUS_CLASSES)
 
 
-def test_classify_ferplus_without_votes_file_fails_clearly(tiny, tmp_path):
-    from test_classify import run_classify
+def test_ferplus_without_votes_file_fails_before_any_stage(tiny, tmp_path):
+    from fertransfer.pipelines import ConfigError, load_config, run_pipeline
+    from fertransfer.pipelines.config import default_config_text
 
-    from fertransfer.pipelines.stage import StageError
-
-    with pytest.raises(StageError, match=r"\[classify\]\.ferplus"):
-        run_classify(tmp_path, fer=str(tiny[0]), labels="ferplus")
+    config = tmp_path / "pipeline.toml"
+    config.write_text(default_config_text({"run": {"dir": "run"}, "data": {"fer": str(tiny[0]), "labels": "ferplus"}}))
+    for stage in ("cyclegan", "augment", "classify"):
+        with pytest.raises(ConfigError, match=r"\[data\]\.ferplus: labels = \"ferplus\" needs"):
+            run_pipeline(load_config(config), stage)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.realdata
@@ -223,16 +226,17 @@ def test_cyclegan_and_augment_read_ferplus_labels(tiny):
     assert data.class_names == FERPLUS.names and data.dropped[fp.TIED] == 2
 
 
-def test_stage_options_and_inputs_name_the_votes_file():
-    from fertransfer.augment.stage import STAGE as AUGMENT
-    from fertransfer.classify.stage import STAGE as CLASSIFY
-    from fertransfer.cyclegan.stage import STAGE as CYCLEGAN
+def test_stages_fingerprint_the_votes_file_only_with_its_labels(tmp_path):
+    from fertransfer.pipelines import get_stage, load_config
     from fertransfer.pipelines.config import default_config_text
+    from fertransfer.pipelines.runner import input_paths
 
-    text = default_config_text({})
-    for stage in (CLASSIFY, CYCLEGAN, AUGMENT):
-        options = stage.options(fer="fer", labels="ferplus", ferplus="votes.csv")
-        assert "votes.csv" in stage.inputs(options), stage.name
-        assert "votes.csv" not in stage.inputs(stage.options(fer="fer", ferplus="votes.csv"))  # labels = "fer"
-        section = text.split(f"[{stage.name}]", 1)[1].split("\n[", 1)[0]
-        assert 'labels = "fer"' in section and 'ferplus = ""' in section, stage.name
+    config = tmp_path / "pipeline.toml"
+    for labels, expected in (("ferplus", True), ("fer", False)):
+        config.write_text(default_config_text({"data": {"fer": "fer", "labels": labels, "ferplus": "votes.csv"}}))
+        loaded = load_config(config)
+        for name in ("cyclegan", "augment", "classify"):
+            names = [p.name for p in input_paths(loaded, get_stage(name))]
+            assert "fer" in names and ("votes.csv" in names) == expected, (name, labels)
+    section = default_config_text({}).split("[data]", 1)[1].split("\n[", 1)[0]
+    assert 'labels = "fer"' in section and 'ferplus = ""' in section

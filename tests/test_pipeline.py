@@ -51,7 +51,7 @@ def test_run_all_writes_manifests_then_skips(project):
     assert (project / "out" / "cyclegan" / "result.txt").read_text() == "hello!"
     manifest = json.loads((project / "out" / "extract" / "manifest.json").read_text())
     assert manifest["summary"] == {"characters": 5, "resumed": False}
-    assert manifest["config"] == {"source": "input.txt", "repeat": 1, "fail_midway": False}
+    assert manifest["config"] == {"source": "input.txt", "repeat": 1, "fail_midway": False, "threads": 0}
     assert manifest["outputs"] == {"files": ["copy.txt", "done.txt"], "count": 2}
     assert set(manifest["timings"]) >= {"started", "finished", "seconds"}
     assert "numpy" in manifest["versions"] and "python" in manifest["versions"]
@@ -275,13 +275,73 @@ def test_untouched_init_config_lists_every_missing_input_as_a_default(tmp_path, 
         capsys.readouterr()
         assert main(["run", "all", "--config", str(config)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        expected = ["[extract].inputs: empty", "[cyclegan].fer: required but not set",
-                    "[augment].fer: required but not set", "[classify].fer: path not found: data/fer2013"]
+        expected = ["[extract].inputs: empty", "[data].fer: required but not set"]
         for part in expected:
             [line] = [line for line in lines if part in line]
             stage = part[1:].split("]")[0]
             assert line.endswith(f"(default; set it in [{stage}])"), line
         assert not any("lambda_expression" in line for line in lines), lines  # no follow-on error
-    (tmp_path / "set.toml").write_text('[classify]\nfer = "nowhere"\n')
+    (tmp_path / "set.toml").write_text('[data]\nfer = "nowhere"\n')
     assert main(["run", "classify", "--config", str(tmp_path / "set.toml")]) == 2
-    assert capsys.readouterr().err.strip().endswith("[classify].fer: path not found: nowhere")
+    assert capsys.readouterr().err.strip().endswith("[data].fer: path not found: nowhere")
+
+
+def test_old_configs_say_where_shared_keys_moved(tmp_path, capsys):
+    (tmp_path / "old.toml").write_text('[cyclegan]\nfer = "fer"\n[augment]\nlabels = "ferplus"\n'
+                                       '[classify]\nclasses = ["a", "b"]\n[extract]\nclasses = ["a"]\n')
+    assert main(["status", "--config", str(tmp_path / "old.toml")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ", 2)[-1] for line in lines] == [
+        "[cyclegan] fer moved to [data] fer", "[augment] labels moved to [data] labels",
+        "[classify] classes moved to [data] classes"]  # extract's classes is its own option
+
+
+def test_ferplus_labels_without_the_votes_file_stop_before_any_stage(tmp_path, capsys):
+    (tmp_path / "fer").mkdir()
+    (tmp_path / "c.toml").write_text('[data]\nfer = "fer"\nlabels = "ferplus"\n')
+    assert main(["run", "classify", "--config", str(tmp_path / "c.toml")]) == 2
+    assert "[data].ferplus: labels = \"ferplus\" needs" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_runner_restores_the_thread_count_a_stage_sets(project):
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 2 if before != 2 else 3
+    torch.set_num_threads(wanted)
+    try:
+        text = (project / "pipeline.toml").read_text()
+        (project / "pipeline.toml").write_text(text.replace("[extract]\n", "[extract]\nthreads = 1\n", 1)
+                                              .replace("\nthreads = 0\n", "\n", 1))
+        config = load_config(project / "pipeline.toml")
+        assert config.options("extract").threads == 1
+        run_pipeline(config, "all")
+        assert torch.get_num_threads() == wanted
+        second = json.loads((project / "out" / "cyclegan" / "manifest.json").read_text())
+        assert second["summary"]["threads"] == wanted  # the later stage ran with the count from before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_execution_options_leave_a_finished_stage_done(project):
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "all")
+    recorded = json.loads((project / "out" / "extract" / "manifest.json").read_text())["fingerprint"]["digest"]
+    text = (project / "pipeline.toml").read_text()
+    (project / "pipeline.toml").write_text(text.replace("\nthreads = 0\n", "\nthreads = 1\n", 1))
+    config = load_config(project / "pipeline.toml")
+    assert config.options("extract").threads == 1
+    assert states(config)["extract"] == "done" and states(config)["cyclegan"] == "done"
+    (project / "pipeline.toml").write_text(text.replace("repeat = 1", "repeat = 2", 1))
+    config = load_config(project / "pipeline.toml")
+    assert stage_status(config, "extract").text == "stale (changed: config)"
+
+
+def test_real_stages_declare_threads_and_compile_as_execution_options():
+    from fertransfer.options import execution_options
+    from fertransfer.pipelines.registry import STAGE_MODULES, get_stage
+
+    assert STAGE_MODULES["extract"] == "fertransfer.extract.stage"
+    found = {name: execution_options(get_stage(name).options()) for name in ("extract", "cyclegan", "augment")}
+    assert found == {"extract": ["threads"], "cyclegan": ["threads", "compile"], "augment": ["threads"]}

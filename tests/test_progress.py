@@ -104,7 +104,8 @@ def _tiny_project(folder: Path, demo_video: Path, smileys: Path) -> Path:
     config.write_text(default_config_text({
         "run": {"dir": "run"},
         "extract": {"inputs": [str(demo_video)], "min_face_size": 40, "min_face_px": 48, "samples": 4},
-        "cyclegan": {"fer": str(smileys), "image_size": 24, "ngf": 4, "ndf": 4, "steps": 12,
+        "data": {"fer": str(smileys)},
+        "cyclegan": {"image_size": 24, "ngf": 4, "ndf": 4, "steps": 12,
                      "checkpoint_every": 12, "sample_every": 12, "swd_images": 8, "sample_images": 2},
     }))
     return config

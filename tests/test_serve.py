@@ -31,7 +31,7 @@ def run_dir(smileys, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("serve_run")
     config = folder / "pipeline.toml"
     config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
-                                           "classify": {"fer": str(smileys), **TINY}}))
+                                           "data": {"fer": str(smileys)}, "classify": TINY}))
     assert run_stage(load_config(config), "classify").state == "done"
     (folder / "run" / "report.html").write_text("<html><body>run report</body></html>")
     return folder / "run"

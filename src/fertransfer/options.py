@@ -14,13 +14,16 @@ from typing import Any
 
 
 def option(default: Any, help: str, *, kind: str = "value", choices: tuple | None = None,
-           keywords: tuple[str, ...] = (), required: bool = False) -> Any:
+           keywords: tuple[str, ...] = (), required: bool = False, execution: bool = False) -> Any:
     """A config option. kind: "value", "path" (resolved against the config file's folder,
     must exist) or "paths" (a list of paths or glob patterns, each must match something).
     `keywords`: values of a path option that name something else (e.g. "extract": an upstream
     stage's output) and are not checked as paths. `required`: an empty path is an error found
-    before any stage runs (rather than when the stage gets to it)."""
-    metadata = {"help": help, "kind": kind, "choices": choices, "keywords": keywords, "required": required}
+    before any stage runs (rather than when the stage gets to it). `execution`: the option says how
+    the work runs, not what it produces (threads, compile), so changing it leaves a finished stage
+    done (the runner fingerprints it at its default)."""
+    metadata = {"help": help, "kind": kind, "choices": choices, "keywords": keywords, "required": required,
+                "execution": execution}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -35,4 +38,13 @@ def field_default(f: dataclasses.Field) -> Any:
     return None
 
 
-__all__ = ["field_default", "option"]
+def execution_options(options: Any) -> list[str]:
+    """Names of the options declared with execution=True."""
+    return [f.name for f in dataclasses.fields(options) if f.metadata.get("execution")]
+
+
+THREADS_HELP = ("CPU threads for torch (0: torch's default, one per core; 1 is often fastest on a machine shared "
+                "with other busy processes, docs/benchmarks.md).")
+
+
+__all__ = ["THREADS_HELP", "execution_options", "field_default", "option"]

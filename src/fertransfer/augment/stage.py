@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fertransfer.errors import StageError
-from fertransfer.options import option
+from fertransfer.options import THREADS_HELP, option
+from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Stage, StageContext
 
 from . import SET_NAMES
@@ -26,15 +27,6 @@ CYCLEGAN_CHECKPOINT = Path("checkpoints") / "latest.pt"
 
 @dataclass
 class AugmentOptions:
-    fer: str = option(
-        "",
-        "The labelled FER dataset to translate (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
-        kind="path",
-        required=True,
-    )
-    labels: str = option("fer", "Labels of `fer`: its own, or FER+'s majority vote from `ferplus` (eight classes, "
-                         "with contempt; give classify the same labels).", choices=("fer", "ferplus"))
-    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\".", kind="path")
     splits: list[str] = option(["train", "test"], "Splits to translate (train, val, test); the training sets come from "
                                "train; the test split's translations are what classify's judge scores.")
     checkpoint: str = option(
@@ -65,7 +57,7 @@ class AugmentOptions:
         choices=("auto", "fp32", "bf16"),
     )
     image_format: str = option("png", "Format of the written images.", choices=("png", "jpg"))
-    threads: int = option(0, "CPU threads for torch (0: its default, all cores; 1 is faster on a busy shared machine).")
+    threads: int = option(0, THREADS_HELP, execution=True)
 
 
 def checkpoint_path(ctx: StageContext) -> Path:
@@ -145,7 +137,7 @@ def _settings(o: AugmentOptions, seed: int):
                          batch_size=o.batch_size, image_format=o.image_format, seed=seed)
 
 
-def _check(o: AugmentOptions, config_dir: Path) -> list[str]:
+def _check(o: AugmentOptions, config_dir: Path, data: DataOptions) -> list[str]:
     """Problems found without reading data (the runner checks every stage before any runs)."""
     from .build import settings_problems
 
@@ -159,22 +151,18 @@ def run(ctx: StageContext) -> dict:
     from .build import build_outputs, check_settings, load_faces, load_fer
 
     o: AugmentOptions = ctx.options
-    if not o.fer:
-        raise StageError("[augment].fer is not set: give the labelled FER dataset to translate")
     settings = _settings(o, ctx.run.seed)
     check_settings(settings)
-    if o.threads < 0:
-        raise StageError(f"[augment].threads: {o.threads} is negative")
     if o.threads:
         import torch
 
-        torch.set_num_threads(o.threads)
+        torch.set_num_threads(o.threads)  # the runner restores the count after the stage
     checkpoint = checkpoint_path(ctx)
     forward = load_generator(checkpoint, "BtoA", ctx.run.device, o.precision)
     backward = load_generator(checkpoint, "AtoB", ctx.run.device, o.precision) if o.gallery_examples else None
-    if o.labels == "ferplus" and not o.ferplus:
-        raise StageError("[augment].labels = \"ferplus\" needs [augment].ferplus, the path of FER+'s fer2013new.csv")
-    dataset = load_fer(ctx.path(o.fer), ctx.run.seed, o.labels, ctx.path(o.ferplus) if o.labels == "ferplus" else None)
+    data = ctx.data
+    dataset = load_fer(ctx.path(data.fer), ctx.run.seed, data.labels,
+                       ctx.path(data.ferplus) if data.labels == "ferplus" else None)
     if dataset.dropped:
         ctx.log.info("FER+ labels: %d image(s) dropped (%s)", sum(dataset.dropped.values()),
                      ", ".join(f"{k}: {v}" for k, v in dataset.dropped.items()))
@@ -215,8 +203,9 @@ STAGE = Stage(
     run=run,
     description="Translate labelled FER data into the person's domain; write training sets and a gallery",
     upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
-    inputs=lambda o: [o.fer, o.checkpoint, o.faces, *([o.ferplus] if o.labels == "ferplus" and o.ferplus else [])],
+    inputs=lambda o: [o.checkpoint, o.faces],
+    data_keys=("fer", "labels", "ferplus"),
     check=_check,
     rewritable=("gallery.html", "gallery.png"),  # `pipeline gallery RUN_DIR` rebuilds them in place
-    demo={"fer": "data/smileys", "gallery_examples": 6},
+    demo={"gallery_examples": 6},
 )

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fertransfer.errors import StageError
 from fertransfer.options import option
+from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Stage, StageContext
 
 ENGINES = ("cnn", "autokeras")
@@ -32,17 +33,8 @@ EXTRACT = "extract"  # person_test's value for the extract stage's held-out face
 
 @dataclass
 class ClassifyOptions:
-    fer: str = option("data/fer2013", "The real labelled dataset (Kaggle CSV or folders); its val/test splits are "
-                      "used for every evaluation (FER2013: val = PublicTest, test = PrivateTest).", kind="path",
-                      required=True)
-    labels: str = option("fer", "Labels of `fer`: its own (folders/CSV), or FER+'s majority vote read from `ferplus` "
-                         "(images FER+ calls unknown, not a face, or tied are left out).", choices=("fer", "ferplus"))
-    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\"; `fer`'s files must carry "
-                          "their FER2013 row (Training_00042.png) or be the original Kaggle CSV.", kind="path")
-    classes: list[str] = option([], "Class names in label order (empty: FER2013's seven; FER+'s eight, with "
-                                "contempt, when labels = \"ferplus\").")
     train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
-                                   "of `fer`; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
+                                   "of [data] fer; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
                                    "classic), read from <augment>/sets/.")
     person_test: str = option("", "Labelled faces of the target person, scored with every trained model beside "
                               "the FER test split: a dataset as `fer` takes (flat class folders are used whole, "
@@ -84,7 +76,7 @@ def _upstream(options: ClassifyOptions) -> list[str]:
     return names + (["augment"] if uses_augment else [])
 
 
-def _check(options: ClassifyOptions, config_dir: Path) -> list[str]:
+def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> list[str]:
     """Problems found without reading data (the runner checks every stage before any runs)."""
     from fertransfer.augment import SET_NAMES, set_folder
 
@@ -111,8 +103,7 @@ def _check(options: ClassifyOptions, config_dir: Path) -> list[str]:
 
 
 def _inputs(options: ClassifyOptions) -> list[str]:
-    return ([options.fer] + ([options.ferplus] if options.labels == "ferplus" and options.ferplus else [])
-            + ([options.person_test] if options.person_test not in ("", EXTRACT) else []))
+    return [options.person_test] if options.person_test not in ("", EXTRACT) else []
 
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
@@ -140,16 +131,15 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
         raise StageError("[classify].train_sets is empty; name at least one set (e.g. [\"real\"])")
     if len(set(options.train_sets)) != len(options.train_sets):
         raise StageError(f"[classify].train_sets names a set twice: {options.train_sets}")
-    if options.labels == "ferplus" and not options.ferplus:
-        raise StageError("[classify].labels = \"ferplus\" needs [classify].ferplus, the path of FER+'s fer2013new.csv")
-    real = load_dataset(ctx.path(options.fer), classes=classes, channels=options.channels, size=options.size,
-                        seed=ctx.run.seed, labels=options.labels,
-                        ferplus=ctx.path(options.ferplus) if options.labels == "ferplus" else None)
+    data = ctx.data
+    real = load_dataset(ctx.path(data.fer), classes=classes, channels=options.channels, size=options.size,
+                        seed=ctx.run.seed, labels=data.labels,
+                        ferplus=ctx.path(data.ferplus) if data.labels == "ferplus" else None)
     if real.dropped:
-        ctx.log.info("FER+ labels: %d image(s) of %s dropped (%s)", sum(real.dropped.values()), options.fer,
+        ctx.log.info("FER+ labels: %d image(s) of %s dropped (%s)", sum(real.dropped.values()), data.fer,
                      ", ".join(f"{k}: {v}" for k, v in real.dropped.items()))
     if "val" not in real.splits:
-        raise StageError(f"{options.fer}: no validation split (model selection needs one)")
+        raise StageError(f"{data.fer}: no validation split (model selection needs one)")
     train_sets = {}
     for name in options.train_sets:
         if name == "real":
@@ -218,7 +208,7 @@ def run(ctx: StageContext) -> dict:
     from .models import predict_labels, save_classifier, write_model_card
 
     options: ClassifyOptions = ctx.options
-    classes_set = class_set(options.classes, default=FERPLUS if options.labels == "ferplus" else FER)
+    classes_set = class_set(ctx.data.classes, default=FERPLUS if ctx.data.labels == "ferplus" else FER)
     unknown = [c for c in options.leave_out if classes_set.index(c) is None]
     if unknown:
         raise StageError(f"[classify].leave_out: unknown class(es) {unknown}; classes: {list(classes_set.names)}")
@@ -285,7 +275,8 @@ def run(ctx: StageContext) -> dict:
             labels, _ = predict_labels(trained.classifier, person.images)
             metrics["person"] = score(person.labels, labels, kept, majority)
             metrics["person"]["source"] = person_source
-        data_source = str(ctx.path(options.fer)) if name == "real" else f"augment set '{name}' (val/test: {options.fer})"
+        fer = ctx.data.fer
+        data_source = str(ctx.path(fer)) if name == "real" else f"augment set '{name}' (val/test: {fer})"
         write_model_card(folder / "model", {
             "name": name, "data": data_source, "labels": real.labels, "dropped": real.dropped, "classes": kept,
             "engine": metrics["engine"], "train_counts": metrics["training"]["train_counts"],
@@ -389,7 +380,7 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
             raise StageError(f"{augment_dir}: {len(errors)} translated image(s) unreadable, e.g. {errors[0]}")
         # Each source at the size the generator saw it, then both through the same resize to the
         # judge's input: the figures measure what the translation changed, not the resolution.
-        sources = read_sources([r["source_file"] for r in chosen], channels, options.fer and str(ctx.path(options.fer)),
+        sources = read_sources([r["source_file"] for r in chosen], channels, ctx.data.fer and str(ctx.path(ctx.data.fer)),
                                ctx.run.seed)
         sources = conform(conform(sources, translated.shape[1], channels), size, channels)
         translated = conform(translated, size, channels)
@@ -415,9 +406,10 @@ STAGE = Stage(
                 "and, with person_test, on the person's faces",
     upstream=_upstream,
     inputs=_inputs,
+    data_keys=("fer", "labels", "ferplus", "classes"),
     check=_check,
     resumable=True,
-    demo={"fer": "data/smileys", "train_sets": ["real", "synthetic", "real+synthetic", "balanced", "classic"],
+    demo={"train_sets": ["real", "synthetic", "real+synthetic", "balanced", "classic"],
           "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
           "patience": 0, "tta": "flip"},
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fertransfer.errors import StageError
 from fertransfer.options import option
+from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Stage, StageContext
 
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual",
@@ -27,13 +28,9 @@ GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
 @dataclass
 class CycleganOptions:
     faces: str = option("", "Domain A: folder of the person's face crops; empty: the extract stage's faces/.", kind="path")
-    fer: str = option("", "Domain B: a FER dataset (Kaggle CSV, split or class folders), e.g. ../shared/data/fer2013.",
-                      kind="path", required=True)
-    fer_splits: list[str] = option(["train"], "Splits of the FER dataset used as domain B (train, val, test).")
-    fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven, or FER+'s eight).")
-    labels: str = option("fer", "Labels of `fer` (they pick fer_classes and train the expression loss's classifier): "
-                         "its own, or FER+'s majority vote from `ferplus`.", choices=("fer", "ferplus"))
-    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\".", kind="path")
+    fer_splits: list[str] = option(["train"], "Splits of [data] fer used as domain B (train, val, test).")
+    fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven, or FER+'s eight with "
+                                    "[data] labels = \"ferplus\").")
     a_channels: int = option(3, "Channels domain A runs as (3: RGB faces; 1: gray, like FER).", choices=(1, 3))
     b_channels: int = option(1, "Channels domain B runs as (1: FER is grayscale).", choices=(1, 3))
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
@@ -74,10 +71,12 @@ class CycleganOptions:
     deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
     precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16; "
                             "1.4-1.8x faster steps there, docs/benchmarks.md), else fp32.", choices=("auto", "fp32", "bf16"))
-    threads: int = option(1, "CPU threads for torch (0: all cores). More than 1 was 10-30x slower per step on a "
-                             "2-core machine shared with other busy processes (see docs/benchmarks.md).")
-    processes: int = option(1, "Processes (GPUs) for DDP training, launched with torchrun.")
-    compile: bool = option(False, "torch.compile the networks (a GPU speed-up; slow to start).")
+    threads: int = option(1, "CPU threads for torch (0: torch's default, one per core). More than 1 was 10-30x slower "
+                             "per step on a 2-core machine shared with other busy processes (see docs/benchmarks.md).",
+                          execution=True)
+    processes: int = option(1, "Processes (GPUs) for DDP training, launched with torchrun. Each takes batch_size "
+                            "images per step, so it changes the result (and the fingerprint).")
+    compile: bool = option(False, "torch.compile the networks (a GPU speed-up; slow to start).", execution=True)
 
 
 def train_config(options: CycleganOptions, seed: int, device: str):
@@ -113,11 +112,12 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
         return None, None, None
     saved = ctx.out_dir / "expression_classifier"
     size = 48  # FER's own size: the classifier reads faces as the classify stage does
-    b_classes = domain_b_classes(o.labels)  # FER's seven, or FER+'s eight as domain B is labelled
+    b_classes = domain_b_classes(ctx.data.labels)  # FER's seven, or FER+'s eight as domain B is labelled
     ferplus = _ferplus_path(ctx)
-    fer = load_dataset(ctx.path(o.fer), classes=b_classes, channels=1, size=size, seed=ctx.run.seed, labels=o.labels,
+    fer_path, labels = ctx.path(ctx.data.fer), ctx.data.labels
+    fer = load_dataset(fer_path, classes=b_classes, channels=1, size=size, seed=ctx.run.seed, labels=labels,
                        ferplus=ferplus)
-    train = load_fer(ctx.path(o.fer), o.fer_splits, o.fer_classes, 1, size, ctx.run.seed, o.labels, ferplus)
+    train = load_fer(fer_path, o.fer_splits, o.fer_classes, 1, size, ctx.run.seed, labels, ferplus)
     if "val" in fer.splits and "val" not in o.fer_splits:
         held, held_on = fer["val"], "the dataset's val split"
     else:
@@ -195,8 +195,6 @@ def run(ctx: StageContext) -> dict:
     from .train import plot_losses, train
 
     o: CycleganOptions = ctx.options
-    if not o.fer:
-        raise StageError("[cyclegan].fer is not set: give the FER dataset for domain B (e.g. ../shared/data/fer2013)")
     smallest = 3 * 2**o.n_layers  # the PatchGAN's last instance norm needs more than one pixel
     if o.image_size < smallest:
         raise StageError(f"[cyclegan].image_size {o.image_size} is too small for a PatchGAN with n_layers = "
@@ -204,10 +202,10 @@ def run(ctx: StageContext) -> dict:
     faces = _faces_dir(ctx)
     cfg = train_config(o, ctx.run.seed, ctx.run.device)
     data = {
-        "faces": str(faces), "fer": str(ctx.path(o.fer)), "fer_splits": list(o.fer_splits),
+        "faces": str(faces), "fer": str(ctx.path(ctx.data.fer)), "fer_splits": list(o.fer_splits),
         "fer_classes": list(o.fer_classes), "a_channels": o.a_channels, "b_channels": o.b_channels,
         "image_size": cfg.image_size, "load_size": cfg.load_size, "holdout": o.swd_images, "seed": ctx.run.seed,
-        "labels": o.labels, "ferplus": _ferplus_path(ctx),
+        "labels": ctx.data.labels, "ferplus": _ferplus_path(ctx),
     }
     t0 = time.perf_counter()
     domains = load_domains(**data)
@@ -258,13 +256,8 @@ def run(ctx: StageContext) -> dict:
 
 
 def _ferplus_path(ctx: StageContext) -> str | None:
-    """[cyclegan].ferplus resolved, when labels = "ferplus" (which needs it)."""
-    o: CycleganOptions = ctx.options
-    if o.labels != "ferplus":
-        return None
-    if not o.ferplus:
-        raise StageError("[cyclegan].labels = \"ferplus\" needs [cyclegan].ferplus, the path of FER+'s fer2013new.csv")
-    return str(ctx.path(o.ferplus))
+    """[data].ferplus resolved, when labels = "ferplus" (`check` makes sure it is set)."""
+    return str(ctx.path(ctx.data.ferplus)) if ctx.data.labels == "ferplus" else None
 
 
 def _upstream(options: CycleganOptions) -> list[str]:
@@ -272,11 +265,10 @@ def _upstream(options: CycleganOptions) -> list[str]:
 
 
 def _inputs(options: CycleganOptions) -> list[str]:
-    ferplus = options.ferplus if options.labels == "ferplus" else ""
-    return [p for p in (options.faces, options.fer, ferplus, options.expression_classifier) if p]
+    return [p for p in (options.faces, options.expression_classifier) if p]
 
 
-def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
+def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> list[str]:
     """Problems found without reading any images."""
     problems = []
     if options.lambda_expression < 0:
@@ -284,11 +276,11 @@ def _check(options: CycleganOptions, config_dir: Path) -> list[str]:
     if options.lambda_structure < 0 or options.structure_scale < 1:
         problems.append(f"lambda_structure must not be negative and structure_scale must be at least 1, got "
                         f"{options.lambda_structure} and {options.structure_scale}")
-    if options.lambda_expression > 0 and not options.expression_classifier and options.fer:
-        fer = Path(options.fer).expanduser()
+    if options.lambda_expression > 0 and not options.expression_classifier and data.fer:
+        fer = Path(data.fer).expanduser()
         fer = fer if fer.is_absolute() else config_dir / fer
         if fer.is_dir() and not any(d.is_dir() for d in fer.iterdir()):
-            problems.append(f"lambda_expression > 0 trains a classifier on domain B's labels, but {options.fer} has "
+            problems.append(f"lambda_expression > 0 trains a classifier on domain B's labels, but {data.fer} has "
                             "no class or split folders (no labels): give expression_classifier or set it to 0")
         if options.expression_epochs < 1 or options.expression_width < 1:
             problems.append("expression_epochs and expression_width must be at least 1")
@@ -309,11 +301,12 @@ STAGE = Stage(
     description="CycleGAN between the person's faces (A) and FER images (B): checkpoints, samples, SWD",
     upstream=_upstream,
     inputs=_inputs,
+    data_keys=("fer", "labels", "ferplus"),
     check=_check,
     resumable=True,
     resume_point=_resume_point,
     demo={
-        "fer": "data/smileys", "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
+        "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
         "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,
     },
 )

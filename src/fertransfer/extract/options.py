@@ -63,8 +63,9 @@ class ExtractOptions:
     )
     threads: int = option(
         1,
-        "CPU threads for detection (0: one per core). MTCNN's many small operations gain little from "
-        "more threads, and video decoding runs in a thread of its own, so 1 suits 2-core machines.",
+        "CPU threads for detection (0: torch's default, one per core). MTCNN's many small operations gain "
+        "little from more threads, and video decoding runs in a thread of its own, so 1 suits 2-core machines.",
+        execution=True,
     )
     # --- crops
     crop_size: int = option(128, "Side of the square face crops, in pixels.")

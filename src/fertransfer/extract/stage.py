@@ -344,7 +344,8 @@ def run(ctx: StageContext) -> dict:
     except TemplateError as error:
         raise StageError(str(error)) from None
     device = resolve_device(ctx.run.device)
-    torch.set_num_threads(o.threads or os.cpu_count() or 1)
+    if o.threads > 0:
+        torch.set_num_threads(o.threads)  # the runner restores the count after the stage
     detector = FaceDetector(o.min_face_size, tuple(o.thresholds), o.detect_max_side, device)
     framing = Framing(o.framing, o.crop_size, o.margin, template)
     settings = FilterSettings(o.min_probability, o.min_face_px, o.min_sharpness)
@@ -488,7 +489,7 @@ STAGE = Stage(
     run=run,
     description="extract: one person's aligned face crops from videos, with MTCNN",
     inputs=_inputs,
-    check=lambda options, config_dir: option_problems(options),
+    check=lambda options, config_dir, data: option_problems(options),
     demo={
         "inputs": ["data/lecture.mp4"],
         # The demo's face is 65-110 px high in a 384x288 frame.

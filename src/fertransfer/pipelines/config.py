@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .options import RunOptions, field_default
+from .options import DataOptions, RunOptions, field_default
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage
 
 DEFAULT_CONFIG = "pipeline.toml"
@@ -34,6 +34,7 @@ class Config:
     path: Path
     run: RunOptions
     sections: dict[str, Any]  # stage name -> its options dataclass instance
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
 
     @property
     def base_dir(self) -> Path:
@@ -101,15 +102,27 @@ def build_options(cls: type, values: dict, where: str, problems: list[str]) -> A
     return cls(**kwargs)
 
 
+def moved_to_data(name: str, stage_options: type, values: dict, problems: list[str]) -> dict:
+    """`values` without the keys that moved from a stage section to [data] (one problem each)."""
+    own = {f.name for f in fields(stage_options)}
+    moved = [key for key in values if key in DATA_KEYS and key not in own]
+    problems += [f"[{name}] {key} moved to [data] {key}" for key in moved]
+    return {k: v for k, v in values.items() if k not in moved}
+
+
+DATA_KEYS = {f.name for f in fields(DataOptions)}
+
+
 def parse_config(data: dict, path: Path) -> tuple[Config, list[str]]:
     problems: list[str] = []
     run = build_options(RunOptions, data.get("run", {}), "[run]", problems)
+    shared = build_options(DataOptions, data.get("data", {}), "[data]", problems)
     sections = {}
     for name, values in data.items():
-        if name == "run":
+        if name in ("run", "data"):
             continue
         if name not in STAGE_ORDER:
-            problems.append(f"[{name}]: unknown section (known: run, {', '.join(STAGE_ORDER)})")
+            problems.append(f"[{name}]: unknown section (known: run, data, {', '.join(STAGE_ORDER)})")
             continue
         if not isinstance(values, dict):
             problems.append(f"[{name}]: expected a table of options")
@@ -118,6 +131,7 @@ def parse_config(data: dict, path: Path) -> tuple[Config, list[str]]:
             stage = get_stage(name)
         except StageNotBuilt:
             continue  # options of a stage that is not built yet are kept for later
+        values = moved_to_data(name, stage.options, values, problems)
         sections[name] = build_options(stage.options, values, f"[{name}]", problems)
     for name in STAGE_ORDER:
         if name not in sections:
@@ -125,7 +139,7 @@ def parse_config(data: dict, path: Path) -> tuple[Config, list[str]]:
                 sections[name] = get_stage(name).options()
             except StageNotBuilt:
                 pass
-    return Config(path, run, sections), problems
+    return Config(path, run, sections, shared), problems
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
@@ -152,12 +166,18 @@ def default_note(options: Any, key: str, section: str) -> str:
 
 
 def missing_inputs(config: Config, stage_names: list[str]) -> list[str]:
-    """Config paths of the given stages that do not exist or, when required, are not set; one
-    message each, saying when the value is the default (one the user may never have written)."""
+    """Config paths of the given stages (and the [data] keys they read) that do not exist or, when
+    required, are not set; one message each, saying when the value is the default (one the user
+    may never have written)."""
     problems = []
-    for name in stage_names:
-        options = config.sections[name]
+    data_keys = {key for name in stage_names for key in get_stage(name).data_keys}
+    sections = [(name, config.sections[name], None) for name in stage_names]
+    if data_keys:
+        sections.insert(0, ("data", config.data, data_keys))
+    for name, options, only in sections:
         for f in fields(options):
+            if only is not None and f.name not in only:
+                continue
             kind = f.metadata.get("kind")
             value = getattr(options, f.name)
             default = default_note(options, f.name, name)
@@ -172,6 +192,13 @@ def missing_inputs(config: Config, stage_names: list[str]) -> list[str]:
                     if not glob.glob(full, recursive=True):
                         problems.append(f"[{name}].{f.name}: nothing matches {pattern}{default}")
     return problems
+
+
+def data_problems(data: DataOptions) -> list[str]:
+    """Rules of the [data] section found without reading data."""
+    if data.labels == "ferplus" and not data.ferplus:
+        return ['ferplus: labels = "ferplus" needs the path of FER+\'s fer2013new.csv']
+    return []
 
 
 # --- writing a commented config ---------------------------------------------------------
@@ -216,6 +243,8 @@ def default_config_text(overrides: dict[str, dict] | None = None) -> str:
         "# Run a stage with `pipeline run STAGE`, all of them with `pipeline run all`.\n"
     ]
     parts.append(section_toml("run", RunOptions(**overrides.get("run", {}))))
+    parts.append(section_toml("data", DataOptions(**overrides.get("data", {})),
+                              header="# --- What several stages share, declared once"))
     for name in STAGE_ORDER:
         try:
             stage = get_stage(name)

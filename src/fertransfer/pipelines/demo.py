@@ -14,9 +14,13 @@ from .config import default_config_text
 from .registry import built_stages
 
 
+DEMO_FER = "data/smileys"  # the labelled smiley dataset stands in for FER2013
+
+
 def demo_overrides() -> dict[str, dict]:
-    """Each built stage's own demo settings (Stage.demo), plus the run folder."""
-    return {"run": {"dir": "run"}, **{stage.name: dict(stage.demo) for stage in built_stages()}}
+    """Each built stage's own demo settings (Stage.demo), plus the run folder and the demo's FER."""
+    return {"run": {"dir": "run"}, "data": {"fer": DEMO_FER},
+            **{stage.name: dict(stage.demo) for stage in built_stages()}}
 
 
 def write_demo(folder: str | Path, video: DemoVideoSpec = DemoVideoSpec()) -> Path:

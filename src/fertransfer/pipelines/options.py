@@ -1,4 +1,4 @@
-"""The [run] section's options; `option` and `field_default` are re-exported from the ground floor.
+"""The [run] and [data] sections' options; `option` and `field_default` are re-exported from the ground floor.
 
 Options are declared with `fertransfer.options.option`; it is importable from here too so that
 older imports keep working.
@@ -20,4 +20,29 @@ class RunOptions:
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
 
 
-__all__ = ["RunOptions", "field_default", "option"]
+@dataclass
+class DataOptions:
+    """The [data] section: what several stages share, declared once. A stage names the keys it
+    reads (`Stage.data_keys`); they are fingerprinted with its own section."""
+
+    fer: str = option("", "The labelled FER dataset (Kaggle CSV, split or class folders), e.g. "
+                      "../shared/data/fer2013: cyclegan's domain B, what augment translates, classify's real set "
+                      "and its val/test splits (FER2013: val = PublicTest, test = PrivateTest).",
+                      kind="path", required=True)
+    labels: str = option("fer", "Labels of `fer`: its own (folders/CSV), or FER+'s majority vote read from `ferplus` "
+                         "(images FER+ calls unknown, not a face, or tied are left out; eight classes, with contempt).",
+                         choices=("fer", "ferplus"))
+    ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\"; `fer`'s files must carry "
+                          "their FER2013 row (Training_00042.png) or be the original Kaggle CSV.", kind="path")
+    classes: list[str] = option([], "classify: class names in label order (empty: FER2013's seven; FER+'s eight, "
+                                "with contempt, when labels = \"ferplus\").")
+
+    def input_paths(self, keys: tuple[str, ...]) -> list[str]:
+        """The paths among `keys` that a stage reading them depends on (ferplus only with its labels)."""
+        paths = [self.fer if "fer" in keys else ""]
+        if "ferplus" in keys and self.labels == "ferplus":
+            paths.append(self.ferplus)
+        return [p for p in paths if p]
+
+
+__all__ = ["DataOptions", "RunOptions", "field_default", "option"]

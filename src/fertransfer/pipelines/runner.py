@@ -23,13 +23,16 @@ import platform
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, default_note, missing_inputs, resolve
+from fertransfer.options import execution_options, field_default
+
+from .config import Config, ConfigError, data_problems, default_note, missing_inputs, resolve
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage
 from .stage import Stage, StageContext, StageError
 
@@ -116,7 +119,8 @@ class InputDigests:
 
 def input_paths(config: Config, stage: Stage) -> list[Path]:
     paths: list[Path] = []
-    for pattern in stage.inputs(config.options(stage.name)):
+    patterns = [*stage.inputs(config.options(stage.name)), *config.data.input_paths(stage.data_keys)]
+    for pattern in patterns:
         if not pattern:
             continue
         full = str(resolve(config.base_dir, pattern))
@@ -132,6 +136,17 @@ def read_manifest(stage_dir: Path) -> dict | None:
         return None
 
 
+def fingerprinted_config(config: Config, stage: Stage) -> dict:
+    """The stage's section plus the [data] keys it reads: what its output depends on. Execution
+    options (threads, compile) count at their default, whatever their value, so changing them
+    leaves a finished stage done and a digest recorded before they were left out stays valid."""
+    options = config.options(stage.name)
+    values = dataclasses.asdict(options)
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(options)}
+    values.update({name: defaults[name] for name in execution_options(options)})
+    return {**values, **{key: getattr(config.data, key) for key in stage.data_keys}}
+
+
 def fingerprint(config: Config, stage: Stage) -> dict:
     options = config.options(stage.name)
     upstream = {}
@@ -141,7 +156,7 @@ def fingerprint(config: Config, stage: Stage) -> dict:
     digest = InputDigests(config.run_dir)
     inputs = {str(p): digest(p) for p in input_paths(config, stage)}
     parts = {
-        "config": dataclasses.asdict(options),
+        "config": fingerprinted_config(config, stage),
         "seed": config.run.seed,
         "inputs": inputs,
         "upstream": upstream,
@@ -368,6 +383,29 @@ def list_outputs(folder: Path, limit: int = 200) -> dict:
     return {"folders": per_top, "count": len(files)}
 
 
+@contextmanager
+def process_state():
+    """Save and restore what a stage may set for the whole process: torch's thread count and
+    deterministic mode, cuDNN's flags, float32 matmul precision, environment variables. Without
+    it, extract's `threads = 1` would also hold for every later stage of `pipeline run all`."""
+    import torch
+
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic, torch.get_float32_matmul_precision(), dict(os.environ))
+    try:
+        yield
+    finally:
+        threads, deterministic, warn_only, benchmark, cudnn_deterministic, matmul, environ = saved
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, cudnn_deterministic
+        torch.set_float32_matmul_precision(matmul)
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+
+
 def _publish(work: Path, final: Path) -> None:
     old = final.with_name(final.name + ".old")
     if old.exists():
@@ -419,16 +457,19 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         config_dir=config.base_dir,
         log=logging.getLogger(f"fertransfer.{name}"),
         resuming=resuming,
+        data=config.data,
     )
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     log.info("%s: running -> %s", name, config.run_dir / name)
-    summary = stage.run(context) or {}
+    with process_state():
+        summary = stage.run(context) or {}
     seconds = time.perf_counter() - t0
     manifest = {
         "stage": name,
         "description": stage.description,
         "config": dataclasses.asdict(options),
+        "data": {key: getattr(config.data, key) for key in stage.data_keys},
         "run": dataclasses.asdict(config.run),
         "fingerprint": current,
         "summary": summary,
@@ -465,10 +506,11 @@ def _read_json(path: Path) -> dict | None:
 
 def check_before_run(config: Config, names: list[str]) -> None:
     """Input paths and option rules of all stages about to run, checked up front."""
-    problems = []
+    problems = missing_inputs(config, names)
+    if any(get_stage(name).data_keys for name in names):
+        problems += [f"[data].{p}" for p in data_problems(config.data)]
     for name in names:
-        problems += missing_inputs(config, [name])
-        for problem in get_stage(name).check(config.options(name), config.base_dir):
+        for problem in get_stage(name).check(config.options(name), config.base_dir, config.data):
             problem += default_note(config.options(name), problem.split(":", 1)[0], name)
             problems.append(f"[{name}].{problem}")
     if problems:

@@ -16,7 +16,7 @@ from typing import Any
 
 from fertransfer.errors import StageError  # re-exported: it lives on the ground floor
 
-from .options import RunOptions
+from .options import DataOptions, RunOptions
 
 __all__ = ["Stage", "StageContext", "StageError"]
 
@@ -35,6 +35,7 @@ class StageContext:
     log: logging.Logger
     resuming: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    data: DataOptions = field(default_factory=DataOptions)  # the [data] section (read only `Stage.data_keys`)
 
     def upstream(self, name: str) -> Path:
         """Finished output folder of an upstream stage."""
@@ -59,9 +60,12 @@ class Stage:
     upstream: Callable[[Any], list[str]] = lambda options: []
     # Files, folders or glob patterns from config that the stage reads (fingerprinted).
     inputs: Callable[[Any], list[str]] = lambda options: []
-    # Problems with the options found without reading data, one line each; given the options
-    # and the config file's folder (for relative paths). Run for every stage before any starts.
-    check: Callable[[Any, Path], list[str]] = lambda options, config_dir: []
+    # The [data] keys the stage reads (fingerprinted with its section, their paths as inputs).
+    data_keys: tuple[str, ...] = ()
+    # Problems with the options found without reading data, one line each; given the options,
+    # the config file's folder (for relative paths) and the [data] section. Run for every stage
+    # before any starts.
+    check: Callable[[Any, Path, DataOptions], list[str]] = lambda options, config_dir, data: []
     # Whether an interrupted run's work folder is reused (e.g. training checkpoints).
     resumable: bool = False
     # How far an interrupted run's work folder got, for `status` (e.g. "step 400"); None: unknown.
