@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/pipeline demo runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
 # Everything, the slow tests too (minutes).

@@ -11,8 +11,8 @@ import numpy as np
 
 from fertransfer.augment.build import Generator
 from fertransfer.augment.core import GeneratorSpec
-from fertransfer.data.datasets import ImageSet, LabelledDataset
 from fertransfer.data.classes import FER
+from fertransfer.data.datasets import ImageSet, LabelledDataset
 
 SIZE = 32
 
@@ -44,7 +44,7 @@ def labelled(counts: list[int], size: int = 24, seed: int = 0, split_counts: dic
     def image_set(per_class: list[int], prefix: str) -> ImageSet:
         labels = np.repeat(np.arange(len(per_class)), per_class).astype(np.int64)
         images = rng.integers(0, 256, (len(labels), size, size, 1), dtype=np.uint8)
-        return ImageSet(images, labels, [f"/data/{prefix}/{FER.names[l]}/{prefix}_{i}.jpg" for i, l in enumerate(labels)])
+        return ImageSet(images, labels, [f"/data/{prefix}/{FER.names[c]}/{prefix}_{i}.jpg" for i, c in enumerate(labels)])
 
     splits = {"train": image_set(counts, "train")}
     for name, per_class in (split_counts or {}).items():

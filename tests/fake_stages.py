@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fertransfer.pipelines import Stage, StageContext, StageError, option
+from fertransfer.pipelines import Consumes, Stage, StageContext, StageError, option
 
 
 @dataclass
@@ -42,7 +42,7 @@ def run_second(ctx: StageContext) -> dict:
     marker = ctx.out_dir / "attempts.txt"
     attempts = int(marker.read_text()) + 1 if marker.exists() else 1
     marker.write_text(str(attempts))
-    text = (ctx.upstream("extract") / "copy.txt").read_text() + ctx.options.suffix
+    text = ctx.artifact("extract.copy").read_text() + ctx.options.suffix
     (ctx.out_dir / "result.txt").write_text(text)
     if ctx.options.fail_midway:
         raise StageError("failed midway on purpose")
@@ -57,6 +57,7 @@ FIRST = Stage(
     run=run_first,
     description="test stage one",
     inputs=lambda o: [o.source],
+    produces={"copy": "copy.txt"},
     demo={"source": "data/lecture.mp4"},
 )
 SECOND = Stage(
@@ -64,7 +65,7 @@ SECOND = Stage(
     options=SecondOptions,
     run=run_second,
     description="test stage two (resumable)",
-    upstream=lambda o: ["extract"],
+    consumes=lambda o, data: [Consumes("extract.copy")],
     resumable=True,
     resume_point=lambda work: f"attempt {int((work / 'attempts.txt').read_text()) + 1}"
     if (work / "attempts.txt").exists() else None,

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 import pytest
-from augment_helpers import SIZE, forward, labelled, to_person
 
+from augment_helpers import SIZE, forward, labelled, to_person
 from fertransfer.augment.builders import (
     balance_plan,
     balanced_set,

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from augment_helpers import SIZE, backward, forward, labelled, to_person
 
+from augment_helpers import SIZE, backward, forward, labelled, to_person
+from fertransfer.augment import generators as augment_generators
 from fertransfer.augment import stage as augment_stage
 from fertransfer.augment.build import BuildSettings, build_outputs, load_fer
-from fertransfer.augment.io import check_output_dir, file_stem
+from fertransfer.augment.cli import check_output_dir
+from fertransfer.augment.io import file_stem
 from fertransfer.augment.transforms import conform
 from fertransfer.data import FER, load_dataset
 from fertransfer.data.images import read_image, write_jpeg
@@ -201,12 +203,14 @@ def stand_in_generators(monkeypatch):
         return forward() if direction == "BtoA" else backward()
 
     monkeypatch.setattr(augment_stage, "load_generator", load)
+    monkeypatch.setattr(augment_generators, "load_generator", load)  # `pipeline gallery` loads through it
 
 
 def write_config(folder: Path, smileys: Path, **augment) -> Path:
     values = {"checkpoint": "gen.pt", "gallery_examples": 2, **augment}
     config = folder / "pipeline.toml"
-    config.write_text(f'[run]\ndir = "run"\n[data]\nfer = {json.dumps(str(smileys))}\n[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    data = f"fer = {json.dumps(str(smileys))}\n" + (f"faces = {json.dumps(values.pop('faces'))}\n" if "faces" in values else "")
+    config.write_text('[run]\ndir = "run"\n[data]\n' + data + '[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
     return config
 
 
@@ -273,17 +277,14 @@ def test_stage_reports_a_missing_checkpoint_and_unfit_generator(smileys, tmp_pat
     assert not (tmp_path / "run" / "augment").exists()
 
 
-def test_person_faces_come_from_the_cyclegan_run_of_the_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    checkpoint = run / "cyclegan" / "checkpoints" / "latest.pt"
-    checkpoint.parent.mkdir(parents=True)
-    resolve = lambda value: tmp_path / value  # noqa: E731
-    assert augment_stage.person_faces_dir("", checkpoint, resolve) is None
-    (run / "extract" / "faces").mkdir(parents=True)
-    assert augment_stage.person_faces_dir("", checkpoint, resolve) == run / "extract" / "faces"
-    domain_a = tmp_path / "crops"
-    domain_a.mkdir()
-    manifest = {"summary": {"domains": {"A": {"path": str(domain_a), "images": 5}}}, "config": {"faces": ""}}
-    (run / "cyclegan" / "manifest.json").write_text(json.dumps(manifest))
-    assert augment_stage.person_faces_dir("", checkpoint, resolve) == domain_a
-    assert augment_stage.person_faces_dir("mine", checkpoint, resolve) == tmp_path / "mine"
+def test_person_faces_are_data_faces_else_extract_faces_when_extract_is_done(tmp_path, smileys):
+    from fertransfer.pipelines.runner import resolve_artifacts
+
+    config = load_config(write_config(tmp_path, smileys, checkpoint=""))
+    assert resolve_artifacts(config, augment_stage.STAGE) == {
+        "cyclegan.generator": None, "extract.faces": None}  # nothing has run: the runner stops before run()
+    config = load_config(write_config(tmp_path, smileys, faces="mine"))
+    assert resolve_artifacts(config, augment_stage.STAGE) == {
+        "cyclegan.generator": tmp_path / "gen.pt", "extract.faces": tmp_path / "mine"}
+    config = load_config(write_config(tmp_path, smileys, gallery_examples=0))
+    assert list(resolve_artifacts(config, augment_stage.STAGE)) == ["cyclegan.generator"]  # no gallery: no faces

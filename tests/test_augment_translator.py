@@ -18,7 +18,8 @@ from fertransfer.pipelines.cli import main
 def write_config(folder: Path, smileys: Path, **augment) -> Path:
     values = {"checkpoint": "gen.pt", "gallery_examples": 2, "batch_size": 32, **augment}
     config = folder / "pipeline.toml"
-    config.write_text(f'[run]\ndir = "run"\n[data]\nfer = {json.dumps(str(smileys))}\n[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    data = f"fer = {json.dumps(str(smileys))}\n" + (f"faces = {json.dumps(values.pop('faces'))}\n" if "faces" in values else "")
+    config.write_text('[run]\ndir = "run"\n[data]\n' + data + '[augment]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
     return config
 
 
@@ -61,9 +62,9 @@ def test_after_the_cyclegan_stage_it_takes_its_generator_and_faces(smileys, tmp_
     faces.mkdir()
     for i in range(10):
         write_jpeg(faces / f"f{i}.jpg", np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8))
-    cyclegan = dict(faces="faces", image_size=16, ngf=4, ndf=4, n_layers=2, steps=2,
+    cyclegan = dict(image_size=16, ngf=4, ndf=4, n_layers=2, steps=2,
                     checkpoint_every=2, sample_every=2, swd_images=2, threads=1)
-    text = f'[run]\ndir = "run"\ndevice = "cpu"\n[data]\nfer = {json.dumps(str(smileys))}\n[cyclegan]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in cyclegan.items())
+    text = f'[run]\ndir = "run"\ndevice = "cpu"\n[data]\nfer = {json.dumps(str(smileys))}\nfaces = "faces"\n[cyclegan]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in cyclegan.items())
     text += '[augment]\nsets = ["synthetic"]\ngallery_examples = 1\n'
     (tmp_path / "pipeline.toml").write_text(text)
     config = load_config(tmp_path / "pipeline.toml")

@@ -25,13 +25,23 @@ TINY = {"epochs": 1, "width": 8, "batch_size": 32, "patience": 0, "tta": "flip"}
 
 
 def run_classify(tmp: Path, upstream: dict | None = None, **options) -> tuple[Path, dict]:
-    """Call the stage's run function directly (so tests can hand it a fake augment folder)."""
+    """Call the stage's run function directly (so tests can hand it a fake augment folder):
+    `upstream` maps a producer stage to a folder laid out as its output."""
+    from fertransfer.classify.stage import STAGE
+    from fertransfer.pipelines import get_stage
+
     out = tmp / "classify.partial"
     out.mkdir(parents=True)
     data = DataOptions(**{k: options.pop(k) for k in ("fer", "labels", "ferplus", "classes") if k in options})
+    stage_options = ClassifyOptions(**{**TINY, **options})
+    artifacts = {}
+    for need in STAGE.consumes(stage_options, data):
+        folder = (upstream or {}).get(need.producer)
+        artifacts[need.artifact] = (tmp / need.override if need.override else
+                                    folder / get_stage(need.producer).produces[need.name] if folder else None)
     ctx = StageContext(
-        name="classify", options=ClassifyOptions(**{**TINY, **options}), run=RunOptions(device="cpu"),
-        run_dir=tmp, out_dir=out, upstream_dirs=upstream or {}, config_dir=tmp,
+        name="classify", options=stage_options, run=RunOptions(device="cpu"),
+        run_dir=tmp, out_dir=out, artifacts=artifacts, config_dir=tmp,
         log=logging.getLogger("test.classify"), data=data,
     )
     return out, run(ctx)
@@ -313,10 +323,10 @@ def test_person_test_is_scored_for_every_set_and_compared(smileys, tmp_path):
     write_fake_augment_set(smileys, tmp_path / "augment")
     images = write_person_set(smileys / "train", tmp_path / "extract" / "person_test")
     disgust = len(list((tmp_path / "extract" / "person_test" / "disgust").iterdir()))
-    options = {"fer": str(smileys), "train_sets": ["real", "real+synthetic"], "person_test": "extract",
-               "leave_out": ["disgust"]}
+    options = {"train_sets": ["real", "real+synthetic"], "person_test": "extract", "leave_out": ["disgust"]}
     assert STAGE.upstream(ClassifyOptions(**options)) == ["extract", "augment"]
-    out, summary = run_classify(tmp_path, {"augment": tmp_path / "augment", "extract": tmp_path / "extract"}, **options)
+    out, summary = run_classify(tmp_path, {"augment": tmp_path / "augment", "extract": tmp_path / "extract"},
+                                fer=str(smileys), **options)
     assert summary["evaluated_on"]["person"] == images - disgust  # left-out classes leave the person set too
     for name, slug in (("real", "real"), ("real+synthetic", "real_synthetic")):
         row = summary["train_sets"][name]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
 from fertransfer.cyclegan.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -18,16 +19,15 @@ from fertransfer.cyclegan.checkpoint import (
     step_checkpoints,
 )
 from fertransfer.cyclegan.data import Domains
+from fertransfer.cyclegan.expression import ExpressionConsistency
 from fertransfer.cyclegan.losses import GAN_MODES, discriminator_loss, generator_loss, gradient_penalty
 from fertransfer.cyclegan.models import GENERATORS, build_discriminator, build_generator
 from fertransfer.cyclegan.swd import swd
-from fertransfer.cyclegan.testing import tiny_checkpoint
-from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
-from fertransfer.cyclegan.expression import ExpressionConsistency
 from fertransfer.cyclegan.tensors import match_channels
+from fertransfer.cyclegan.testing import tiny_checkpoint
 from fertransfer.cyclegan.train import Discriminators, Generators, TrainConfig, structure_distance, train
-from fertransfer.data import FER
 from fertransfer.cyclegan.translate import Translator
+from fertransfer.data import FER
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -329,7 +329,7 @@ def write_config(tmp_path: Path, faces: Path, fer: Path, **extra) -> Path:
                    checkpoint_every=3, sample_every=3, swd_images=8, threads=1, deterministic=True,
                    expression_epochs=1, expression_width=4)
     options.update(extra)
-    data = {k: options.pop(k) for k in ("labels", "ferplus") if k in options}
+    data = {k: options.pop(k) for k in ("faces", "labels", "ferplus") if k in options}
     lines = ["[run]", 'dir = "run"', 'device = "cpu"', "[data]", f"fer = {json.dumps(str(fer))}"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in data.items()]
     lines += ["[cyclegan]"] + [f"{k} = {json.dumps(v)}" for k, v in options.items()]
@@ -407,9 +407,10 @@ def test_stage_checks_the_expression_classifier(tmp_path, smileys):
 
 def test_stage_takes_faces_from_extract_when_not_given():
     from fertransfer.cyclegan.stage import STAGE, CycleganOptions
+    from fertransfer.pipelines.options import DataOptions
 
     assert STAGE.upstream(CycleganOptions()) == ["extract"]
-    assert STAGE.upstream(CycleganOptions(faces="my/faces")) == []
+    assert STAGE.upstream(CycleganOptions(), DataOptions(faces="my/faces")) == []
     assert STAGE.resumable
 
 

@@ -97,8 +97,8 @@ def test_inspect_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_demo_no_run_writes_a_loadable_config(tmp_path):
-    from fertransfer.pipelines.demo import write_demo
     from fertransfer.pipelines import load_config
+    from fertransfer.pipelines.demo import write_demo
 
     folder = tmp_path / "demo"
     config_path = write_demo(folder, DemoVideoSpec(frames=24))

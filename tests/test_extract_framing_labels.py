@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -22,7 +21,6 @@ from fertransfer.extract.template import (
     warp_face,
 )
 from fertransfer.pipelines.stage import StageError
-
 from test_extract import NO_FILTERS, make_context, short_video  # noqa: F401  (the fixture)
 
 

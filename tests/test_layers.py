@@ -70,7 +70,7 @@ def test_data_imports_neither_the_runner_nor_a_stage():
 
 
 def test_ground_floor_imports_no_other_fertransfer_module():
-    for name in ("errors.py", "options.py", "progress.py"):
+    for name in ("errors.py", "options.py", "progress.py", "devices.py", "atomic.py"):
         found = [n for n in imported_modules(PACKAGE / name) if n.startswith("fertransfer")]
         assert not found, f"{name} imports {found}"
 
@@ -80,9 +80,102 @@ def test_old_import_paths_still_work():
     from fertransfer.options import option
     from fertransfer.pipelines import StageError as RunnerStageError
     from fertransfer.pipelines import option as runner_option
-    from fertransfer.pipelines.options import field_default, option as old_option
+    from fertransfer.pipelines.options import field_default
+    from fertransfer.pipelines.options import option as old_option
     from fertransfer.pipelines.stage import StageError as OldStageError
 
     assert StageError is RunnerStageError is OldStageError
     assert option is runner_option is old_option
     assert callable(field_default)
+
+
+# --- stages pass artifacts, not folders ---------------------------------------------------
+
+
+def _stage_modules():
+    for name in ("extract", "cyclegan", "augment", "classify"):
+        for path in sorted((PACKAGE / name).rglob("*.py")):
+            if path.name != "cli.py":  # commands take a whole run folder; stages never do
+                yield name, path
+
+
+def test_stages_never_open_another_stages_folder_or_manifest():
+    """A stage reads other stages' outputs only as the artifacts the runner hands it
+    (`ctx.artifact(...)`): no manifest names, no run-folder paths, no upstream folders."""
+    offenders = []
+    for name, path in _stage_modules():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            where = f"{path.relative_to(PACKAGE)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Constant) and node.value == "manifest.json":
+                offenders.append(f"{where} names manifest.json")
+            elif isinstance(node, ast.Attribute) and node.attr in ("upstream_dirs", "upstream"):
+                offenders.append(f"{where} uses .{node.attr}")
+            elif (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+                  and isinstance(node.left, (ast.Attribute, ast.Name))
+                  and getattr(node.left, "attr", getattr(node.left, "id", "")) == "run_dir"):
+                offenders.append(f"{where} builds a path inside the run folder")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                others = [o for o in ("extract", "cyclegan", "augment", "classify") if o != name]
+                if any(node.value.startswith(f"{o}/") or node.value == f"{o}.partial" for o in others):
+                    offenders.append(f"{where} names another stage's folder: {node.value!r}")
+    assert not offenders, offenders
+
+
+def test_stage_packages_import_no_other_stages_runner_glue():
+    """Another stage's `stage.py` (runner glue) or `cli.py` (commands) is never imported by a stage."""
+    offenders = {}
+    for name, path in _stage_modules():
+        others = tuple(f"fertransfer.{o}.{m}" for o in ("extract", "cyclegan", "augment", "classify") if o != name
+                       for m in ("stage", "cli"))
+        found = imports_any(path, others)
+        if found:
+            offenders[str(path.relative_to(PACKAGE))] = found
+    assert not offenders, offenders
+
+
+def test_no_import_cycle_between_stage_modules():
+    """The modules of the stage packages (imports inside functions included) form no cycle, so
+    any of them can be imported first; ground-floor helpers (devices, atomic) are what they share."""
+    graph = {}
+    for _, path in _stage_modules():
+        graph[module_name(path)] = {n for n in imported_modules(path) if n.startswith("fertransfer.")}
+    modules = set(graph)
+
+    def targets(module: str) -> set[str]:
+        found = set()
+        for name in graph[module]:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+        return found
+
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(targets(module)):
+            if state.get(target) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(target):] + [target]))
+            if target not in state:
+                visit(target, trail + [target])
+        state[module] = 2
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_device_bf16_and_atomic_writes_live_in_one_place_each():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("devices.py", "atomic.py"):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name in ("resolve_device", "pick_device", "cpu_has_native_bf16"):
+                if path.name != "stage.py" or node.name != "resolve_device":  # extract's wraps it in a StageError
+                    offenders.append(f"{path.relative_to(PACKAGE)} defines {node.name}")
+            if isinstance(node, ast.Constant) and node.value in ("amx_bf16", "/proc/cpuinfo") and "runner" not in path.name:
+                offenders.append(f"{path.relative_to(PACKAGE)} reads CPU flags itself")
+    assert not offenders, offenders

@@ -333,6 +333,8 @@ def test_execution_options_leave_a_finished_stage_done(project):
     config = load_config(project / "pipeline.toml")
     assert config.options("extract").threads == 1
     assert states(config)["extract"] == "done" and states(config)["cyclegan"] == "done"
+    run_pipeline(config, "all")  # skipped: the manifest is the one from before
+    assert json.loads((project / "out" / "extract" / "manifest.json").read_text())["fingerprint"]["digest"] == recorded
     (project / "pipeline.toml").write_text(text.replace("repeat = 1", "repeat = 2", 1))
     config = load_config(project / "pipeline.toml")
     assert stage_status(config, "extract").text == "stale (changed: config)"

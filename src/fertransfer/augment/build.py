@@ -30,7 +30,13 @@ from .builders import (
     real_synthetic_set,
     synthetic_set,
 )
-from .core import GeneratorSpec, PredictFn, TranslateFn, check_generator_fits, is_gray, judge_translations, translate_images
+from .core import (
+    GeneratorSpec,
+    TranslateFn,
+    check_generator_fits,
+    is_gray,
+    translate_images,
+)
 from .gallery import GalleryClass, gallery_html, gallery_mosaic, judge_split, pick_examples
 from .io import GALLERY_MARKER, LABELS_CSV, SetWriter, read_labels_csv, write_labels_csv, write_translated
 from .transforms import conform
@@ -186,15 +192,14 @@ def build_outputs(
     checkpoint: str,
     backward: Generator | None = None,
     faces: np.ndarray | None = None,
-    predict_fn: PredictFn | None = None,
     log: logging.Logger | None = None,
     timings: dict[str, float] | None = None,
 ) -> dict:
     """Translate the splits, write labels.csv, the training sets and the gallery; return the summary.
 
     `forward` translates FER -> person; `backward` (optional) person -> FER, for the gallery's
-    cycled-back row; `faces` are real person-domain faces (optional, gallery reference row);
-    `predict_fn` (optional) is a classifier trained on real FER, for label preservation.
+    cycled-back row; `faces` are real person-domain faces (optional, gallery reference row).
+    The judge's reading of the translations is classify's (it trains the judge).
     """
     log = log or logging.getLogger("fertransfer.augment")
     timings = timings if timings is not None else {}
@@ -283,16 +288,9 @@ def build_outputs(
                 sets_summary[recipe.name]["target_per_class"] = target
         timings["sets_s"] = time.perf_counter() - t0
 
-    # 3. The judge's reading of the translations (when a classifier trained on real FER is given).
-    gallery_split = "test" if "test" in settings.splits else settings.splits[0]
+    # 3. Gallery.
+    gallery_split = gallery_split_of(settings.splits)
     judge = None
-    if predict_fn is not None:
-        judge = {"judge": "given predictor", "splits": {
-            split: judge_translations(predict_fn, t.images, conform(dataset[split].images, t.images.shape[1],
-                                                                     t.images.shape[3]), t.labels, class_names)
-            for split, t in translated.items()}}
-
-    # 4. Gallery.
     gallery = None
     if settings.gallery_examples > 0:
         t0 = time.perf_counter()
@@ -363,8 +361,29 @@ def read_sources(sources: list[str], channels: int, fer_path: str | None, seed: 
     return np.stack([conform(im[None], side, channels)[0] for im in images])
 
 
+def gallery_split_of(splits: list[str]) -> str:
+    """The split a gallery shows: test when translated (what the judge scores), else the first."""
+    return "test" if "test" in splits else splits[0]
+
+
+@dataclass
+class Translations:
+    """What a gallery needs of finished translations: their labels.csv (image paths relative to
+    it) and what made them. `pipeline gallery` fills it from augment's manifest, classify from
+    what it knows (its classes, [data] fer, the generator)."""
+
+    labels_csv: Path
+    class_names: tuple[str, ...]
+    fer: str | None = None  # the source dataset, for sources that are rows of a CSV
+    seed: int = 0
+    in_channels: int = 1  # the generator's input (FER) channels
+    split: str | None = None  # None: test when translated, else the first split
+    set_counts: dict[str, dict[str, int]] | None = None
+    checkpoint: str = "?"
+
+
 def rebuild_gallery(
-    stage_dir: Path,
+    translations: Translations,
     out_dir: Path,
     run_dir: Path,
     examples: int,
@@ -372,43 +391,29 @@ def rebuild_gallery(
     faces: np.ndarray | None,
     judge: dict | None = None,
 ) -> dict:
-    """gallery.html / gallery.png from a finished augment folder (its labels.csv and manifest).
-
-    `judge`: what classify's judge read in the translations (its `translation_judge`), measured
-    after this stage ran; else the one recorded in the augment manifest, if any."""
-    manifest_path = stage_dir / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise StageError(f"{manifest_path}: missing or unreadable; run `pipeline run augment` first") from None
-    summary = manifest.get("summary", {})
-    seed = int(manifest.get("run", {}).get("seed", 0))
-    spec = summary.get("generator", {})
-    class_names = tuple(next(iter(summary.get("translated", {}).values()), {}).keys())
-    if not class_names:
-        raise StageError(f"{manifest_path}: no translated classes recorded")
-    rows = read_labels_csv(stage_dir / LABELS_CSV)
-    split = (summary.get("gallery") or {}).get("split") or "test"
+    """gallery.html / gallery.png again from finished translations; `judge`: what classify's judge
+    read in them (its `translation_judge`), measured after augment ran."""
+    t = translations
+    rows = read_labels_csv(t.labels_csv)
+    split = t.split or gallery_split_of(list(dict.fromkeys(r["split"] for r in rows)))
     rows = [r for r in rows if r["split"] == split] or rows
-    labels = np.array([class_names.index(r["label"]) for r in rows], np.int64)
-    picks = np.concatenate(pick_examples(labels, len(class_names), examples, seed))
+    unknown = sorted({r["label"] for r in rows} - set(t.class_names))
+    if unknown:
+        raise StageError(f"{t.labels_csv}: labels {unknown} are not among the classes {list(t.class_names)}")
+    labels = np.array([t.class_names.index(r["label"]) for r in rows], np.int64)
+    picks = np.concatenate(pick_examples(labels, len(t.class_names), examples, t.seed))
     chosen = [rows[i] for i in picks]
-    in_channels = int(spec.get("in_channels", 1))
-    originals = read_sources([r["source_file"] for r in chosen], in_channels, summary.get("fer"), seed)
-    translated = np.stack([read_image(stage_dir / r["file"], channels=int(spec.get("out_channels", 3))) for r in chosen])
+    originals = read_sources([r["source_file"] for r in chosen], t.in_channels, t.fer, t.seed)
+    folder = t.labels_csv.parent
+    first = read_image(folder / chosen[0]["file"], channels=3)
+    out_channels = 1 if is_gray(first[None]) else 3
+    translated = np.stack([read_image(folder / r["file"], channels=out_channels) for r in chosen])
     real = ImageSet(originals, labels[picks], [r["source_file"] for r in chosen])
-    judge = judge or summary.get("translation_judge")
     # Examples are picked again from the chosen rows alone: all of them, in class order.
-    classes = gallery_classes(real, translated, backward, class_names, examples, seed, judge)
-    facts = {
-        "generator": summary.get("checkpoint", "?"),
-        "data": summary.get("fer", "?"),
-        "split shown": split,
-        "rebuilt from": str(stage_dir),
-    }
-    set_counts = {name: s["counts"] for name, s in summary.get("sets", {}).items()}
+    classes = gallery_classes(real, translated, backward, t.class_names, examples, t.seed, judge)
+    facts = {"generator": t.checkpoint, "data": t.fer or "?", "split shown": split, "rebuilt from": str(t.labels_csv)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_gallery(out_dir, run_dir, classes, faces, facts, set_counts, judge, int(spec.get("image_size", 64)))
+    return write_gallery(out_dir, run_dir, classes, faces, facts, t.set_counts, judge, int(translated.shape[1]))
 
 
 def callable_generator(translator, name: str) -> Generator:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from fertransfer.errors import StageError
 
+from .io import GALLERY_MARKER
+
 
 def _read_json(path: Path) -> dict:
     try:
@@ -16,42 +18,70 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def gallery_for_run(run_dir: Path, out: Path, examples: int = 8, judge: dict | None = None,
-                    checkpoint: str | None = None, faces: str | None = None, cycle: bool = True,
-                    device: str = "auto") -> dict:
-    """gallery.html / gallery.png of a run's finished augment stage, written into `out`.
+def gallery_for_run(run_dir: Path, out: Path, examples: int = 8, checkpoint: str | None = None,
+                    faces: str | None = None, cycle: bool = True, device: str = "auto") -> dict:
+    """gallery.html / gallery.png of a run's finished augment stage, written into `out`, with the
+    judge's figures from the run's classify manifest when there is one.
 
-    `judge`: the classify stage's `translation_judge`, when it is measured after augment (classify
-    passes its own; `pipeline gallery` reads it from classify's manifest)."""
-    from .build import load_faces, rebuild_gallery
-    from .stage import load_generator, person_faces_dir
+    A command over a whole run folder: it reads the stages' manifests, which stages never do."""
+    from .build import Translations, load_faces, rebuild_gallery
+    from .generators import load_generator
+    from .io import LABELS_CSV
 
     stage_dir = run_dir / "augment"
     manifest = _read_json(stage_dir / "manifest.json")
     if not manifest:
         raise StageError(f"{stage_dir}: no finished augment stage here (manifest.json missing or unreadable)")
     summary, seed = manifest.get("summary", {}), int(manifest.get("run", {}).get("seed", 0))
+    class_names = tuple(next(iter(summary.get("translated", {}).values()), {}).keys())
+    if not class_names:
+        raise StageError(f"{stage_dir / 'manifest.json'}: no translated classes recorded")
     checkpoint_path = Path(checkpoint or summary.get("checkpoint") or run_dir / "cyclegan" / "checkpoints" / "latest.pt")
     backward = load_generator(checkpoint_path, "AtoB", device, "auto") if cycle else None
     generator = summary.get("generator", {})
-    faces_dir = person_faces_dir(faces or summary.get("faces") or "", checkpoint_path, lambda v: Path(v).expanduser())
+    faces_dir = next((Path(p).expanduser() for p in (faces, summary.get("faces"), run_dir / "extract" / "faces")
+                      if p and Path(p).expanduser().is_dir()), None)
     face_images = None
     if faces_dir is not None:
         face_images = load_faces(faces_dir, examples, int(generator.get("image_size", 64)),
                                  int(generator.get("out_channels", 3)), seed)
-    if judge is None:
-        judge = (_read_json(run_dir / "classify" / "manifest.json") or {}).get("summary", {}).get("translation_judge")
-    return rebuild_gallery(stage_dir, out, run_dir, examples, backward, face_images, judge)
+    judge = (_read_json(run_dir / "classify" / "manifest.json") or {}).get("summary", {}).get("translation_judge")
+    translations = Translations(
+        stage_dir / LABELS_CSV, class_names, summary.get("fer"), seed, int(generator.get("in_channels", 1)),
+        (summary.get("gallery") or {}).get("split"),
+        {name: s["counts"] for name, s in summary.get("sets", {}).items()}, summary.get("checkpoint", "?"))
+    return rebuild_gallery(translations, out, run_dir, examples, backward, face_images, judge)
+
+
+def check_output_dir(out: Path, source_run: Path, force: bool) -> None:
+    """Refuse a folder that holds another run's data unless `force`.
+
+    Allowed: a missing or empty folder, the augment stage folder of `source_run` itself, or a
+    folder whose earlier gallery came from `source_run`.
+    """
+    if force or not out.exists() or not any(out.iterdir()):
+        return
+    if not out.is_dir():
+        raise StageError(f"{out}: exists and is not a folder")
+    if out.resolve() == (source_run / "augment").resolve():
+        return
+    marker = out / GALLERY_MARKER
+    if marker.is_file():
+        try:
+            if Path(json.loads(marker.read_text())["run_dir"]).resolve() == source_run.resolve():
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    manifest = out / "manifest.json"
+    holds = "a stage's output (manifest.json)" if manifest.exists() else f"{sum(1 for _ in out.iterdir())} other entries"
+    raise StageError(f"{out}: holds another run's data ({holds}); use --force to write there anyway")
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from .io import check_output_dir
-
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "augment"
     check_output_dir(out, run_dir, args.force)
-    result = gallery_for_run(run_dir, out, args.examples, None, args.checkpoint, args.faces, not args.no_cycle,
-                             args.device)
+    result = gallery_for_run(run_dir, out, args.examples, args.checkpoint, args.faces, not args.no_cycle, args.device)
     print(out / result["html"])
     print(out / result["png"])
     return 0

@@ -14,7 +14,6 @@ written once and hard-linked (copied where links are not possible).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import shutil
@@ -157,27 +156,3 @@ class SetWriter:
 
 
 # --- output folders given on the command line ------------------------------------------
-
-
-def check_output_dir(out: Path, source_run: Path, force: bool) -> None:
-    """Refuse a folder that holds another run's data unless `force`.
-
-    Allowed: a missing or empty folder, the augment stage folder of `source_run` itself, or a
-    folder whose earlier gallery came from `source_run`.
-    """
-    if force or not out.exists() or not any(out.iterdir()):
-        return
-    if not out.is_dir():
-        raise StageError(f"{out}: exists and is not a folder")
-    if out.resolve() == (source_run / "augment").resolve():
-        return
-    marker = out / GALLERY_MARKER
-    if marker.is_file():
-        try:
-            if Path(json.loads(marker.read_text())["run_dir"]).resolve() == source_run.resolve():
-                return
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    manifest = out / "manifest.json"
-    holds = "a stage's output (manifest.json)" if manifest.exists() else f"{sum(1 for _ in out.iterdir())} other entries"
-    raise StageError(f"{out}: holds another run's data ({holds}); use --force to write there anyway")

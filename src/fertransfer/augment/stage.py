@@ -10,19 +10,16 @@ Output folder (read by classify; see io.py):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fertransfer.errors import StageError
 from fertransfer.options import THREADS_HELP, option
 from fertransfer.pipelines.options import DataOptions
-from fertransfer.pipelines.stage import Stage, StageContext
+from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
 from . import SET_NAMES
-
-# The cyclegan stage's final generator weights, inside its stage folder (its summary's "checkpoint").
-CYCLEGAN_CHECKPOINT = Path("checkpoints") / "latest.pt"
+from .generators import load_generator
+from .io import LABELS_CSV
 
 
 @dataclass
@@ -31,12 +28,6 @@ class AugmentOptions:
                                "train; the test split's translations are what classify's judge scores.")
     checkpoint: str = option(
         "", "Generator checkpoint; empty = the cyclegan stage's checkpoints/latest.pt in this run.", kind="path"
-    )
-    faces: str = option(
-        "",
-        "Folder of the person's real faces for the gallery; empty = the cyclegan stage's domain A "
-        "(its faces option, else the extract stage's faces/).",
-        kind="path",
     )
     sets: list[str] = option(
         list(SET_NAMES),
@@ -58,75 +49,6 @@ class AugmentOptions:
     )
     image_format: str = option("png", "Format of the written images.", choices=("png", "jpg"))
     threads: int = option(0, THREADS_HELP, execution=True)
-
-
-def checkpoint_path(ctx: StageContext) -> Path:
-    """The `checkpoint` option, else the final generators the cyclegan stage recorded."""
-    if ctx.options.checkpoint:
-        return ctx.path(ctx.options.checkpoint)
-    cyclegan = ctx.upstream("cyclegan")
-    recorded = _read_json(cyclegan / "manifest.json").get("summary", {}).get("checkpoint")
-    return cyclegan / (recorded or CYCLEGAN_CHECKPOINT)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def person_faces_dir(faces_option: str, checkpoint: Path, resolve) -> Path | None:
-    """Where the person's real faces are: the `faces` option, else the domain A folder of the
-    cyclegan run the checkpoint belongs to (its manifest), else that run's extract/faces/."""
-    if faces_option:
-        return resolve(faces_option)
-    stage_dir = checkpoint.parent.parent  # <run>/cyclegan/checkpoints/latest.pt
-    manifest = _read_json(stage_dir / "manifest.json")
-    domain_a = manifest.get("summary", {}).get("domains", {}).get("A")  # a path, or {"path": ...}
-    if isinstance(domain_a, dict):
-        domain_a = domain_a.get("path")
-    candidates = []
-    for value in (domain_a, manifest.get("config", {}).get("faces")):
-        if isinstance(value, str) and value:
-            candidates += [Path(value)] if Path(value).is_absolute() else [resolve(value), stage_dir.parent / value]
-    candidates.append(stage_dir.parent / "extract" / "faces")
-    return next((c for c in candidates if c.is_dir()), None)
-
-
-def _autocast_bf16_on_cpu(translator) -> None:
-    """Run the Translator's generator under CPU bf16 autocast (it autocasts only on CUDA)."""
-    import torch
-
-    plain = translator.generator.forward
-
-    def forward(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return plain(x).float()
-
-    translator.generator.forward = forward
-
-
-def load_generator(path: Path, direction: str, device: str, precision: str = "fp32"):
-    """The cyclegan Translator for one direction, as a build.Generator."""
-    from fertransfer.cyclegan.tensors import cpu_has_native_bf16
-    from fertransfer.cyclegan.translate import Translator
-
-    from .build import callable_generator
-
-    if not path.is_file():
-        raise StageError(f"{path}: generator checkpoint not found")
-    try:
-        translator = Translator.from_checkpoint(path, direction=direction, device=device)
-    except (OSError, RuntimeError, KeyError, ValueError) as error:
-        raise StageError(f"{path}: cannot load the {direction} generator: {error}") from None
-    on_cpu = translator.device.type == "cpu"
-    bf16 = on_cpu and (precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()))
-    if bf16:
-        _autocast_bf16_on_cpu(translator)
-    generator = callable_generator(translator, f"{path} ({direction})")
-    generator.precision = "bf16" if bf16 or not on_cpu else "fp32"
-    return generator
 
 
 def _settings(o: AugmentOptions, seed: int):
@@ -157,7 +79,7 @@ def run(ctx: StageContext) -> dict:
         import torch
 
         torch.set_num_threads(o.threads)  # the runner restores the count after the stage
-    checkpoint = checkpoint_path(ctx)
+    checkpoint = ctx.artifact("cyclegan.generator")
     forward = load_generator(checkpoint, "BtoA", ctx.run.device, o.precision)
     backward = load_generator(checkpoint, "AtoB", ctx.run.device, o.precision) if o.gallery_examples else None
     data = ctx.data
@@ -168,12 +90,13 @@ def run(ctx: StageContext) -> dict:
                      ", ".join(f"{k}: {v}" for k, v in dataset.dropped.items()))
     ctx.log.info("%s: %s", dataset.source, dataset.counts())
     faces = None
-    faces_dir = person_faces_dir(o.faces, checkpoint, ctx.path) if o.gallery_examples else None
-    if faces_dir is not None:
+    faces_dir = ctx.artifact("extract.faces") if o.gallery_examples else None
+    if faces_dir is not None and faces_dir.is_dir():
         spec = forward.spec
         faces = load_faces(faces_dir, o.gallery_examples, spec.image_size, spec.out_channels, ctx.run.seed)
     elif o.gallery_examples:
-        ctx.log.warning("no folder of the person's faces found; the gallery has no reference row (set [augment].faces)")
+        ctx.log.warning("no folder of the person's faces found; the gallery has no reference row (set [data].faces)")
+        faces_dir = None
     summary = build_outputs(
         ctx.out_dir,
         ctx.run_dir,
@@ -202,9 +125,11 @@ STAGE = Stage(
     options=AugmentOptions,
     run=run,
     description="Translate labelled FER data into the person's domain; write training sets and a gallery",
-    upstream=lambda o: [] if o.checkpoint else ["cyclegan"],
-    inputs=lambda o: [o.checkpoint, o.faces],
-    data_keys=("fer", "labels", "ferplus"),
+    consumes=lambda o, data: [Consumes("cyclegan.generator", o.checkpoint),
+                              *([Consumes("extract.faces", data.faces, optional=True)] if o.gallery_examples else [])],
+    produces={"translations": LABELS_CSV, "sets": "sets", "gallery": "gallery.html"},
+    inputs=lambda o: [o.checkpoint],
+    data_keys=("fer", "labels", "ferplus", "faces"),
     check=_check,
     rewritable=("gallery.html", "gallery.png"),  # `pipeline gallery RUN_DIR` rebuilds them in place
     demo={"gallery_examples": 6},

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from fertransfer.devices import cpu_has_amx, resolve_device
 from fertransfer.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,6 @@ def test_views(batch: torch.Tensor, crop: int, tta: str) -> list[torch.Tensor]:
 # --- the trained model ----------------------------------------------------------------
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def use_bf16(setting: str, device: torch.device) -> bool:
     """bf16 autocast pays off on GPUs and on CPUs with AMX tiles; elsewhere it is slower."""
     if setting == "on":
@@ -148,11 +143,7 @@ def use_bf16(setting: str, device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return "amx_bf16" in handle.read()
-    except OSError:
-        return False
+    return cpu_has_amx()
 
 
 @dataclass
@@ -217,7 +208,7 @@ class CnnClassifier:
         config = CnnConfig(**{k: v for k, v in state["config"].items() if k in known})
         model = FaceNet(len(state["classes"]), state["channels"], config.width, config.dropout)
         model.load_state_dict(state["state_dict"])
-        dev = pick_device(device)
+        dev = resolve_device(device)
         return cls(model.to(dev), list(state["classes"]), state["channels"], state["size"],
                    config, dev)
 
@@ -287,7 +278,7 @@ def train_cnn(
         raise ValueError("no validation images: model selection needs a validation split")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     bf16 = use_bf16(config.bf16, dev)
     channels, size = train_images.shape[3], train_images.shape[1]
     if size < config.crop:

@@ -25,7 +25,7 @@ from pathlib import Path
 from fertransfer.errors import StageError
 from fertransfer.options import option
 from fertransfer.pipelines.options import DataOptions
-from fertransfer.pipelines.stage import Stage, StageContext
+from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
 ENGINES = ("cnn", "autokeras")
 EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
@@ -69,11 +69,19 @@ class ClassifyOptions:
                         "cyclegan's loss classifier); empty: this run's 'real' model.", kind="path")
 
 
-def _upstream(options: ClassifyOptions) -> list[str]:
-    """extract for its held-out faces; augment for its sets, or for its translations when a judge is named."""
-    names = ["extract"] if options.person_test == EXTRACT else []
-    uses_augment = options.judge or any(name != "real" for name in options.train_sets)
-    return names + (["augment"] if uses_augment else [])
+def _consumes(options: ClassifyOptions, data: DataOptions) -> list[Consumes]:
+    """extract's held-out faces (or a folder standing in for them); augment's training sets; its
+    translations for the judge, when augment is used or a judge is named; and, for the judge's
+    copy of the gallery, the generator (cycled-back row) and the person's faces when there."""
+    needs = []
+    if options.person_test:
+        needs.append(Consumes("extract.person_test", "" if options.person_test == EXTRACT else options.person_test))
+    if any(name != "real" for name in options.train_sets):
+        needs.append(Consumes("augment.sets"))
+    if options.judge or any(name != "real" for name in options.train_sets):
+        needs += [Consumes("augment.translations"), Consumes("cyclegan.generator", optional=True),
+                  Consumes("extract.faces", data.faces, optional=True)]
+    return needs
 
 
 def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> list[str]:
@@ -145,9 +153,10 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
         if name == "real":
             train_sets[name] = real["train"]
             continue
-        folder = ctx.upstream("augment") / "sets" / set_folder(name)
+        sets = ctx.artifact("augment.sets")
+        folder = sets / set_folder(name)
         if not folder.is_dir():
-            available = sorted(p.name for p in (ctx.upstream("augment") / "sets").glob("*") if p.is_dir())
+            available = sorted(p.name for p in sets.glob("*") if p.is_dir())
             raise StageError(f"{folder}: no training set '{name}' from augment (available: {', '.join(available) or 'none'})")
         train_sets[name] = load_dataset(folder, classes=classes, channels=options.channels, size=options.size,
                                         val_fraction=0, test_fraction=0)["train"]
@@ -167,13 +176,10 @@ def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: 
 
     if not options.person_test:
         return None, None
-    if options.person_test == EXTRACT:
-        path = ctx.upstream("extract") / "person_test"
-        if not path.is_dir():
-            raise StageError(f"[classify].person_test = \"extract\": {path} does not exist (this extract output has "
-                             "no held-out person set)")
-    else:
-        path = ctx.path(options.person_test)
+    path = ctx.artifact("extract.person_test")
+    if options.person_test == EXTRACT and not path.is_dir():
+        raise StageError(f"[classify].person_test = \"extract\": {path} does not exist (this extract output has "
+                         "no held-out person set)")
     kept = [c for c in classes.names if c not in dropped]
     where = f"[classify].person_test: {path}"
     try:
@@ -195,10 +201,11 @@ def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: 
 
 
 def run(ctx: StageContext) -> dict:
-    import numpy as np
-
     from datetime import datetime, timezone
 
+    import numpy as np
+
+    from fertransfer.atomic import atomic_write
     from fertransfer.augment import set_folder
     from fertransfer.data import FER, FERPLUS, class_set
     from fertransfer.pipelines.runner import machine_description
@@ -254,8 +261,7 @@ def run(ctx: StageContext) -> dict:
                 import torch
 
                 def checkpoint(state, path=checkpoint_file):
-                    torch.save(state, path.with_suffix(".tmp"))
-                    path.with_suffix(".tmp").replace(path)
+                    atomic_write(path, lambda handle: torch.save(state, handle))
 
                 if ctx.resuming and checkpoint_file.is_file():
                     resume = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
@@ -352,25 +358,25 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
     import numpy as np
 
     from fertransfer.augment.build import read_sources
-    from fertransfer.augment.cli import gallery_for_run
     from fertransfer.augment.core import judge_translations
-    from fertransfer.augment.io import LABELS_CSV, read_labels_csv
+    from fertransfer.augment.io import read_labels_csv
     from fertransfer.augment.transforms import conform
     from fertransfer.data.images import read_images
 
     from .models import load_classifier, predict_labels
 
-    if "augment" not in ctx.upstream_dirs or dropped:
+    labels_csv = ctx.artifacts.get("augment.translations")
+    if labels_csv is None or dropped:
         return None
-    augment_dir = ctx.upstream_dirs["augment"]
+    augment_dir = labels_csv.parent  # labels.csv names its images relative to itself
     model = ctx.path(options.judge) if options.judge else ctx.out_dir / "real" / "model"
-    if not (augment_dir / LABELS_CSV).is_file() or not (options.judge or model.is_dir()):
+    if not labels_csv.is_file() or not (options.judge or model.is_dir()):
         return None
     classifier = load_classifier(model, device=ctx.run.device)
     if list(classifier.classes) != list(classes.names):
         raise StageError(f"{model}: the judge's classes {list(classifier.classes)} differ from [classify].classes "
                          f"{list(classes.names)}")
-    rows = read_labels_csv(augment_dir / LABELS_CSV)
+    rows = read_labels_csv(labels_csv)
     size, channels = classifier.size, classifier.channels
     result: dict = {"judge": str(model), "splits": {}}
     for split in dict.fromkeys(r["split"] for r in rows):
@@ -392,10 +398,34 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
                      figures["judge_agreement"]["overall"], figures["source_accuracy"]["overall"])
     # augment's gallery, again, with what was measured here (augment ran before the judge existed)
     try:
-        gallery_for_run(ctx.run_dir, ctx.out_dir / "gallery", judge=result, device=ctx.run.device)
+        _judged_gallery(ctx, labels_csv, classes, result)
     except StageError as error:
         ctx.log.warning("gallery with the judge's figures not written: %s", error)
     return result
+
+
+def _judged_gallery(ctx: StageContext, labels_csv: Path, classes, judge: dict, examples: int = 8) -> None:
+    """classify/gallery/: the translation gallery of augment's translations with the judge's figures."""
+    import os
+
+    from fertransfer.augment.build import Translations, load_faces, rebuild_gallery
+    from fertransfer.augment.generators import load_generator
+
+    generator = ctx.artifacts.get("cyclegan.generator")
+    backward = load_generator(generator, "AtoB", ctx.run.device, "auto") if generator and generator.is_file() else None
+    faces_dir, faces = ctx.artifacts.get("extract.faces"), None
+    if backward is not None and faces_dir is not None and faces_dir.is_dir():
+        faces = load_faces(faces_dir, examples, backward.spec.image_size, backward.spec.in_channels, ctx.run.seed)
+    sets = ctx.artifacts.get("augment.sets")
+    set_counts = None
+    if sets is not None and sets.is_dir():
+        set_counts = {s.name: {c.name: len(os.listdir(c)) for c in sorted(s.iterdir()) if c.is_dir()}
+                      for s in sorted(sets.iterdir()) if s.is_dir()}
+    fer = ctx.data.fer and str(ctx.path(ctx.data.fer))
+    translations = Translations(labels_csv, tuple(classes.names), fer, ctx.run.seed,
+                                backward.spec.out_channels if backward else 1, set_counts=set_counts,
+                                checkpoint=str(generator) if generator else "?")
+    rebuild_gallery(translations, ctx.out_dir / "gallery", ctx.run_dir, examples, backward, faces, judge)
 
 
 STAGE = Stage(
@@ -404,7 +434,8 @@ STAGE = Stage(
     run=run,
     description="Train expression classifiers (CNN or AutoKeras) per training set; evaluate on the real val/test "
                 "and, with person_test, on the person's faces",
-    upstream=_upstream,
+    consumes=_consumes,
+    produces={"models": ".", "metrics": "metrics.json"},
     inputs=_inputs,
     data_keys=("fer", "labels", "ferplus", "classes"),
     check=_check,

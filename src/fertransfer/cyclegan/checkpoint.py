@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from fertransfer.atomic import atomic_write
+
 FORMAT = "fertransfer-cyclegan"
 VERSION = 1
 LATEST = "latest.pt"
@@ -36,13 +38,7 @@ def step_path(folder: Path, step: int) -> Path:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: torch.save(obj, handle), fsync=True)
 
 
 def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from fertransfer.errors import StageError
 from fertransfer.options import option
 from fertransfer.pipelines.options import DataOptions
-from fertransfer.pipelines.stage import Stage, StageContext
+from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual",
               "resnet_6blocks_residual_resize")  # as models.py's (no torch here)
@@ -27,7 +27,6 @@ GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
 
 @dataclass
 class CycleganOptions:
-    faces: str = option("", "Domain A: folder of the person's face crops; empty: the extract stage's faces/.", kind="path")
     fer_splits: list[str] = option(["train"], "Splits of [data] fer used as domain B (train, val, test).")
     fer_classes: list[str] = option([], "Expression classes used as domain B (empty: all seven, or FER+'s eight with "
                                     "[data] labels = \"ferplus\").")
@@ -160,10 +159,6 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
     return classifier, path, {**info, "model": saved.name if path == saved else str(path)}
 
 
-def _faces_dir(ctx: StageContext):
-    return ctx.path(ctx.options.faces) if ctx.options.faces else ctx.upstream("extract") / "faces"
-
-
 def _run_torchrun(ctx: StageContext, cfg, data: dict, expression_model: str | None) -> dict:
     """Launch the same training loop in `processes` ranks with torchrun; rank 0's summary."""
     import json
@@ -199,7 +194,7 @@ def run(ctx: StageContext) -> dict:
     if o.image_size < smallest:
         raise StageError(f"[cyclegan].image_size {o.image_size} is too small for a PatchGAN with n_layers = "
                          f"{o.n_layers}: use at least {smallest} (or fewer layers)")
-    faces = _faces_dir(ctx)
+    faces = ctx.artifact("extract.faces")  # domain A: [data] faces, else extract's
     cfg = train_config(o, ctx.run.seed, ctx.run.device)
     data = {
         "faces": str(faces), "fer": str(ctx.path(ctx.data.fer)), "fer_splits": list(o.fer_splits),
@@ -260,12 +255,8 @@ def _ferplus_path(ctx: StageContext) -> str | None:
     return str(ctx.path(ctx.data.ferplus)) if ctx.data.labels == "ferplus" else None
 
 
-def _upstream(options: CycleganOptions) -> list[str]:
-    return [] if options.faces else ["extract"]
-
-
 def _inputs(options: CycleganOptions) -> list[str]:
-    return [p for p in (options.faces, options.expression_classifier) if p]
+    return [options.expression_classifier] if options.expression_classifier else []
 
 
 def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> list[str]:
@@ -299,9 +290,10 @@ STAGE = Stage(
     options=CycleganOptions,
     run=run,
     description="CycleGAN between the person's faces (A) and FER images (B): checkpoints, samples, SWD",
-    upstream=_upstream,
+    consumes=lambda options, data: [Consumes("extract.faces", data.faces)],
+    produces={"generator": "checkpoints/latest.pt"},
     inputs=_inputs,
-    data_keys=("fer", "labels", "ferplus"),
+    data_keys=("fer", "labels", "ferplus", "faces"),
     check=_check,
     resumable=True,
     resume_point=_resume_point,

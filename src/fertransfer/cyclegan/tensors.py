@@ -9,13 +9,6 @@ import torch
 LUMA = (0.299, 0.587, 0.114)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AMX tiles or AVX512-BF16): there bf16 autocast
-    makes CycleGAN training steps about 1.4-1.8x faster (docs/benchmarks.md); elsewhere it is slower."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(check() for check in checks if check is not None)
-
-
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """(N, C, H, W) in [-1, 1] to `channels`: gray repeated to RGB, RGB to luma."""
     have = x.shape[1]

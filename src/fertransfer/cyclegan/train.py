@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fertransfer.data import write_png
+from fertransfer.devices import cpu_has_native_bf16, resolve_device
 from fertransfer.progress import progress as progress_bar
 
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
@@ -42,7 +43,7 @@ from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty
 from .models import build_discriminator, build_generator
 from .swd import swd
-from .tensors import cpu_has_native_bf16, from_tensor, match_channels, to_tensor
+from .tensors import from_tensor, match_channels, to_tensor
 
 log = logging.getLogger("fertransfer.cyclegan")
 
@@ -176,14 +177,6 @@ class Discriminators(nn.Module):
         real_A_score, fake_A_score = self.D_A(torch.cat([real_A, fake_A])).chunk(2)
         real_B_score, fake_B_score = self.D_B(torch.cat([real_B, fake_B])).chunk(2)
         return real_A_score, fake_A_score, real_B_score, fake_B_score
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    return torch.device(name)
 
 
 def sample_batch(images: np.ndarray, rng: np.random.Generator, batch_size: int, size: int, flip: bool) -> np.ndarray:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fertransfer.devices import resolve_device
 from fertransfer.progress import progress as progress_bar
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import build_generator
 from .tensors import from_tensor, to_tensor
-from .train import resolve_device
 
 DIRECTIONS = ("AtoB", "BtoA")
 

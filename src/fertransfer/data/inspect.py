@@ -8,7 +8,6 @@ import numpy as np
 
 from .datasets import LabelledDataset
 
-
 # Splits whose median sharpness differs by more than this factor are flagged: a model trained
 # on one would meet a different kind of image in the other (a blurred copy of a split, e.g. a
 # Gaussian of sigma 3 on 48x48 faces, measures about 0.05 against 0.5 for sharp ones).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import os
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -86,13 +85,12 @@ def expand_inputs(ctx: StageContext, patterns: list[str]) -> list[Path]:
 
 
 def resolve_device(requested: str) -> str:
-    import torch
+    from fertransfer import devices
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise StageError(f"[run].device is '{requested}' but CUDA is not available here (use auto or cpu)")
-    return requested
+    try:
+        return str(devices.resolve_device(requested))
+    except ValueError as error:
+        raise StageError(str(error)) from None
 
 
 def unique_stem(path: Path, used: set[str]) -> str:
@@ -490,6 +488,7 @@ STAGE = Stage(
     description="extract: one person's aligned face crops from videos, with MTCNN",
     inputs=_inputs,
     check=lambda options, config_dir, data: option_problems(options),
+    produces={"faces": "faces", "person_test": "person_test"},
     demo={
         "inputs": ["data/lecture.mp4"],
         # The demo's face is 65-110 px high in a 384x288 frame.

@@ -4,11 +4,12 @@ from .config import Config, ConfigError, default_config_text, load_config
 from .options import RunOptions, option
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage
 from .runner import run_pipeline, run_stage, stage_status
-from .stage import Stage, StageContext, StageError
+from .stage import Consumes, Stage, StageContext, StageError
 
 __all__ = [
     "STAGE_ORDER",
     "Config",
+    "Consumes",
     "ConfigError",
     "RunOptions",
     "Stage",

@@ -104,7 +104,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import write_demo
-
     from .runner import run_pipeline
 
     config_path = write_demo(args.dir)

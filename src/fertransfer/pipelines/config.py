@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .options import DataOptions, RunOptions, field_default
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage

@@ -13,7 +13,6 @@ from fertransfer.demo import DemoVideoSpec, write_demo_data
 from .config import default_config_text
 from .registry import built_stages
 
-
 DEMO_FER = "data/smileys"  # the labelled smiley dataset stands in for FER2013
 
 

@@ -34,12 +34,14 @@ class DataOptions:
                          choices=("fer", "ferplus"))
     ferplus: str = option("", "FER+ votes file (fer2013new.csv) for labels = \"ferplus\"; `fer`'s files must carry "
                           "their FER2013 row (Training_00042.png) or be the original Kaggle CSV.", kind="path")
+    faces: str = option("", "Folder of the person's face crops (cyclegan's domain A, the reference row of the "
+                        "translation galleries); empty: the extract stage's faces/.", kind="path")
     classes: list[str] = option([], "classify: class names in label order (empty: FER2013's seven; FER+'s eight, "
                                 "with contempt, when labels = \"ferplus\").")
 
     def input_paths(self, keys: tuple[str, ...]) -> list[str]:
         """The paths among `keys` that a stage reading them depends on (ferplus only with its labels)."""
-        paths = [self.fer if "fer" in keys else ""]
+        paths = [getattr(self, key) for key in ("fer", "faces") if key in keys]
         if "ferplus" in keys and self.labels == "ferplus":
             paths.append(self.ferplus)
         return [p for p in paths if p]

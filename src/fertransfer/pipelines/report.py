@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fertransfer.atomic import atomic_write_text
+
 from .registry import STAGE_ORDER
 from .runner import MANIFEST
 
@@ -199,7 +201,5 @@ def write_report(run_dir: str | Path) -> Path:
         + "</body></html>"
     )
     target = run_dir / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(target)
+    atomic_write_text(target, page)
     return target

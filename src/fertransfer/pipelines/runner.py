@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fertransfer.atomic import atomic_write_json
 from fertransfer.options import execution_options, field_default
 
 from .config import Config, ConfigError, data_problems, default_note, missing_inputs, resolve
@@ -111,9 +112,7 @@ class InputDigests:
         content = content_fingerprint(path)
         self.entries[str(path)] = {"stat": stat, "content": content}
         if self.file.parent.is_dir():
-            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries, indent=1))
-            tmp.replace(self.file)
+            atomic_write_json(self.file, self.entries, indent=1)
         return content
 
 
@@ -150,7 +149,7 @@ def fingerprinted_config(config: Config, stage: Stage) -> dict:
 def fingerprint(config: Config, stage: Stage) -> dict:
     options = config.options(stage.name)
     upstream = {}
-    for name in stage.upstream(options):
+    for name in stage.upstream(options, config.data):
         manifest = read_manifest(config.run_dir / name)
         upstream[name] = manifest["fingerprint"]["digest"] if manifest else None
     digest = InputDigests(config.run_dir)
@@ -336,7 +335,7 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
     damage = find_damage(folder, manifest.get("output_check"))
     if damage:
         return StageStatus(name, "damaged", manifest, _short_list(damage))
-    for up in stage.upstream(config.options(name)):
+    for up in stage.upstream(config.options(name), config.data):
         if stage_status(config, up, known).state != "done":
             return StageStatus(name, "stale", manifest, f"upstream {up}")
     return StageStatus(name, "done", manifest)
@@ -406,6 +405,22 @@ def process_state():
             os.environ.update(environ)
 
 
+def resolve_artifacts(config: Config, stage: Stage) -> dict[str, Path | None]:
+    """Each artifact the stage consumes: the config path that stands in for it, else where its
+    producer wrote it (None for an optional one whose producer is not done)."""
+    resolved: dict[str, Path | None] = {}
+    for need in stage.consumes(config.options(stage.name), config.data):
+        if need.override:
+            resolved[need.artifact] = resolve(config.base_dir, need.override)
+            continue
+        producer = get_stage(need.producer)
+        if need.name not in producer.produces:
+            raise StageError(f"stage '{stage.name}' consumes '{need.artifact}', which '{producer.name}' does not produce")
+        done = stage_status(config, producer.name).state == "done"
+        resolved[need.artifact] = config.run_dir / producer.name / producer.produces[need.name] if done else None
+    return resolved
+
+
 def _publish(work: Path, final: Path) -> None:
     old = final.with_name(final.name + ".old")
     if old.exists():
@@ -427,12 +442,11 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     if status.state == "damaged":
         log.warning("%s: damaged (%s); running it again", name, status.reason)
     options = config.options(name)
-    upstream_dirs = {}
-    for up in stage.upstream(options):
+    for up in stage.upstream(options, config.data):
         up_status = stage_status(config, up)
         if up_status.state != "done":
             raise StageError(f"stage '{name}' needs '{up}', which is {up_status.state}: run `pipeline run {up}` first")
-        upstream_dirs[up] = config.run_dir / up
+    artifacts = resolve_artifacts(config, stage)
 
     current = fingerprint(config, stage)
     work = config.run_dir / f"{name}.partial"
@@ -453,7 +467,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         run=config.run,
         run_dir=config.run_dir,
         out_dir=work,
-        upstream_dirs=upstream_dirs,
+        artifacts=artifacts,
         config_dir=config.base_dir,
         log=logging.getLogger(f"fertransfer.{name}"),
         resuming=resuming,
