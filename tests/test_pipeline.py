@@ -347,3 +347,31 @@ def test_real_stages_declare_threads_and_compile_as_execution_options():
     assert STAGE_MODULES["extract"] == "fertransfer.extract.stage"
     found = {name: execution_options(get_stage(name).options()) for name in ("extract", "cyclegan", "augment")}
     assert found == {"extract": ["threads"], "cyclegan": ["threads", "compile"], "augment": ["threads"]}
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("cyclegan", {"image_size": 16, "n_layers": 3}, "[cyclegan].image_size: 16 is too small for a PatchGAN"),
+    ("cyclegan", {"image_size": 64, "load_size": 60}, "[cyclegan].load_size: 60 is smaller than image_size 64"),
+    ("cyclegan", {"lambda_expression": -1.0}, "[cyclegan].lambda_expression: must not be negative"),
+    ("augment", {"sets": ["real+synth"]}, "[augment].sets: unknown set(s) real+synth"),
+    ("augment", {"threads": -1}, "[augment].threads: -1 is negative"),
+    ("classify", {"train_sets": []}, "[classify].train_sets: empty"),
+    ("classify", {"train_sets": ["real", "real"]}, "[classify].train_sets: a set is named twice"),
+    ("classify", {"leave_out": ["bored"]}, "[classify].leave_out: unknown class(es) ['bored']"),
+    ("data", {"labels": "ferplus"}, "[data].ferplus: labels = \"ferplus\" needs"),
+])
+def test_option_rules_stop_the_run_before_any_stage(tmp_path, capsys, section, values, message):
+    """Every rule `run` used to find out late is found by `check`: exit 2, nothing written."""
+    from fertransfer.pipelines.runner import check_before_run
+
+    (tmp_path / "fer" / "happy").mkdir(parents=True)
+    (tmp_path / "video.mp4").write_bytes(b"")
+    overrides = {"run": {"dir": "run"}, "data": {"fer": "fer"}, "extract": {"inputs": ["video.mp4"]}}
+    (tmp_path / "pipeline.toml").write_text(default_config_text(overrides))
+    check_before_run(load_config(tmp_path / "pipeline.toml"), list(registry.STAGE_ORDER))  # the rest is fine
+    overrides[section] = {**overrides.get(section, {}), **values}
+    (tmp_path / "pipeline.toml").write_text(default_config_text(overrides))
+    assert main(["run", "all", "--config", str(tmp_path / "pipeline.toml")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "run").exists()

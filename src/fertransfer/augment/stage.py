@@ -70,11 +70,10 @@ def _check(o: AugmentOptions, config_dir: Path, data: DataOptions) -> list[str]:
 
 
 def run(ctx: StageContext) -> dict:
-    from .build import build_outputs, check_settings, load_faces, load_fer
+    from .build import build_outputs, load_faces, load_fer
 
     o: AugmentOptions = ctx.options
     settings = _settings(o, ctx.run.seed)
-    check_settings(settings)
     if o.threads:
         import torch
 

@@ -84,11 +84,21 @@ def _consumes(options: ClassifyOptions, data: DataOptions) -> list[Consumes]:
     return needs
 
 
+def _class_set(data: DataOptions):
+    from fertransfer.data import FER, FERPLUS, class_set
+
+    return class_set(data.classes, default=FERPLUS if data.labels == "ferplus" else FER)
+
+
 def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> list[str]:
     """Problems found without reading data (the runner checks every stage before any runs)."""
     from fertransfer.augment import SET_NAMES, set_folder
 
     problems = []
+    classes = _class_set(data)
+    unknown = [c for c in options.leave_out if classes.index(c) is None]
+    if unknown:
+        problems.append(f"leave_out: unknown class(es) {unknown}; classes: {list(classes.names)}")
     known = {*SET_NAMES, *(set_folder(name) for name in SET_NAMES)}  # real+synthetic or its folder name
     unknown = [name for name in options.train_sets if name not in known]
     if unknown:
@@ -135,10 +145,6 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
     from fertransfer.augment import set_folder
     from fertransfer.data import load_dataset
 
-    if not options.train_sets:
-        raise StageError("[classify].train_sets is empty; name at least one set (e.g. [\"real\"])")
-    if len(set(options.train_sets)) != len(options.train_sets):
-        raise StageError(f"[classify].train_sets names a set twice: {options.train_sets}")
     data = ctx.data
     real = load_dataset(ctx.path(data.fer), classes=classes, channels=options.channels, size=options.size,
                         seed=ctx.run.seed, labels=data.labels,
@@ -207,7 +213,6 @@ def run(ctx: StageContext) -> dict:
 
     from fertransfer.atomic import atomic_write
     from fertransfer.augment import set_folder
-    from fertransfer.data import FER, FERPLUS, class_set
     from fertransfer.pipelines.runner import machine_description
 
     from . import experiments as ex
@@ -215,10 +220,7 @@ def run(ctx: StageContext) -> dict:
     from .models import predict_labels, save_classifier, write_model_card
 
     options: ClassifyOptions = ctx.options
-    classes_set = class_set(ctx.data.classes, default=FERPLUS if ctx.data.labels == "ferplus" else FER)
-    unknown = [c for c in options.leave_out if classes_set.index(c) is None]
-    if unknown:
-        raise StageError(f"[classify].leave_out: unknown class(es) {unknown}; classes: {list(classes_set.names)}")
+    classes_set = _class_set(ctx.data)
     classes = list(classes_set.names)
     dropped = [classes_set.names[classes_set.index(c)] for c in options.leave_out]
     person, person_source = _load_person(ctx, options, classes_set, dropped)

@@ -83,8 +83,6 @@ def train_config(options: CycleganOptions, seed: int, device: str):
 
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(options, f.name)}
     values["load_size"] = options.load_size or -(-options.image_size * 9 // 8)
-    if values["load_size"] < options.image_size:
-        raise StageError(f"[cyclegan].load_size {options.load_size} is smaller than image_size {options.image_size}")
     return TrainConfig(**values, seed=seed, device=device)
 
 
@@ -190,10 +188,6 @@ def run(ctx: StageContext) -> dict:
     from .train import plot_losses, train
 
     o: CycleganOptions = ctx.options
-    smallest = 3 * 2**o.n_layers  # the PatchGAN's last instance norm needs more than one pixel
-    if o.image_size < smallest:
-        raise StageError(f"[cyclegan].image_size {o.image_size} is too small for a PatchGAN with n_layers = "
-                         f"{o.n_layers}: use at least {smallest} (or fewer layers)")
     faces = ctx.artifact("extract.faces")  # domain A: [data] faces, else extract's
     cfg = train_config(o, ctx.run.seed, ctx.run.device)
     data = {
@@ -260,8 +254,14 @@ def _inputs(options: CycleganOptions) -> list[str]:
 
 
 def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> list[str]:
-    """Problems found without reading any images."""
+    """Problems found without reading any images (all of them: `run` checks none again)."""
     problems = []
+    smallest = 3 * 2**options.n_layers  # the PatchGAN's last instance norm needs more than one pixel
+    if options.image_size < smallest:
+        problems.append(f"image_size: {options.image_size} is too small for a PatchGAN with n_layers = "
+                        f"{options.n_layers}: use at least {smallest} (or fewer layers)")
+    if options.load_size is not None and options.load_size < options.image_size:
+        problems.append(f"load_size: {options.load_size} is smaller than image_size {options.image_size}")
     if options.lambda_expression < 0:
         problems.append(f"lambda_expression: must not be negative, got {options.lambda_expression}")
     if options.lambda_structure < 0 or options.structure_scale < 1:
