@@ -18,11 +18,16 @@ import time
 
 import numpy as np
 import torch
-
 from torch.optim.swa_utils import AveragedModel
 
-from fertransfer.classify.cnn import (CnnConfig, FaceNet, ema_update_with_warmup, random_crop_flip, standardise,
-                                      to_tensor)
+from fertransfer.classify.cnn import (
+    CnnConfig,
+    FaceNet,
+    ema_update_with_warmup,
+    random_crop_flip,
+    standardise,
+    to_tensor,
+)
 
 FER_TRAIN = 28709
 

@@ -55,7 +55,8 @@ def one_case(size: int, batch: int, ngf: int, warmup: int, steps: int, device: s
     total = warmup + steps
     cfg = TrainConfig(image_size=size, load_size=load, ngf=ngf, ndf=64, batch_size=batch, steps=total,
                       checkpoint_every=10**9, sample_every=10**9, sample_images=1, device=device,
-                      precision=precision, compile=compiled, threads=threads, keep_checkpoints=1)
+                      precision=precision, compile=compiled, threads=threads, keep_checkpoints=1,
+                      lambda_expression=0.0)
     with tempfile.TemporaryDirectory() as tmp:
         summary = train(cfg, domains, Path(tmp))
         with open(Path(tmp) / "losses.csv", newline="") as handle:
@@ -137,7 +138,7 @@ def versus_plain_case(size: int, batch: int, ngf: int, a_channels: int, warmup: 
     total = warmup + steps
     cfg = TrainConfig(image_size=size, load_size=size * 9 // 8, a_channels=a_channels, ngf=ngf, ndf=64,
                       batch_size=batch, steps=total, checkpoint_every=10**9, sample_every=10**9, sample_images=1,
-                      device="cpu", threads=threads, keep_checkpoints=1, **stage_options)
+                      device="cpu", threads=threads, keep_checkpoints=1, **{"lambda_expression": 0.0, **stage_options})
     plain = PlainStep(cfg)
     plain_rng = np.random.default_rng(1)
     plain_seconds: list[float] = []

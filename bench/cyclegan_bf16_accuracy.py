@@ -46,7 +46,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("fp32", "bf16"):
             cfg = TrainConfig(image_size=32, load_size=36, ngf=16, ndf=16, steps=args.steps, checkpoint_every=10**9,
-                              sample_every=args.steps, sample_images=2, threads=1, device="cpu", precision=precision)
+                              sample_every=args.steps, sample_images=2, threads=1, device="cpu", precision=precision,
+                              lambda_expression=0.0)
             summary = train(cfg, domains, Path(tmp) / precision)
             with open(Path(tmp) / precision / "losses.csv", newline="") as handle:
                 losses[precision] = list(csv.DictReader(handle))

@@ -32,7 +32,7 @@ from fertransfer.data import FER
 
 def tiny_config(**overrides) -> TrainConfig:
     values = dict(image_size=16, load_size=18, ngf=4, ndf=4, n_layers=2, steps=8, checkpoint_every=4,
-                  sample_every=4, sample_images=2, threads=1, deterministic=True, device="cpu")
+                  sample_every=4, sample_images=2, threads=1, deterministic=True, device="cpu", lambda_expression=0.0)
     return TrainConfig(**{**values, **overrides})
 
 

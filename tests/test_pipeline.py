@@ -375,3 +375,25 @@ def test_option_rules_stop_the_run_before_any_stage(tmp_path, capsys, section, v
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and message in errors[0], errors
     assert not (tmp_path / "run").exists()
+
+
+def test_no_core_config_default_disagrees_with_the_option_it_mirrors():
+    import dataclasses
+
+    from fertransfer.classify.cnn import CNN_OPTIONS, CnnConfig
+    from fertransfer.classify.stage import ClassifyOptions
+    from fertransfer.cyclegan.stage import CycleganOptions, train_config
+    from fertransfer.cyclegan.train import TrainConfig
+    from fertransfer.options import field_default
+
+    for options, config, derived in ((CycleganOptions, TrainConfig, {"load_size"}), (ClassifyOptions, CnnConfig, set())):
+        declared = {f.name: field_default(f) for f in dataclasses.fields(options)}
+        mirrored = {f.name: field_default(f) for f in dataclasses.fields(config) if f.name in declared}
+        assert mirrored, config
+        differ = {name: (declared[name], value) for name, value in mirrored.items()
+                  if name not in derived and value != declared[name]}
+        assert not differ, f"{config.__name__} defaults differ from {options.__name__}: {differ}"
+    assert set(CNN_OPTIONS) <= {f.name for f in dataclasses.fields(ClassifyOptions)}
+    # the stage hands the loop every option it mirrors, and derives load_size (9/8 of image_size)
+    cfg = train_config(CycleganOptions(steps=7, lambda_expression=0.5), seed=3, device="cpu")
+    assert (cfg.steps, cfg.lambda_expression, cfg.load_size, cfg.seed) == (7, 0.5, 72, 3)

@@ -38,6 +38,12 @@ def field_default(f: dataclasses.Field) -> Any:
     return None
 
 
+def declared_default(options: type, name: str) -> Any:
+    """The default of option `name` of an options dataclass: for a core's config whose fields mirror
+    a stage's options, so that each default is declared once (in the options)."""
+    return field_default({f.name: f for f in dataclasses.fields(options)}[name])
+
+
 def execution_options(options: Any) -> list[str]:
     """Names of the options declared with execution=True."""
     return [f.name for f in dataclasses.fields(options) if f.metadata.get("execution")]
@@ -47,4 +53,4 @@ THREADS_HELP = ("CPU threads for torch (0: torch's default, one per core; 1 is o
                 "with other busy processes, docs/benchmarks.md).")
 
 
-__all__ = ["THREADS_HELP", "execution_options", "field_default", "option"]
+__all__ = ["THREADS_HELP", "declared_default", "execution_options", "field_default", "option"]

@@ -19,54 +19,13 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from fertransfer.errors import StageError
-from fertransfer.options import option
 from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
-ENGINES = ("cnn", "autokeras")
-EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
-
-
-@dataclass
-class ClassifyOptions:
-    train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
-                                   "of [data] fer; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
-                                   "classic), read from <augment>/sets/.")
-    person_test: str = option("", "Labelled faces of the target person, scored with every trained model beside "
-                              "the FER test split: a dataset as `fer` takes (flat class folders are used whole, "
-                              "split data by its test split), or \"extract\" for the extract stage's held-out "
-                              "person_test/ (empty: none).", kind="path", keywords=(EXTRACT,))
-    engine: str = option("cnn", "Classifier: the fixed CNN (PyTorch) or an AutoKeras search.", choices=ENGINES)
-    channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
-    size: int = option(48, "Input size of the classifier in pixels (images are resized).")
-    epochs: int = option(30, "cnn: epochs (the schedule's length); autokeras: epochs per trial.")
-    time_budget_minutes: float = option(0.0, "Wall-clock limit per training set (0 = none); training ends and "
-                                        "keeps the best-on-validation weights.")
-    batch_size: int = option(64, "Images per training step.")
-    width: int = option(48, "cnn: channels of the first of four blocks (doubled per block).")
-    lr: float = option(0.05, "cnn: peak learning rate (after warm-up, then cosine decay).")
-    optimizer: str = option("sgd", "cnn: SGD with Nesterov momentum, or AdamW.", choices=("sgd", "adamw"))
-    weight_decay: float = option(5e-4, "cnn: weight decay.")
-    label_smoothing: float = option(0.1, "cnn: label smoothing of the cross-entropy loss.")
-    patience: int = option(8, "cnn: stop after this many epochs without a better validation accuracy (0: never).")
-    tta: str = option("tencrop", "cnn: test-time averaging for the final val/test scores.",
-                      choices=("center", "flip", "tencrop"))
-    ema: float = option(0.999, "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
-                        "the averaged weights, whichever scores higher on validation (0: no average).")
-    bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
-    max_trials: int = option(3, "autokeras: models tried.")
-    automl_block: str = option("vanilla", "autokeras: the searched block, always trained from scratch.",
-                               choices=("vanilla", "resnet", "xception"))
-    train_limit: int = option(0, "Use at most this many training images per set, stratified (0: all); for quick runs.")
-    oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
-    leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")
-    two_tier: bool = option(False, "Two-tier classifier: positive / negative / neutral first, then the fine class.")
-    judge: str = option("", "The model that judges augment's translations (trained on real FER only, never the "
-                        "cyclegan's loss classifier); empty: this run's 'real' model.", kind="path")
+from .options import ENGINES, EXTRACT, ClassifyOptions  # noqa: F401  (re-exported: declared in options.py)
 
 
 def _consumes(options: ClassifyOptions, data: DataOptions) -> list[Consumes]:
@@ -126,14 +85,10 @@ def _inputs(options: ClassifyOptions) -> list[str]:
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
     from .automl import AutoKerasConfig
-    from .cnn import CnnConfig
+    from .cnn import CNN_OPTIONS, CnnConfig
     from .experiments import EngineSettings
 
-    cnn = CnnConfig(width=options.width, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
-                    optimizer=options.optimizer, weight_decay=options.weight_decay,
-                    label_smoothing=options.label_smoothing, patience=options.patience,
-                    time_budget_minutes=options.time_budget_minutes, tta=options.tta, bf16=options.bf16,
-                    ema=options.ema, crop=max(8, options.size - options.size // 12))
+    cnn = CnnConfig(**{name: getattr(options, name) for name in CNN_OPTIONS}, crop=max(8, options.size - options.size // 12))
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
                              batch_size=options.batch_size)

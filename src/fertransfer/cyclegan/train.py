@@ -35,6 +35,7 @@ from torch import nn
 
 from fertransfer.data import write_png
 from fertransfer.devices import cpu_has_native_bf16, resolve_device
+from fertransfer.options import declared_default
 from fertransfer.progress import progress as progress_bar
 
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
@@ -42,6 +43,7 @@ from .data import Domains
 from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty
 from .models import build_discriminator, build_generator
+from .options import CycleganOptions
 from .swd import swd
 from .tensors import from_tensor, match_channels, to_tensor
 
@@ -52,41 +54,49 @@ LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A
 SWD_COLUMNS = ("step", "AtoB_translated", "AtoB_untranslated", "BtoA_translated", "BtoA_untranslated")
 
 
+def _option(name: str):
+    """The [cyclegan] option's default: each knob the loop shares with the stage is declared once."""
+    return declared_default(CycleganOptions, name)
+
+
 @dataclass
 class TrainConfig:
-    image_size: int = 64
+    """The loop's settings: the [cyclegan] options it uses (their defaults taken from there), plus
+    what the stage derives (load_size, seed, device) and fixed choices of the recipe."""
+
+    image_size: int = _option("image_size")
     load_size: int = 72  # images are resized to this, then randomly cropped to image_size
-    a_channels: int = 3
-    b_channels: int = 1
-    generator: str = "resnet_6blocks_residual_resize"
-    ngf: int = 64
-    ndf: int = 64
-    n_layers: int = 3
-    gan_mode: str = "lsgan"
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5  # times lambda_cycle
-    lambda_expression: float = 0.0  # expression consistency of F(b) with b (needs a classifier)
-    lambda_structure: float = 0.0  # L1 between the coarse gray layouts of F(b) and b
-    structure_scale: int = 4  # the layout is the image average-pooled by this factor
+    a_channels: int = _option("a_channels")
+    b_channels: int = _option("b_channels")
+    generator: str = _option("generator")
+    ngf: int = _option("ngf")
+    ndf: int = _option("ndf")
+    n_layers: int = _option("n_layers")
+    gan_mode: str = _option("gan_mode")
+    lambda_cycle: float = _option("lambda_cycle")
+    lambda_identity: float = _option("lambda_identity")  # times lambda_cycle
+    lambda_expression: float = _option("lambda_expression")  # expression consistency of F(b) with b (needs a classifier)
+    lambda_structure: float = _option("lambda_structure")  # L1 between the coarse gray layouts of F(b) and b
+    structure_scale: int = _option("structure_scale")  # the layout is the image average-pooled by this factor
     lambda_gp: float = 10.0  # wgangp only
-    pool_size: int = 50
-    lr: float = 2e-4
+    pool_size: int = _option("pool_size")
+    lr: float = _option("lr")
     beta1: float = 0.5
-    batch_size: int = 1
-    steps: int = 1000
-    decay_steps: int | None = None  # None: the second half of training
+    batch_size: int = _option("batch_size")
+    steps: int = _option("steps")
+    decay_steps: int | None = _option("decay_steps")  # None: the second half of training
     flip: bool = True
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 250
-    sample_images: int = 4
+    checkpoint_every: int = _option("checkpoint_every")
+    keep_checkpoints: int = _option("keep_checkpoints")
+    sample_every: int = _option("sample_every")
+    sample_images: int = _option("sample_images")
     swd_every_sample: bool = True
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool = _option("deterministic")
     device: str = "auto"
-    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16), fp32, bf16
-    threads: int = 1  # CPU threads; 0 = torch's default (all cores)
-    compile: bool = False
+    precision: str = _option("precision")  # auto (bf16 autocast on CUDA and on CPUs with AMX / AVX512-BF16), fp32, bf16
+    threads: int = _option("threads")
+    compile: bool = _option("compile")
 
     def architecture(self) -> dict:
         return {k: getattr(self, k) for k in ARCHITECTURE_KEYS}

@@ -1,0 +1,52 @@
+"""The [classify] section: every knob of the stage and of its CNN, declared once.
+
+`cnn.CnnConfig` takes the defaults of the options it shares from here (no torch here, so
+`pipeline init` and the runner read it without loading torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fertransfer.options import option
+
+ENGINES = ("cnn", "autokeras")
+EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
+
+
+@dataclass
+class ClassifyOptions:
+    train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
+                                   "of [data] fer; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
+                                   "classic), read from <augment>/sets/.")
+    person_test: str = option("", "Labelled faces of the target person, scored with every trained model beside "
+                              "the FER test split: a dataset as `fer` takes (flat class folders are used whole, "
+                              "split data by its test split), or \"extract\" for the extract stage's held-out "
+                              "person_test/ (empty: none).", kind="path", keywords=(EXTRACT,))
+    engine: str = option("cnn", "Classifier: the fixed CNN (PyTorch) or an AutoKeras search.", choices=ENGINES)
+    channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
+    size: int = option(48, "Input size of the classifier in pixels (images are resized).")
+    epochs: int = option(30, "cnn: epochs (the schedule's length); autokeras: epochs per trial.")
+    time_budget_minutes: float = option(0.0, "Wall-clock limit per training set (0 = none); training ends and "
+                                        "keeps the best-on-validation weights.")
+    batch_size: int = option(64, "Images per training step.")
+    width: int = option(48, "cnn: channels of the first of four blocks (doubled per block).")
+    lr: float = option(0.05, "cnn: peak learning rate (after warm-up, then cosine decay).")
+    optimizer: str = option("sgd", "cnn: SGD with Nesterov momentum, or AdamW.", choices=("sgd", "adamw"))
+    weight_decay: float = option(5e-4, "cnn: weight decay.")
+    label_smoothing: float = option(0.1, "cnn: label smoothing of the cross-entropy loss.")
+    patience: int = option(8, "cnn: stop after this many epochs without a better validation accuracy (0: never).")
+    tta: str = option("tencrop", "cnn: test-time averaging for the final val/test scores.",
+                      choices=("center", "flip", "tencrop"))
+    ema: float = option(0.999, "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
+                        "the averaged weights, whichever scores higher on validation (0: no average).")
+    bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
+    max_trials: int = option(3, "autokeras: models tried.")
+    automl_block: str = option("vanilla", "autokeras: the searched block, always trained from scratch.",
+                               choices=("vanilla", "resnet", "xception"))
+    train_limit: int = option(0, "Use at most this many training images per set, stratified (0: all); for quick runs.")
+    oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
+    leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")
+    two_tier: bool = option(False, "Two-tier classifier: positive / negative / neutral first, then the fine class.")
+    judge: str = option("", "The model that judges augment's translations (trained on real FER only, never the "
+                        "cyclegan's loss classifier); empty: this run's 'real' model.", kind="path")
