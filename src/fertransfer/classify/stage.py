@@ -331,7 +331,7 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
         return None
     classifier = load_classifier(model, device=ctx.run.device)
     if list(classifier.classes) != list(classes.names):
-        raise StageError(f"{model}: the judge's classes {list(classifier.classes)} differ from [classify].classes "
+        raise StageError(f"{model}: the judge's classes {list(classifier.classes)} differ from [data].classes "
                          f"{list(classes.names)}")
     rows = read_labels_csv(labels_csv)
     size, channels = classifier.size, classifier.channels

@@ -90,12 +90,6 @@ def warp_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return crop
 
 
-def align_to_template(frame: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """FER-framed crop of one face and its landmark error."""
-    matrix = template_matrix(landmarks, template, size)
-    return warp_face(frame, matrix, size), landmark_error(matrix, landmarks, template, size)
-
-
 # --- building the template from FER2013 (the script) -------------------------------------
 
 
