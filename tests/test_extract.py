@@ -32,7 +32,7 @@ def make_context(tmp_path: Path, **options) -> StageContext:
         run=RunOptions(device="cpu"),
         run_dir=tmp_path,
         out_dir=tmp_path / "extract.partial",
-        upstream_dirs={},
+        artifacts={},
         config_dir=tmp_path,
         log=logging.getLogger("fertransfer.extract"),
     )
