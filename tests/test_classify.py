@@ -213,7 +213,7 @@ def test_predict_folder_of_images_in_other_modes(trained, demo_video, tmp_path):
     with open(out / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted({r["source"] for r in rows}) == ["colour.png", "gray.png"]
-    assert (out / "colour_annotated.jpg").is_file() and (out / "gray_annotated.jpg").is_file()
+    assert (out / "colour_png_annotated.jpg").is_file() and (out / "gray_png_annotated.jpg").is_file()
 
 
 def test_predict_face_crops_without_detection(trained, smileys, tmp_path):

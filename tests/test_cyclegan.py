@@ -296,13 +296,13 @@ def test_translate_command_converts_a_folder_and_reports_bad_files(tmp_path, cap
     argv = ["translate", "--checkpoint", str(ckpt), "--direction", "AtoB", "--device", "cpu", str(source), str(tmp_path / "out")]
     assert main(argv) == 0
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
-    assert written == ["face0.png", "face1.png", "face2.png", "sub/gray.png"]
-    assert cv2.imread(str(tmp_path / "out" / "face0.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
+    assert written == ["face0.jpg.png", "face1.jpg.png", "face2.jpg.png", "sub/gray.png"]
+    assert cv2.imread(str(tmp_path / "out" / "face0.jpg.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
     (source / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     assert main(argv) == 1
     assert "broken.jpg" in capsys.readouterr().err
-    assert (tmp_path / "out" / "face2.png").exists()
+    assert (tmp_path / "out" / "face2.jpg.png").exists()
 
     (tmp_path / "bad.pt").write_bytes(b"nonsense")
     assert main([*argv[:1], "--checkpoint", str(tmp_path / "bad.pt"), *argv[3:]]) == 1

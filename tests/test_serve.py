@@ -19,6 +19,7 @@ from fertransfer.data import FER_CLASSES
 from fertransfer.demo.video import webcam_frame, write_y4m
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.config import default_config_text, load_config
+from fertransfer.pipelines.report import write_report
 from fertransfer.pipelines.runner import run_stage
 from fertransfer.serve.app import create_app
 
@@ -27,13 +28,13 @@ TINY = {"epochs": 1, "width": 8, "batch_size": 32, "patience": 0, "tta": "flip"}
 
 @pytest.fixture(scope="module")
 def run_dir(smileys, tmp_path_factory) -> Path:
-    """A run folder with a classify stage (cnn, one epoch on the smileys) and a stand-in report page."""
+    """A run folder with a classify stage (cnn, one epoch on the smileys) and its report page."""
     folder = tmp_path_factory.mktemp("serve_run")
     config = folder / "pipeline.toml"
     config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
                                            "data": {"fer": str(smileys)}, "classify": TINY}))
     assert run_stage(load_config(config), "classify").state == "done"
-    (folder / "run" / "report.html").write_text("<html><body>run report</body></html>")
+    write_report(folder / "run")
     return folder / "run"
 
 
@@ -116,8 +117,8 @@ def test_page_info_and_run_files_read_only(client, run_dir):
     assert "getUserMedia" in client.get("/app.js").text
     info = client.get("/api/info").json()
     assert info["classes"] == list(FER_CLASSES) and info["run"] == {"report": "/run/report.html"}
-    assert client.get("/run/report.html").text.endswith("run report</body></html>")
-    assert client.get("/run/classify/confusion_real.png").status_code == 200
+    assert "fertransfer run report" in client.get("/run/report.html").text
+    assert client.get("/run/classify/confusion_real.png").status_code == 200  # a picture the report shows
     assert client.get("/run/classify/real/model/cnn.pt").status_code == 404  # models are not served
     assert client.get("/run/classify/manifest.json").status_code == 404
     assert client.post("/run/report.html").status_code == 405

@@ -78,8 +78,15 @@ def check_output_dir(out: Path, source_run: Path, force: bool) -> None:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
+    from fertransfer.paths import check_outputs_apart
+
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "augment"
+    # The gallery belongs in augment/ beside what it shows, never among the images it reads.
+    inputs = [(f"RUN_DIR/{part}", run_dir / part) for part in ("augment/translated", "augment/sets", "extract",
+                                                               "cyclegan", "classify")]
+    check_outputs_apart([("--out", out)], [*inputs, ("--faces", args.faces), ("--checkpoint", args.checkpoint)],
+                        may_hold_inputs=True)
     check_output_dir(out, run_dir, args.force)
     result = gallery_for_run(run_dir, out, args.examples, args.checkpoint, args.faces, not args.no_cycle, args.device)
     print(out / result["html"])

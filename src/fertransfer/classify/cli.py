@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fertransfer.errors import StageError
+from fertransfer.paths import check_outputs_apart
 
 if TYPE_CHECKING:
     from .models import Classifier
@@ -41,12 +42,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.every < 1:
         raise StageError(f"--every must be 1 or more, got {args.every}")
+    source = Path(args.input)
+    out_dir = Path(args.out)
+    # A folder of images and the model are inputs the output may not overlap; beside a single file it may be.
+    check_outputs_apart([("--out", out_dir)], [("--model", args.model)] + ([("INPUT", source)] if source.is_dir() else []))
+    check_outputs_apart([("--out", out_dir)], [("INPUT", source)], may_hold_inputs=True)
     if args.faces:
         classifier, detector = load_checked_classifier(args.model, args.classes, device=args.device), whole_image
     else:
         classifier, detector = load_model_and_detector(args)
-    source = Path(args.input)
-    out_dir = Path(args.out)
     summary = predict(source, classifier, out_dir, detector=detector, every=args.every)
     print(json.dumps(summary, indent=2))
     print(f"predictions: {out_dir / summary['csv']}")
@@ -61,6 +65,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import find_model, load_classifier, predict_labels
 
     model_path = find_model(Path(args.model))
+    if args.out:
+        check_outputs_apart([("--out", args.out)], [("DATASET", args.dataset), ("--model", model_path)])
     classifier = load_classifier(model_path, device=args.device)
     model_classes = list(classifier.classes)
     classes = class_set(model_classes)
@@ -102,7 +108,7 @@ def add_commands(subparsers) -> None:
     add_model_arguments(p, min_face_size=20)
     p.add_argument("--out", "-o", required=True,
                    help="folder for predictions.csv and the annotated frames (required: nothing is written "
-                        "into the current folder unasked)")
+                        "into the current folder unasked); not inside INPUT or the model, nor holding them")
     p.add_argument("--faces", action="store_true", help="inputs are face crops already: skip detection")
     p.add_argument("--every", type=int, default=1, help="video: classify every Nth frame")
     p.set_defaults(func=cmd_predict)
@@ -114,7 +120,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="split data: the split scored (default: test when present, else all of it); "
                         "flat class folders are always scored whole")
-    p.add_argument("--out", "-o", help="folder for evaluation.json and confusion.png (default: print only)")
+    p.add_argument("--out", "-o", help="folder for evaluation.json and confusion.png (default: print only); "
+                                       "not inside DATASET or the model, nor holding them")
     p.add_argument("--classes", nargs="+", help="CSV data: the class names of its labels, in order "
                                                 "(default: FER2013's seven)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

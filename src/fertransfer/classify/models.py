@@ -180,14 +180,24 @@ def load_classifier(path: Path, device: str = "cpu") -> Classifier:
         engine = meta["engine"]
     except (OSError, json.JSONDecodeError, KeyError) as error:
         raise StageError(f"{folder / MODEL_JSON}: unreadable model description ({error})") from None
-    if engine == "cnn":
-        from .cnn import CnnClassifier
+    if engine not in ("cnn", "autokeras", "two_tier"):
+        raise StageError(f"{folder / MODEL_JSON}: unknown engine '{engine}'")
+    weights = folder / str(meta.get("file", ""))
+    try:
+        if engine == "cnn":
+            from .cnn import CnnClassifier
 
-        return CnnClassifier.load(folder, meta, device)
-    if engine == "autokeras":
-        from .automl import AutoKerasClassifier
+            return CnnClassifier.load(folder, meta, device)
+        if engine == "autokeras":
+            from .automl import AutoKerasClassifier
 
-        return AutoKerasClassifier.load(folder, meta)
-    if engine == "two_tier":
+            return AutoKerasClassifier.load(folder, meta)
         return TwoTierClassifier.load(folder, meta, device)
-    raise StageError(f"{folder / MODEL_JSON}: unknown engine '{engine}'")
+    except StageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch and keras raise many types for damaged files
+        # A truncated or altered weights file: one line naming it, not torch's "[Errno 22]" or a traceback.
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise StageError(f"{weights if meta.get('file') else folder}: unreadable model weights "
+                         f"({type(error).__name__}{': ' + reason if reason else ''}); train the model again or restore the file"
+                         ) from None

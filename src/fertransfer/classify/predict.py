@@ -128,24 +128,36 @@ def load_checked_classifier(model: str | Path, classes: list[str] | None = None,
     return classifier
 
 
-def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
+def _ffmpeg_reason(error: Exception) -> str:
+    """ffmpeg's many lines of banner and noise cut to the one that says what is wrong; all of it at debug."""
+    log.debug("ffmpeg: %s", error)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if "error" in line.lower() or "invalid" in line.lower()]
+    return (useful or lines or [type(error).__name__])[-1][:200]
+
+
+def open_video(path: Path):
+    """An imageio reader and the video's frames per second; raises StageError with one line naming the file."""
     import imageio.v2 as imageio
 
     try:
         reader = imageio.get_reader(path)
-    except Exception as error:  # imageio raises several types for unreadable videos
-        raise StageError(f"{path}: cannot read the video ({error})") from None
+        fps = float(reader.get_meta_data().get("fps", 25.0))
+    except Exception as error:  # noqa: BLE001 - imageio raises several types for unreadable videos
+        raise StageError(f"{path}: cannot read the video ({_ffmpeg_reason(error)})") from None
+    return reader, fps
+
+
+def _video_frames(reader, path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Every `every`th frame; a video that breaks off midway ends there, with a warning naming it."""
     with reader:
-        for index, frame in enumerate(reader):
-            if index % every == 0:
-                yield index, np.asarray(frame)[..., :3]
-
-
-def _fps(path: Path) -> float:
-    import imageio.v2 as imageio
-
-    with imageio.get_reader(path) as reader:
-        return float(reader.get_meta_data().get("fps", 25.0))
+        index = -1
+        try:
+            for index, frame in enumerate(reader):
+                if index % every == 0:
+                    yield index, np.asarray(frame)[..., :3]
+        except Exception as error:  # noqa: BLE001 - a damaged stream: keep what was read
+            log.warning("%s: the video breaks off after frame %d (%s)", path, index, _ffmpeg_reason(error))
 
 
 def list_inputs(path: Path) -> tuple[str, list[Path]]:
@@ -169,13 +181,35 @@ def list_inputs(path: Path) -> tuple[str, list[Path]]:
 def predict(
     input_path: Path, classifier: Classifier, out_dir: Path, detector=None, every: int = 1,
 ) -> dict:
-    """Classify every face in the input; write annotated copies and predictions.csv into out_dir."""
+    """Classify every face in the input; write annotated copies and predictions.csv into out_dir.
+
+    predictions.csv is written under a temporary name and renamed at the end, so a run that fails
+    (a broken video, no readable image) leaves no header-only CSV behind."""
     kind, files = list_inputs(input_path)
+    video = open_video(files[0]) if kind == "video" else None
     detector = detector or FaceDetector()
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classifier.classes)
     csv_path = out_dir / "predictions.csv"
+    partial = out_dir / ".predictions.csv.partial"
     counts = {"inputs": len(files), "frames": 0, "faces": 0, "unreadable": 0, "per_class": dict.fromkeys(classes, 0)}
+    try:
+        written = _predict_into(partial, kind, files, input_path, video, classifier, detector, out_dir, every, counts)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(csv_path)
+    counts["csv"] = csv_path.name
+    counts["annotated"] = written if len(written) <= 20 else f"{len(written)} files"
+    return counts
+
+
+def _predict_into(csv_path: Path, kind: str, files: list[Path], input_path: Path, video, classifier: Classifier,
+                  detector, out_dir: Path, every: int, counts: dict) -> list[str]:
+    """predict's loop: rows into csv_path, annotated copies into out_dir; returns the annotated names."""
+    from fertransfer.paths import unique_names
+
+    classes = list(classifier.classes)
     written: list[str] = []
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -195,31 +229,37 @@ def predict(
         if kind == "video":
             import imageio.v2 as imageio
 
-            video = files[0]
-            target = out_dir / f"{video.stem}_annotated.mp4"
-            fps = _fps(video) / every
-            with imageio.get_writer(target, fps=fps, codec="libx264", quality=7, macro_block_size=16) as out:
-                for index, rgb in progress(_video_frames(video, every), desc=video.name, mininterval=5):
-                    out.append_data(record(video.name, index, rgb))
+            reader, fps = video
+            source = files[0]
+            target = out_dir / f"{source.stem}_annotated.mp4"
+            try:
+                with imageio.get_writer(target, fps=fps / every, codec="libx264", quality=7, macro_block_size=16) as out:
+                    for index, rgb in progress(_video_frames(reader, source, every), desc=source.name, mininterval=5):
+                        out.append_data(record(source.name, index, rgb))
+            finally:
+                if counts["frames"] == 0:
+                    target.unlink(missing_ok=True)
             if counts["frames"] == 0:
-                target.unlink(missing_ok=True)
-                raise StageError(f"{video}: the video has no frames")
+                raise StageError(f"{source}: the video has no readable frames")
             written.append(target.name)
         else:
             root = input_path if input_path.is_dir() else input_path.parent
-            for file in progress(files, desc="images", mininterval=5, disable=len(files) < 20):
+            relatives = [file.relative_to(root) for file in files]
+            # The whole source name goes into the output's: a.jpg and a.png give a_jpg_ and a_png_annotated.jpg.
+            names = unique_names(["__".join(r.parts).replace(".", "_") + "_annotated.jpg" for r in relatives])
+            first_error = ""
+            for file, relative, name in progress(list(zip(files, relatives, names)), desc="images", mininterval=5,
+                                                 disable=len(files) < 20):
                 try:
                     rgb = read_image(file, channels=3)
                 except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
                     log.warning("skipped %s", error)
                     counts["unreadable"] += 1
+                    first_error = first_error or str(error)
                     continue
-                relative = file.relative_to(root)
-                name = "__".join(relative.with_suffix("").parts) + "_annotated.jpg"
                 write_jpeg(out_dir / name, record(str(relative), 0, rgb))
                 written.append(name)
             if counts["frames"] == 0:
-                raise StageError(f"{input_path}: none of the {len(files)} image(s) could be read")
-    counts["csv"] = csv_path.name
-    counts["annotated"] = written if len(written) <= 20 else f"{len(written)} files"
-    return counts
+                raise StageError(first_error if len(files) == 1 else
+                                 f"{input_path}: none of the {len(files)} image(s) could be read, first: {first_error}")
+    return written

@@ -15,6 +15,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from fertransfer.data import DatasetError, read_images, write_png
     from fertransfer.data.images import is_image_file
     from fertransfer.errors import StageError
+    from fertransfer.paths import check_outputs_apart, unique_names, with_suffix_kept
     from fertransfer.progress import progress
 
     from .checkpoint import CheckpointError
@@ -23,9 +24,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     if not source.is_dir():
         raise DatasetError(f"{source}: no such folder")
+    check_outputs_apart([("OUTPUT", target)], [("INPUT", source), ("--checkpoint", args.checkpoint)])
     files = sorted(str(p) for p in source.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
     if not files:
         raise DatasetError(f"{source}: no images found")
+    # a.jpg -> a.jpg.png, a.png -> a.png: a.jpg and a.png in one folder stay two files
+    outputs = unique_names([with_suffix_kept(Path(f).relative_to(source), ".png") for f in files])
     try:
         translator = Translator.from_checkpoint(args.checkpoint, direction=args.direction, device=args.device)
     except CheckpointError as error:
@@ -39,7 +43,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             failed += errors
             if ok:
                 for i, image in zip(ok, translator.translate(images, batch_size=args.batch_size)):
-                    out = (target / Path(chunk[i]).relative_to(source)).with_suffix(".png")
+                    out = target / outputs[start + i]
                     out.parent.mkdir(parents=True, exist_ok=True)
                     write_png(out, image)
                     written += 1
@@ -55,7 +59,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("translate", help="translate a folder of images with a CycleGAN checkpoint")
     p.add_argument("input", help="folder of images (searched recursively)")
-    p.add_argument("output", help="folder for the translated PNGs (same relative paths)")
+    p.add_argument("output", help="folder for the translated PNGs (same relative paths, the source's extension "
+                                  "kept: a.jpg -> a.jpg.png, a.png -> a.png); not inside INPUT, nor holding it")
     p.add_argument("--checkpoint", required=True, help="e.g. runs/x/cyclegan/checkpoints/latest.pt")
     p.add_argument("--direction", choices=("AtoB", "BtoA"), required=True,
                    help="AtoB: person -> FER style; BtoA: FER -> the person")

@@ -3,12 +3,18 @@
 OpenCV decodes JPEG and PNG several times faster than Pillow and releases the GIL, so
 folders of tens of thousands of small images load in a thread pool within seconds.
 Pillow is the fallback for formats and modes OpenCV does not read.
+
+Every image is measured before it is decoded: its width and height come from the header
+(PNG and JPEG read here, other formats by Pillow's lazy open, which reads only the header), and
+an image over MAX_PIXELS is refused, so a file of a few kilobytes that claims 30000x30000 pixels
+(a decompression bomb) never reaches a decoder. A file whose size no header gives is refused too.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,12 +24,83 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 
+# Images with more pixels than this are refused before decoding: 60 megapixels is above any
+# phone or camera photo (8000x7500), and decoding one takes about 180 MB (RGB).
+MAX_PIXELS = 60_000_000
+
 # Transparent pixels are composited onto this grey level (white), as an image viewer shows them.
 ALPHA_BACKGROUND = 255
 
 
 class UnreadableImage(Exception):
     """An image file that cannot be decoded, or that ends before its data does."""
+
+
+class ImageTooLarge(UnreadableImage):
+    """An image whose header claims more pixels than the limit; refused before decoding."""
+
+    def __init__(self, message: str, width: int, height: int):
+        super().__init__(message)
+        self.width, self.height = width, height
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): not DHT (C4), JPG (C8), DAC (CC).
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's first start-of-frame segment, walking the segments' lengths."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if marker in JPEG_FRAME_MARKERS:
+            if at + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        if marker == 0xDA or length < 2:  # image data before any frame header: not a JPEG we read
+            return None
+        at += 2 + length
+    return None
+
+
+def image_size(data: bytes, name: str = "image") -> tuple[int, int]:
+    """(width, height) from the header alone, decoding no pixel; raises UnreadableImage naming `name`."""
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    size = _jpeg_size(data) if data[:2] == b"\xff\xd8" else None
+    if size is not None:
+        return size
+    try:  # every other format: Pillow's lazy open reads the header only
+        with Image.open(io.BytesIO(data)) as header:
+            return header.size
+    except Image.DecompressionBombError as error:  # over twice Pillow's own limit, far over ours
+        raise ImageTooLarge(f"{name}: {str(error).rstrip('.')} (refused before decoding)", 0, 0) from None
+    except UnidentifiedImageError:
+        raise UnreadableImage(f"{name}: not a known image format") from None
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad headers
+        raise UnreadableImage(f"{name}: unreadable image header ({error})") from None
+
+
+def check_image_size(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The header's (width, height); raises ImageTooLarge above max_pixels, UnreadableImage without a size."""
+    width, height = image_size(data, name)
+    if width <= 0 or height <= 0:
+        raise UnreadableImage(f"{name}: the header gives no size ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{name}: {width}x{height} px is over the limit of {max_pixels:,} pixels "
+                            f"(fertransfer.data.images.MAX_PIXELS); refused before decoding", width, height)
+    return width, height
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -116,20 +193,26 @@ def fit_square(array: np.ndarray, size: int) -> np.ndarray:
     return array
 
 
-def read_image(path: str | os.PathLike, channels: int = 3, size: int | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike, channels: int = 3, size: int | None = None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image file as (H, W, channels) uint8; raises UnreadableImage with the path."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise UnreadableImage(f"{path}: a symbolic link to a missing file ({os.readlink(path)})") from None
         raise UnreadableImage(f"{path}: {error.strerror or error}") from None
-    return decode_image(data, channels, size, name=str(path))
+    return decode_image(data, channels, size, name=str(path), max_pixels=max_pixels)
 
 
-def decode_image(data: bytes, channels: int = 3, size: int | None = None, name: str = "image") -> np.ndarray:
-    """Encoded image bytes (a file's, an upload's) as (H, W, channels) uint8; raises UnreadableImage naming `name`."""
+def decode_image(data: bytes, channels: int = 3, size: int | None = None, name: str = "image",
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (a file's, an upload's) as (H, W, channels) uint8; raises UnreadableImage
+    naming `name` (ImageTooLarge, before any decoding, for more than max_pixels)."""
     if not data:
         raise UnreadableImage(f"{name}: empty file")
+    check_image_size(data, name, max_pixels)
     if _looks_truncated(data):
         raise UnreadableImage(f"{name}: truncated image")
     array = _decode_opencv(data)

@@ -88,6 +88,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from fertransfer.data import FER, FERPLUS, class_set, load_dataset
     from fertransfer.data.inspect import format_summary, plot_class_distribution, summarise
 
+    from fertransfer.paths import check_outputs_apart
+
+    outputs = [(option, path) for option, path in (("--chart", args.chart), ("--json", args.json)) if path]
+    check_outputs_apart(outputs, [("PATH", args.path), ("--ferplus", args.ferplus)])
     classes = class_set(args.classes, default=FERPLUS if args.labels == "ferplus" else FER)
     dataset = load_dataset(args.path, classes=classes, seed=args.seed, labels=args.labels, ferplus=args.ferplus)
     summary = summarise(dataset)

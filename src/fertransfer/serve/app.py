@@ -7,10 +7,13 @@ the same function `pipeline predict` uses, so the page and the command agree on 
 
 from __future__ import annotations
 
-import io
+import os
+import posixpath
 import threading
 import time
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from typing import Callable
 
 import cv2
@@ -20,7 +23,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -29,16 +31,18 @@ from starlette.types import Scope
 
 from fertransfer.classify.models import Classifier
 from fertransfer.classify.predict import Face, FacePrediction, predict_image
-from fertransfer.data.images import UnreadableImage, decode_image
+from fertransfer.data.images import MAX_PIXELS, ImageTooLarge, UnreadableImage, decode_image
+
+from .guard import Guard
 
 MAX_BYTES = 10 * 1024 * 1024  # an upload larger than this is refused (413)
 MAX_SIDE = 4000  # an image with a longer side is downscaled to it before detection
-# Refused before decoding: a small compressed file can expand to gigabytes of pixels.
-MAX_PIXELS = 60_000_000
-# The run pages the page links to, and what of a run folder is served (pages and pictures,
-# not models or data).
+# The run pages the page links to. What of a run folder is served: these pages, the gallery page
+# classify rebuilds, and what they link to that is a page or a picture (RunPages); nothing else.
 RUN_PAGES = {"report": "report.html", "gallery": "augment/gallery.html"}
-RUN_SUFFIXES = frozenset({".html", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".md", ".csv"})
+ENTRY_PAGES = (*RUN_PAGES.values(), "classify/gallery/gallery.html")
+PAGE_SUFFIXES = frozenset({".html", ".md"})
+PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"})
 
 
 class BadImage(Exception):
@@ -49,30 +53,91 @@ class BadImage(Exception):
         self.status = status
 
 
-class RunFiles(StaticFiles):
-    """A run folder, read-only (GET and HEAD only), limited to its pages and pictures."""
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def page_links(page: str, text: str) -> list[str]:
+    """The run-folder paths (posix, relative to the run folder) a page at `page` links to."""
+    parser = _Links()
+    parser.feed(text)
+    found = []
+    for link in parser.links:
+        parts = urlsplit(link)
+        if parts.scheme or parts.netloc or not parts.path or parts.path.startswith("/"):
+            continue  # data: pictures, other sites, absolute paths, #anchors
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(page), unquote(parts.path)))
+        if path != ".." and not path.startswith("../"):
+            found.append(path)
+    return found
+
+
+def served_run_files(run_dir: Path) -> frozenset[str]:
+    """The allow-list of a run folder: the entry pages, and the pages and pictures they link to, followed."""
+    allowed: set[str] = set()
+    queue = [page for page in ENTRY_PAGES if (run_dir / page).is_file()]
+    while queue:
+        page = queue.pop()
+        if page in allowed:
+            continue
+        allowed.add(page)
+        if not page.endswith(".html"):
+            continue
+        try:
+            text = (run_dir / page).read_text(errors="replace")
+        except OSError:
+            continue
+        for path in page_links(page, text):
+            suffix = posixpath.splitext(path)[1].lower()
+            if suffix in PICTURE_SUFFIXES:
+                allowed.add(path)
+            elif suffix in PAGE_SUFFIXES and path not in allowed:
+                queue.append(path)
+    return frozenset(allowed)
+
+
+class RunPages(StaticFiles):
+    """A run folder's pages and the pictures they show, read-only (GET and HEAD); everything else 404.
+
+    The allow-list is read from the pages themselves (served_run_files), again whenever one of the
+    entry pages changes (`pipeline report` or `gallery` while serving)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(directory=run_dir)
+        self.run_dir = run_dir
+        self._stamp: tuple = ()
+        self._allowed: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def allowed(self) -> frozenset[str]:
+        stamp = tuple(os.stat(p).st_mtime_ns if p.is_file() else None for p in (self.run_dir / e for e in ENTRY_PAGES))
+        with self._lock:
+            if stamp != self._stamp:
+                self._allowed, self._stamp = served_run_files(self.run_dir), stamp
+            return self._allowed
 
     async def get_response(self, path: str, scope: Scope):
-        if Path(path).suffix.lower() not in RUN_SUFFIXES:
+        if posixpath.normpath(path.replace(os.sep, "/")) not in await run_in_threadpool(self.allowed):
             raise HTTPException(404)
         return await super().get_response(path, scope)
 
 
-def image_from_bytes(data: bytes, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float, list[str]]:
-    """(RGB image for detection, its scale to the original, notes for the response); raises BadImage."""
-    from PIL import Image
+def image_from_bytes(data: bytes, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS,
+                     ) -> tuple[np.ndarray, float, list[str]]:
+    """(RGB image for detection, its scale to the original, notes for the response); raises BadImage.
 
+    The header's size is checked before any pixel is decoded (decode_image): over max_pixels is 413."""
     if not data:
         raise BadImage(400, "empty upload: send an image (JPEG, PNG, ...) as the body or the form field 'image'")
-    try:  # the header alone gives the size, before any pixel is decoded
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except Exception:  # noqa: BLE001 - not every format OpenCV reads is known to Pillow; decoding decides
-        width = height = 0
-    if width * height > MAX_PIXELS:
-        raise BadImage(413, f"image is {width}x{height} px, over the {MAX_PIXELS // 1_000_000} megapixel limit")
     try:
-        rgb = decode_image(data, channels=3, name="upload")
+        rgb = decode_image(data, channels=3, name="upload", max_pixels=max_pixels)
+    except ImageTooLarge as error:
+        raise BadImage(413, str(error).replace(" (fertransfer.data.images.MAX_PIXELS)", "")) from None
     except UnreadableImage as error:
         raise BadImage(400, f"not an image: {error}") from None
     notes = []
@@ -130,17 +195,20 @@ def create_app(
     max_bytes: int = MAX_BYTES,
     max_side: int = MAX_SIDE,
     allowed_hosts: list[str] | None = None,
+    port: int = 80,
+    max_pixels: int = MAX_PIXELS,
 ) -> Starlette:
     """The app: the page at /, `POST /api/predict`, `GET /api/info`, and with run_dir its pages under /run/.
 
-    allowed_hosts limits the Host header (against DNS rebinding of a loopback server); None allows any.
+    allowed_hosts limits the Host header (`name` or `name:port`; a bare name means `port`), against DNS
+    rebinding; None allows any. The API answers only its own page's browser requests (serve.guard).
     """
     classes = list(classifier.classes)
     lock = threading.Lock()  # one prediction at a time: torch already uses every thread it is given
 
     def predict_bytes(data: bytes) -> dict:
         started = time.perf_counter()
-        rgb, scale, notes = image_from_bytes(data, max_side)
+        rgb, scale, notes = image_from_bytes(data, max_side, max_pixels)
         with lock:
             faces = predict_image(classifier, rgb, detector)
         return {
@@ -164,7 +232,7 @@ def create_app(
             "classes": classes,
             "engine": classifier.engine,
             "input": {"channels": classifier.channels, "size": classifier.size},
-            "limits": {"max_bytes": max_bytes, "max_side": max_side},
+            "limits": {"max_bytes": max_bytes, "max_side": max_side, "max_pixels": max_pixels},
             "run": pages,
         })
 
@@ -173,7 +241,6 @@ def create_app(
         Route("/api/info", api_info, methods=["GET"]),
     ]
     if run_dir is not None:
-        routes.append(Mount("/run", RunFiles(directory=run_dir)))
+        routes.append(Mount("/run", RunPages(run_dir)))
     routes.append(Mount("/", StaticFiles(packages=[("fertransfer.serve", "static")], html=True)))
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=routes, middleware=[Middleware(Guard, allowed_hosts=allowed_hosts, port=port)])

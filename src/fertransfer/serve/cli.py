@@ -10,7 +10,8 @@ from pathlib import Path
 
 from fertransfer.errors import StageError
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
 
 
 def is_loopback(host: str) -> bool:
@@ -18,6 +19,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def allowed_host_names(host: str, extra: list[str] | None) -> list[str]:
+    """The Host names the server answers (each meaning the served port): the loopback names, the
+    address it is bound to unless that is a wildcard, and the names given with --allowed-host."""
+    names = [*LOOPBACK_NAMES]
+    if not is_loopback(host) and host not in WILDCARD_HOSTS:
+        names.append(f"[{host.strip('[]')}]" if ":" in host else host)
+    return [*names, *(extra or [])]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -54,16 +64,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     classifier, detector = load_model_and_detector(args)
     predict_image(classifier, np.zeros((480, 640, 3), np.uint8), detector)  # load the networks before the first visitor
-    loopback = is_loopback(args.host)
-    if not loopback:
+    if not is_loopback(args.host):
         print(f"warning: serving on {args.host}, not loopback: anyone who can reach this machine can send it images"
-              f"{' and read the run folder' if run_dir else ''}; browsers allow the camera only on https or "
+              f"{' and read the run pages' if run_dir else ''}; browsers allow the camera only on https or "
               f"localhost, so other machines get the photo upload only", file=sys.stderr)
-    app = create_app(classifier, detector, run_dir=run_dir,
-                     allowed_hosts=[*LOOPBACK_NAMES, args.host] if loopback else None)
+        if args.host in WILDCARD_HOSTS and not args.allowed_host:
+            print("warning: no --allowed-host given: requests that name this machine otherwise than localhost "
+                  "are refused (400); pass --allowed-host NAME for each name or address clients use",
+                  file=sys.stderr)
     sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    app = create_app(classifier, detector, run_dir=run_dir, port=port,
+                     allowed_hosts=allowed_host_names(args.host, args.allowed_host))
     shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
-    print(f"serving {classifier.engine} model ({', '.join(classifier.classes)}) on http://{shown}:{sock.getsockname()[1]}/"
+    print(f"serving {classifier.engine} model ({', '.join(classifier.classes)}) on http://{shown}:{port}/"
           f"  (Ctrl+C stops)", flush=True)
     # log_config=None keeps the logging main() set up; uvicorn's own would replace every handler,
     # and absl's (imported with keras) closes its stream when replaced.
@@ -78,7 +92,11 @@ def add_commands(subparsers) -> None:
     add_model_arguments(p, min_face_size=80)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
-    p.add_argument("--run", help="a run folder: link its report.html and augment/gallery.html from the page")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a Host name (or name:port) clients use to reach the server, repeatable; localhost, "
+                        "127.0.0.1, [::1] and the --host address are always allowed, with the served port")
+    p.add_argument("--run", help="a run folder: serve its report.html and gallery pages and the pictures they "
+                                 "show (nothing else of it) and link them from the page")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default, every core); one is fastest on a shared machine")
     p.set_defaults(func=cmd_serve)
