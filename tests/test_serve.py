@@ -128,7 +128,7 @@ def test_page_info_and_run_files_read_only(client, run_dir):
 def test_only_loopback_host_names_are_answered_by_default(parts):
     from starlette.testclient import TestClient
 
-    app = create_app(*parts, allowed_hosts=["127.0.0.1", "localhost"])
+    app = create_app(*parts, allowed_hosts=["127.0.0.1", "localhost"], port=8000)  # a bare name means the served port
     assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/info").status_code == 200
     assert TestClient(app, base_url="http://attacker.example").get("/api/info").status_code == 400
 

@@ -38,6 +38,7 @@ def load_model_and_detector(args: argparse.Namespace) -> tuple[Classifier, FaceD
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .models import find_model
     from .predict import load_checked_classifier, predict, whole_image
 
     if args.every < 1:
@@ -45,7 +46,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = Path(args.input)
     out_dir = Path(args.out)
     # A folder of images and the model are inputs the output may not overlap; beside a single file it may be.
-    check_outputs_apart([("--out", out_dir)], [("--model", args.model)] + ([("INPUT", source)] if source.is_dir() else []))
+    model = find_model(Path(args.model))  # a wrong --model is named before the output is checked
+    check_outputs_apart([("--out", out_dir)], [("--model", model)] + ([("INPUT", source)] if source.is_dir() else []))
     check_outputs_apart([("--out", out_dir)], [("INPUT", source)], may_hold_inputs=True)
     if args.faces:
         classifier, detector = load_checked_classifier(args.model, args.classes, device=args.device), whole_image
