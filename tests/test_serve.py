@@ -264,6 +264,8 @@ def test_page_shows_boxes_and_labels_from_the_camera_and_photos(browser, server,
         photo_input.send_keys(str(path))
         if selector:
             assert wait_for(browser, f"document.querySelector('{selector}')?.textContent", 60) in FER_CLASSES
+            # The preview is a blob: URL, which the Content-Security-Policy must let the page show.
+            assert wait_for(browser, "document.getElementById('photo-image').naturalWidth", 10) == 640
         else:
             wait_for(browser, f"document.getElementById('photo-status').textContent.includes('{words}')", 60)
     browser.find_element("id", "camera-stop").click()
