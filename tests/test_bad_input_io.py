@@ -28,6 +28,7 @@ from fertransfer.classify.models import save_classifier
 from fertransfer.classify.predict import whole_image
 from fertransfer.data import FER_CLASSES, load_image_folder
 from fertransfer.data.images import MAX_PIXELS, ImageTooLarge, UnreadableImage, decode_image, image_size, read_image
+from fertransfer.errors import StageError
 from fertransfer.pipelines.cli import main
 from fertransfer.serve.app import create_app
 from fertransfer.serve.guard import SECURITY_HEADERS
@@ -436,3 +437,19 @@ def test_fuzzed_uploads_get_a_clean_answer(client):
         assert answer.status_code in (200, 400, 413), answer.status_code
         if answer.status_code != 200:
             one_line(answer.json()["error"])
+
+
+def test_videos_are_measured_before_their_frames_are_decoded(demo_video):
+    from fertransfer.classify.predict import open_video
+    from fertransfer.extract.video import VideoError
+    from fertransfer.extract.video import open_video as open_capture
+
+    with pytest.raises(StageError, match=r"lecture.mp4: frames of \d+x\d+ px are over the limit of 1,000 pixels"):
+        open_video(demo_video, max_pixels=1000)
+    with pytest.raises(VideoError, match=r"frames of \d+x\d+ px are over the limit of 1,000 pixels"):
+        open_capture(str(demo_video), max_pixels=1000)
+    reader, fps = open_video(demo_video)
+    reader.close()
+    capture, info = open_capture(str(demo_video))
+    capture.release()
+    assert fps > 0 and info.width * info.height <= MAX_PIXELS

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fertransfer.data.images import fit_square, is_image_file, read_image, to_channels, write_jpeg
+from fertransfer.data.images import MAX_PIXELS, fit_square, is_image_file, read_image, to_channels, write_jpeg
 from fertransfer.errors import StageError
 from fertransfer.progress import progress
 
@@ -136,16 +136,22 @@ def _ffmpeg_reason(error: Exception) -> str:
     return (useful or lines or [type(error).__name__])[-1][:200]
 
 
-def open_video(path: Path):
-    """An imageio reader and the video's frames per second; raises StageError with one line naming the file."""
+def open_video(path: Path, max_pixels: int = MAX_PIXELS):
+    """An imageio reader and the video's frames per second; raises StageError with one line naming the
+    file, also for frames over max_pixels (refused from the container's size, before decoding)."""
     import imageio.v2 as imageio
 
     try:
         reader = imageio.get_reader(path)
-        fps = float(reader.get_meta_data().get("fps", 25.0))
+        meta = reader.get_meta_data()
     except Exception as error:  # noqa: BLE001 - imageio raises several types for unreadable videos
         raise StageError(f"{path}: cannot read the video ({_ffmpeg_reason(error)})") from None
-    return reader, fps
+    width, height = meta.get("size") or (0, 0)
+    if width * height > max_pixels:
+        reader.close()
+        raise StageError(f"{path}: frames of {width}x{height} px are over the limit of {max_pixels:,} pixels "
+                         f"(fertransfer.data.images.MAX_PIXELS); refused before decoding")
+    return reader, float(meta.get("fps", 25.0))
 
 
 def _video_frames(reader, path: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:

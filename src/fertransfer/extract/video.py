@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fertransfer.data.images import MAX_PIXELS
+
 
 class VideoError(Exception):
     """A video that cannot be opened or decoded; the message names the file."""
@@ -47,7 +49,8 @@ class FrameSampler:
         return True
 
 
-def open_video(path: str) -> tuple[cv2.VideoCapture, VideoInfo]:
+def open_video(path: str, max_pixels: int = MAX_PIXELS) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """The capture and what the container says; a frame size over max_pixels is refused before decoding."""
     if not os.path.exists(path):
         raise VideoError(f"{path}: file not found")
     if os.path.getsize(path) == 0:
@@ -63,6 +66,10 @@ def open_video(path: str) -> tuple[cv2.VideoCapture, VideoInfo]:
         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
     )
+    if info.width * info.height > max_pixels:
+        capture.release()
+        raise VideoError(f"{path}: frames of {info.width}x{info.height} px are over the limit of {max_pixels:,} "
+                         f"pixels (fertransfer.data.images.MAX_PIXELS); refused before decoding")
     return capture, info
 
 
