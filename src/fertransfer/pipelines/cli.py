@@ -87,7 +87,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from fertransfer.data import FER, FERPLUS, class_set, load_dataset
     from fertransfer.data.inspect import format_summary, plot_class_distribution, summarise
-
     from fertransfer.paths import check_outputs_apart
 
     outputs = [(option, path) for option, path in (("--chart", args.chart), ("--json", args.json)) if path]

@@ -13,8 +13,8 @@ import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 from typing import Callable
+from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
