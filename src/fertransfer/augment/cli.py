@@ -80,8 +80,6 @@ def check_output_dir(out: Path, source_run: Path, force: bool) -> None:
 def cmd_gallery(args: argparse.Namespace) -> int:
     from fertransfer.paths import check_outputs_apart
 
-    from .io import check_output_dir
-
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "augment"
     # The gallery belongs in augment/ beside what it shows, never among the images it reads.
