@@ -19,7 +19,7 @@ from fertransfer.devices import resolve_device
 from fertransfer.progress import progress as progress_bar
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .models import build_generator
+from .models import build_translation
 from .tensors import from_tensor, to_tensor
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -49,7 +49,7 @@ class Translator:
         a, b = config["a_channels"], config["b_channels"]
         in_channels, out_channels = (a, b) if direction == "AtoB" else (b, a)
         name = "G_AB" if direction == "AtoB" else "G_BA"
-        generator = build_generator(config["generator"], in_channels, out_channels, config["ngf"], config["image_size"])
+        generator = build_translation(config, direction)
         try:
             generator.load_state_dict(state["models"][name])
         except (KeyError, RuntimeError) as error:
