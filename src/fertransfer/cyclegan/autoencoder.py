@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import discriminator_loss, generator_loss, gradient_penalty
+from .losses import generator_loss
 from .models import build_discriminator
 from .tensors import match_channels
 
@@ -158,7 +158,7 @@ class SharedAutoencoder:
             self.optimizers["D"] = torch.optim.Adam(self.nets["D_A"].parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
-        from .train import set_requires_grad, source_losses
+        from .train import person_discriminator_step, set_requires_grad, source_losses
 
         cfg, D_A = self.cfg, self.nets["D_A"]
         losses: dict[str, torch.Tensor] = {}
@@ -177,15 +177,7 @@ class SharedAutoencoder:
         self.optimizers["G"].step()
 
         if self.adversarial:  # D_A: the person's real faces against (pooled) translations of FER faces
-            set_requires_grad([D_A], True)
             fake_A = self.pools["pool_A"].query(out["fake_A"].detach().float(), rng)
-            with autocast():
-                real_score, fake_score = self.discriminator(torch.cat([real_A, fake_A])).chunk(2)
-                loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
-            if cfg.gan_mode == "wgangp":
-                loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
-            self.optimizers["D"].zero_grad(set_to_none=True)
-            loss_D.backward()
-            self.optimizers["D"].step()
-            losses["D_A"] = loss_D
+            losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A, fake_A,
+                                                      autocast)
         return {k: v.detach() for k, v in losses.items()}

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import discriminator_loss, generator_loss, gradient_penalty
+from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, build_discriminator, build_generator
 from .tensors import match_channels
 
@@ -130,7 +130,7 @@ class ContrastiveTranslation:
         }
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
-        from .train import set_requires_grad, source_losses
+        from .train import person_discriminator_step, set_requires_grad, source_losses
 
         cfg, D_A = self.cfg, self.nets["D_A"]
         losses: dict[str, torch.Tensor] = {}
@@ -148,15 +148,6 @@ class ContrastiveTranslation:
         if self.identity:
             losses["nce_same"] = out["nce_same"]
 
-        set_requires_grad([D_A], True)
-        fake_A = out["fake_A"].detach()
-        with autocast():
-            real_score, fake_score = self.discriminator(torch.cat([real_A, fake_A])).chunk(2)
-            loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
-        if cfg.gan_mode == "wgangp":
-            loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        loss_D.backward()
-        self.optimizers["D"].step()
-        losses["D_A"] = loss_D
+        losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A,
+                                                  out["fake_A"].detach(), autocast)
         return {k: v.detach() for k, v in losses.items()}

@@ -287,6 +287,23 @@ def source_losses(cfg: TrainConfig, expression: ExpressionConsistency | None, tr
     return losses
 
 
+def person_discriminator_step(cfg: TrainConfig, D_A: nn.Module, scorer: nn.Module, optimizer: torch.optim.Optimizer,
+                              real_A: torch.Tensor, fake_A: torch.Tensor, autocast) -> torch.Tensor:
+    """One update of the one discriminator of the single-direction models (autoencoder, CUT): the
+    person's real faces against translations of FER faces. `scorer` is D_A as the step calls it
+    (DDP-wrapped or compiled); the gradient penalty uses the raw D_A, as CycleGAN's does."""
+    set_requires_grad([D_A], True)
+    with autocast():
+        real_score, fake_score = scorer(torch.cat([real_A, fake_A])).chunk(2)
+        loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
+    if cfg.gan_mode == "wgangp":
+        loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
+    optimizer.zero_grad(set_to_none=True)
+    loss_D.backward()
+    optimizer.step()
+    return loss_D
+
+
 def build_objective(cfg: TrainConfig, expression: ExpressionConsistency | None,
                     wrap: Callable[[nn.Module], nn.Module]):
     """The objective `cfg.model` names (models.MODELS)."""
