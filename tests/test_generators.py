@@ -166,3 +166,13 @@ def test_stage_names_every_model():
     from fertransfer.cyclegan import models, stage
 
     assert stage.MODELS == models.MODELS
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_each_model_trains_under_bf16_autocast(tmp_path, model):
+    """precision = "bf16" (the CPU default where bf16 is native): every loss stays finite."""
+    summary = train(model_config(model, steps=2, checkpoint_every=2, sample_every=2, precision="bf16",
+                                 lambda_expression=1.0), random_domains(), tmp_path, expression=tiny_expression())
+    assert summary["precision"] == "bf16"
+    rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(np.isfinite(float(v)) for r in rows for v in r.split(",")[2:] if v)
