@@ -27,6 +27,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import build_discriminator
+from .parts import ImagePool, person_discriminator_step, set_requires_grad, source_losses
 from .tensors import match_channels
 
 
@@ -143,8 +144,6 @@ class SharedAutoencoder:
         networks = build_networks(cfg.image_size, cfg.ngf, cfg.bottleneck, cfg.a_channels, cfg.b_channels)
         D_A = build_discriminator(cfg.a_channels, cfg.ndf, cfg.n_layers)
         self.nets = {**networks, "D_A": D_A}
-        from .train import ImagePool
-
         self.pools = {"pool_A": ImagePool(cfg.pool_size)}
         self.adversarial = cfg.lambda_adversarial > 0
         self.autoencode = wrap(Autoencode(networks["G_AB"], networks["G_BA"]))
@@ -158,8 +157,6 @@ class SharedAutoencoder:
             self.optimizers["D"] = torch.optim.Adam(self.nets["D_A"].parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
-        from .train import person_discriminator_step, set_requires_grad, source_losses
-
         cfg, D_A = self.cfg, self.nets["D_A"]
         losses: dict[str, torch.Tensor] = {}
         warped_A, warped_B = random_warp(real_A, cfg.warp), random_warp(real_B, cfg.warp)

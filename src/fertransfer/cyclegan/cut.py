@@ -26,6 +26,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, build_discriminator, build_generator
+from .parts import person_discriminator_step, set_requires_grad, source_losses
 from .tensors import match_channels
 
 # Layers of the ResNet generator's Sequential whose outputs PatchNCE compares: the padded input
@@ -130,8 +131,6 @@ class ContrastiveTranslation:
         }
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
-        from .train import person_discriminator_step, set_requires_grad, source_losses
-
         cfg, D_A = self.cfg, self.nets["D_A"]
         losses: dict[str, torch.Tensor] = {}
         set_requires_grad([D_A], False)

@@ -205,18 +205,3 @@ class ChannelMatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return match_channels(x, self.out_channels)
-
-
-def build_translation(config: dict, direction: str) -> nn.Module:
-    """The network of a checkpoint's G_AB (direction "AtoB") or G_BA ("BtoA"), from its recorded config."""
-    a, b = config["a_channels"], config["b_channels"]
-    in_channels, out_channels = (a, b) if direction == "AtoB" else (b, a)
-    model = config.get("model", "cyclegan")
-    if model == "autoencoder":
-        from .autoencoder import build_networks
-
-        networks = build_networks(config["image_size"], config["ngf"], config["bottleneck"], a, b)
-        return networks["G_AB"] if direction == "AtoB" else networks["G_BA"]
-    if model in ("cut", "fastcut") and direction == "AtoB":
-        return ChannelMatch(out_channels)
-    return build_generator(config["generator"], in_channels, out_channels, config["ngf"], config["image_size"])

@@ -42,12 +42,15 @@ from fertransfer.devices import cpu_has_native_bf16, resolve_device
 from fertransfer.options import declared_default
 from fertransfer.progress import progress as progress_bar
 
+from .autoencoder import SharedAutoencoder
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
+from .cut import ContrastiveTranslation
 from .data import Domains
 from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty
 from .models import MODELS, build_discriminator, build_generator
 from .options import CycleganOptions
+from .parts import ImagePool, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
 from .swd import swd
 from .tensors import from_tensor, match_channels, to_tensor
 
@@ -115,37 +118,6 @@ class TrainConfig:
 
 
 # --- small pieces ---------------------------------------------------------------------
-
-
-class ImagePool:
-    """Shrivastava et al.'s history of fakes: D sees a mix of current and past generator output."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.images: list[torch.Tensor] = []
-
-    def query(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        if self.size == 0:
-            return batch
-        out = []
-        for image in batch.detach():
-            image = image.unsqueeze(0)
-            if len(self.images) < self.size:
-                self.images.append(image.clone())
-                out.append(image)
-            elif rng.random() > 0.5:
-                i = int(rng.integers(self.size))
-                out.append(self.images[i].clone())
-                self.images[i] = image.clone()
-            else:
-                out.append(image)
-        return torch.cat(out)
-
-    def state_dict(self) -> list[torch.Tensor]:
-        return [im.cpu() for im in self.images]
-
-    def load_state_dict(self, images: list[torch.Tensor], device: torch.device) -> None:
-        self.images = [im.to(device) for im in images]
 
 
 class LinearDecay:
@@ -275,47 +247,14 @@ class CycleGAN:
         return {k: v.detach() for k, v in losses.items()}
 
 
-def source_losses(cfg: TrainConfig, expression: ExpressionConsistency | None, translated: torch.Tensor,
-                  source: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The losses that tie a FER face's translation to its source, whatever the model: its expression
-    as a frozen FER classifier reads it, and its coarse layout of light and dark (each when on)."""
-    losses = {}
-    if cfg.lambda_expression > 0:  # F(b) must show b's expression to a classifier that reads FER faces
-        losses["expression"] = cfg.lambda_expression * expression(translated, source)
-    if cfg.lambda_structure > 0:  # ... and keep b's coarse layout of light and dark (mouth, brows, eyes)
-        losses["structure"] = cfg.lambda_structure * structure_distance(translated, source, cfg.structure_scale)
-    return losses
-
-
-def person_discriminator_step(cfg: TrainConfig, D_A: nn.Module, scorer: nn.Module, optimizer: torch.optim.Optimizer,
-                              real_A: torch.Tensor, fake_A: torch.Tensor, autocast) -> torch.Tensor:
-    """One update of the one discriminator of the single-direction models (autoencoder, CUT): the
-    person's real faces against translations of FER faces. `scorer` is D_A as the step calls it
-    (DDP-wrapped or compiled); the gradient penalty uses the raw D_A, as CycleGAN's does."""
-    set_requires_grad([D_A], True)
-    with autocast():
-        real_score, fake_score = scorer(torch.cat([real_A, fake_A])).chunk(2)
-        loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
-    if cfg.gan_mode == "wgangp":
-        loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
-    optimizer.zero_grad(set_to_none=True)
-    loss_D.backward()
-    optimizer.step()
-    return loss_D
-
-
 def build_objective(cfg: TrainConfig, expression: ExpressionConsistency | None,
                     wrap: Callable[[nn.Module], nn.Module]):
     """The objective `cfg.model` names (models.MODELS)."""
     if cfg.model == "cyclegan":
         return CycleGAN(cfg, expression, wrap)
     if cfg.model == "autoencoder":
-        from .autoencoder import SharedAutoencoder
-
         return SharedAutoencoder(cfg, expression, wrap)
     if cfg.model in ("cut", "fastcut"):
-        from .cut import ContrastiveTranslation
-
         return ContrastiveTranslation(cfg, expression, wrap)
     raise ValueError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODELS)}")
 
@@ -332,25 +271,6 @@ def sample_batch(images: np.ndarray, rng: np.random.Generator, batch_size: int, 
         crop = images[i, top : top + size, left : left + size]
         batch.append(crop[:, ::-1] if flip and f else crop)
     return np.stack(batch)
-
-
-def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: int) -> torch.Tensor:
-    """L1 between coarse gray layouts (average-pooled by `scale`): where a face is light or dark
-    (an open mouth, raised brows) survives the translation, while texture, identity and fine
-    detail are the generator's to change. Mean and contrast are taken out per image, so the
-    person's skin tone and lighting are not held to the FER face's."""
-    def layout(x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(match_channels(x.float(), 1), scale)
-        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
-        return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
-
-    return F.l1_loss(layout(translated), layout(source))
-
-
-def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
-    for net in nets:
-        for p in net.parameters():
-            p.requires_grad_(flag)
 
 
 def rng_state(rng: np.random.Generator, device: torch.device) -> dict:
