@@ -3,7 +3,10 @@
 Modules (laid out like the CycleGAN authors' repository, smaller):
   models.py      ResNet / U-Net generators, PatchGAN discriminator, N(0, 0.02) init
   losses.py      lsgan, vanilla, hinge and WGAN-GP objectives
-  train.py       the training loop (also the torchrun/DDP entry point)
+  train.py       the training loop (also the torchrun/DDP entry point) and the CycleGAN objective
+  parts.py       what the objectives share: the fake pool, the losses tied to the FER source, D_A updates
+  autoencoder.py the shared-encoder autoencoder, one decoder per domain (model = "autoencoder")
+  cut.py         contrastive unpaired translation, PatchNCE (model = "cut" / "fastcut")
   checkpoint.py  atomic checkpoints, validation, fall-back to the newest valid one
   swd.py         sliced Wasserstein distance on Laplacian-pyramid patches
   translate.py   Translator: the array API other stages use

@@ -24,7 +24,9 @@ VERSION = 1
 LATEST = "latest.pt"
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 # Config keys that fix the shapes of the weights: a checkpoint must match them all.
-ARCHITECTURE_KEYS = ("generator", "ngf", "ndf", "n_layers", "a_channels", "b_channels", "image_size")
+ARCHITECTURE_KEYS = ("model", "generator", "ngf", "ndf", "n_layers", "a_channels", "b_channels", "image_size", "bottleneck")
+# What a checkpoint made before a key existed was made with.
+ARCHITECTURE_DEFAULTS = {"model": "cyclegan"}
 
 log = logging.getLogger("fertransfer.cyclegan")
 
@@ -94,9 +96,10 @@ def check_architecture(state: dict, expected: dict, path: Path | str) -> None:
     """Raise CheckpointError naming every architecture setting that differs from `expected`."""
     made = state["config"]
     diffs = [
-        f"{k}: checkpoint {made.get(k)!r}, config {expected.get(k)!r}"
+        f"{k}: checkpoint {made.get(k, ARCHITECTURE_DEFAULTS.get(k))!r}, config {expected.get(k)!r}"
         for k in ARCHITECTURE_KEYS
-        if k in expected and made.get(k) != expected.get(k)
+        if k in expected and made.get(k, ARCHITECTURE_DEFAULTS.get(k)) != expected.get(k)
+        and not (k == "bottleneck" and expected.get("model") != "autoencoder")  # only the autoencoder has one
     ]
     if diffs:
         raise CheckpointError(f"{path}: made with another architecture ({'; '.join(diffs)})")

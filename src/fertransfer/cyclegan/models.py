@@ -25,6 +25,9 @@ from torch import nn
 from .tensors import match_channels
 
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual", "resnet_6blocks_residual_resize")
+# What is trained (train.build_objective): CycleGAN's two generators; a shared-encoder autoencoder with a
+# decoder per domain (autoencoder.py); one generator with PatchNCE, with and without its identity term (cut.py).
+MODELS = ("cyclegan", "autoencoder", "cut", "fastcut")
 
 
 def _norm(channels: int) -> nn.Module:
@@ -190,3 +193,15 @@ def build_generator(name: str, in_channels: int, out_channels: int, ngf: int, im
 
 def build_discriminator(in_channels: int, ndf: int, n_layers: int) -> nn.Module:
     return init_weights(PatchDiscriminator(in_channels, ndf, n_layers))
+
+
+class ChannelMatch(nn.Module):
+    """The identity, in the target domain's channels: CUT's A -> B "translation" (CUT trains FER -> person
+    only), so that samples, SWD and checkpoints keep the two directions of the other models."""
+
+    def __init__(self, out_channels: int):
+        super().__init__()
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return match_channels(x, self.out_channels)

@@ -13,6 +13,7 @@ from fertransfer.options import THREADS_HELP, option
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual",
               "resnet_6blocks_residual_resize")  # as models.py's (no torch here)
 GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
+MODELS = ("cyclegan", "autoencoder", "cut", "fastcut")  # as models.py's
 
 
 @dataclass
@@ -22,6 +23,11 @@ class CycleganOptions:
                                     "[data] labels = \"ferplus\").")
     a_channels: int = option(3, "Channels domain A runs as (3: RGB faces; 1: gray, like FER).", choices=(1, 3))
     b_channels: int = option(1, "Channels domain B runs as (1: FER is grayscale).", choices=(1, 3))
+    model: str = option("cyclegan", "What is trained: cyclegan (two generators, cycle loss); autoencoder (the face-swap "
+                        "design: a shared encoder with a small code and one decoder per domain, FER -> person = "
+                        "decoder_A(encoder(b)); `generator` is not used); cut and fastcut (Park et al. 2020: one "
+                        "FER -> person generator whose output patches must match their input patches, PatchNCE; "
+                        "cut adds PatchNCE on the person's own faces).", choices=MODELS)
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
     generator: str = option("resnet_6blocks_residual_resize", "Generator architecture. The residual ones start as "
@@ -33,7 +39,17 @@ class CycleganOptions:
     ndf: int = option(64, "Discriminator width.")
     n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).")
     gan_mode: str = option("lsgan", "Adversarial loss.", choices=GAN_MODES)
-    lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss.")
+    lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss (cyclegan).")
+    lambda_adversarial: float = option(1.0, "Weight of the adversarial loss on FER -> person translations "
+                                       "(autoencoder, cut, fastcut; 0: no discriminator, a plain autoencoder).")
+    bottleneck: int = option(128, "autoencoder: size of the shared code. Small forces the person's identity into "
+                             "decoder_A and leaves pose and expression to the code.")
+    warp: float = option(0.05, "autoencoder: strength of the random warps of the encoder's inputs (rotation, scale, "
+                         "shift and a smooth bend, about this fraction of the image; 0: off).")
+    lambda_reconstruction: float = option(10.0, "autoencoder: weight of each decoder's L1 reconstruction of its domain.")
+    lambda_nce: float | None = option(None, "cut/fastcut: weight of the PatchNCE loss (default: the paper's, 1 for "
+                                      "cut, 10 for fastcut).")
+    nce_patches: int = option(256, "cut/fastcut: patches per image and layer in the PatchNCE loss.")
     lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).")
     lambda_expression: float = option(
         1.0, "Weight of the expression-consistency loss: a frozen FER classifier must read the same expression in "

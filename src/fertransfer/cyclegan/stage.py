@@ -1,5 +1,8 @@
 """The cyclegan stage: CycleGAN between one person's faces (A) and FER images (B).
 
+`model` picks what is trained: CycleGAN (the default), a shared-encoder autoencoder with one
+decoder per domain, or CUT/FastCUT; every model writes the same outputs below.
+
 Outputs in <run dir>/cyclegan/: checkpoints/ (step_*.pt full training states, the last few;
 latest.pt the generators, which `Translator.from_checkpoint` loads), samples/step_*.png and
 samples/final.png (A, G(A), F(G(A)) | B, F(B), G(F(B)) on a fixed held-out batch),
@@ -18,7 +21,7 @@ from fertransfer.errors import StageError
 from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
-from .options import GAN_MODES, GENERATORS, CycleganOptions  # noqa: F401  (re-exported: declared in options.py)
+from .options import GAN_MODES, GENERATORS, MODELS, CycleganOptions  # noqa: F401  (re-exported: declared in options.py)
 
 
 def train_config(options: CycleganOptions, seed: int, device: str):
@@ -178,6 +181,8 @@ def run(ctx: StageContext) -> dict:
     summary.pop("swd", None)
     return {
         **summary,
+        "model": cfg.model,
+        "generator": cfg.generator if cfg.model != "autoencoder" else f"shared encoder, bottleneck {cfg.bottleneck}",
         "domains": domains_sources or {"A": data["faces"], "B": data["fer"]},
         "swd": swd_table,
         "expression_classifier": expression_info,
@@ -205,6 +210,14 @@ def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> lis
                         f"{options.n_layers}: use at least {smallest} (or fewer layers)")
     if options.load_size is not None and options.load_size < options.image_size:
         problems.append(f"load_size: {options.load_size} is smaller than image_size {options.image_size}")
+    if options.model == "autoencoder" and options.image_size % 16:
+        problems.append(f"model = \"autoencoder\" needs an image_size that is a multiple of 16, got {options.image_size}")
+    if options.model in ("cut", "fastcut") and not options.generator.startswith("resnet"):
+        problems.append(f"model = \"{options.model}\" reads PatchNCE features from a ResNet generator's encoder; "
+                        f"generator {options.generator!r} has none: use one of "
+                        f"{', '.join(g for g in GENERATORS if g.startswith('resnet'))}")
+    if options.bottleneck < 1 or options.nce_patches < 1 or options.warp < 0 or options.lambda_adversarial < 0:
+        problems.append("bottleneck and nce_patches must be at least 1, warp and lambda_adversarial not negative")
     if options.lambda_expression < 0:
         problems.append(f"lambda_expression: must not be negative, got {options.lambda_expression}")
     if options.lambda_structure < 0 or options.structure_scale < 1:

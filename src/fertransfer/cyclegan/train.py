@@ -7,6 +7,10 @@ discriminators on real images and on fakes from a pool of past fakes. Adam(2e-4,
 then linear decay to zero over the last `decay_steps`. Every `sample_every` steps a sample
 grid and the SWD metric; every `checkpoint_every` steps a checkpoint.
 
+The loop is the same for every `model`; what a step does is the objective's (`build_objective`):
+`CycleGAN` here, the shared-encoder autoencoder in autoencoder.py, CUT/FastCUT in cut.py. All
+three export G_AB and G_BA, so samples, SWD, checkpoints, resume and `Translator` are one path.
+
 Multi-GPU: run this module under `torchrun --nproc_per_node N -m fertransfer.cyclegan.train
 SPEC.json` (the stage does this when `processes > 1`). It uses plain torch.distributed
 DDP: no extra dependency, and the loop stays explicit. Each rank draws its own batches;
@@ -38,19 +42,20 @@ from fertransfer.devices import cpu_has_native_bf16, resolve_device
 from fertransfer.options import declared_default
 from fertransfer.progress import progress as progress_bar
 
+from .autoencoder import SharedAutoencoder
 from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
+from .cut import ContrastiveTranslation
 from .data import Domains
 from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty
-from .models import build_discriminator, build_generator
+from .models import MODELS, build_discriminator, build_generator
 from .options import CycleganOptions
+from .parts import ImagePool, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
 from .swd import swd
 from .tensors import from_tensor, match_channels, to_tensor
 
 log = logging.getLogger("fertransfer.cyclegan")
 
-LOSS_COLUMNS = ("step", "lr", "G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "expression", "structure", "D_A", "D_B",
-                "seconds")
 SWD_COLUMNS = ("step", "AtoB_translated", "AtoB_untranslated", "BtoA_translated", "BtoA_untranslated")
 
 
@@ -64,6 +69,7 @@ class TrainConfig:
     """The loop's settings: the [cyclegan] options it uses (their defaults taken from there), plus
     what the stage derives (load_size, seed, device) and fixed choices of the recipe."""
 
+    model: str = _option("model")  # the objective and network layout (models.MODELS, build_objective)
     image_size: int = _option("image_size")
     load_size: int = 72  # images are resized to this, then randomly cropped to image_size
     a_channels: int = _option("a_channels")
@@ -79,6 +85,15 @@ class TrainConfig:
     lambda_structure: float = _option("lambda_structure")  # L1 between the coarse gray layouts of F(b) and b
     structure_scale: int = _option("structure_scale")  # the layout is the image average-pooled by this factor
     lambda_gp: float = 10.0  # wgangp only
+    # autoencoder (autoencoder.py)
+    bottleneck: int = _option("bottleneck")  # size of the shared code: small, so that identity lives in the decoders
+    warp: float = _option("warp")  # strength of the random warp of the encoder's inputs (0: off)
+    lambda_reconstruction: float = _option("lambda_reconstruction")  # L1 of each decoder's reconstruction
+    lambda_adversarial: float = _option("lambda_adversarial")  # on F(b) (autoencoder, cut; 0: no discriminator)
+    # cut, fastcut (cut.py)
+    lambda_nce: float | None = _option("lambda_nce")  # PatchNCE weight; None: the paper's (1 for cut, 10 for fastcut)
+    nce_patches: int = _option("nce_patches")  # patches per image and layer
+    nce_temperature: float = 0.07
     pool_size: int = _option("pool_size")
     lr: float = _option("lr")
     beta1: float = 0.5
@@ -103,37 +118,6 @@ class TrainConfig:
 
 
 # --- small pieces ---------------------------------------------------------------------
-
-
-class ImagePool:
-    """Shrivastava et al.'s history of fakes: D sees a mix of current and past generator output."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.images: list[torch.Tensor] = []
-
-    def query(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        if self.size == 0:
-            return batch
-        out = []
-        for image in batch.detach():
-            image = image.unsqueeze(0)
-            if len(self.images) < self.size:
-                self.images.append(image.clone())
-                out.append(image)
-            elif rng.random() > 0.5:
-                i = int(rng.integers(self.size))
-                out.append(self.images[i].clone())
-                self.images[i] = image.clone()
-            else:
-                out.append(image)
-        return torch.cat(out)
-
-    def state_dict(self) -> list[torch.Tensor]:
-        return [im.cpu() for im in self.images]
-
-    def load_state_dict(self, images: list[torch.Tensor], device: torch.device) -> None:
-        self.images = [im.to(device) for im in images]
 
 
 class LinearDecay:
@@ -189,6 +173,92 @@ class Discriminators(nn.Module):
         return real_A_score, fake_A_score, real_B_score, fake_B_score
 
 
+class CycleGAN:
+    """The CycleGAN objective (Zhu et al. 2017): two generators, two discriminators, adversarial +
+    cycle + identity losses, plus the expression and structure losses on F(b).
+
+    An objective is what the training loop needs of a model, and all it needs: `nets` (saved and
+    loaded by name; G_AB and G_BA translate, for samples, SWD and the exported latest.pt),
+    `optimizers` (one learning-rate schedule each), `pools` (per-process state kept in checkpoints),
+    `columns` (its losses.csv columns), `shown` (the progress bar's) and `step()`. The autoencoder
+    and CUT objectives (autoencoder.py, cut.py) have the same shape."""
+
+    columns = ("G", "G_AB", "G_BA", "cycle_A", "cycle_B", "same_A", "same_B", "expression", "structure", "D_A", "D_B")
+    shown = ("G", "D_A", "D_B", "cycle_A", "cycle_B")
+
+    def __init__(self, cfg: TrainConfig, expression: ExpressionConsistency | None, wrap: Callable[[nn.Module], nn.Module]):
+        self.cfg, self.expression = cfg, expression
+        a, b = cfg.a_channels, cfg.b_channels
+        G_AB = build_generator(cfg.generator, a, b, cfg.ngf, cfg.image_size)
+        G_BA = build_generator(cfg.generator, b, a, cfg.ngf, cfg.image_size)
+        D_A, D_B = build_discriminator(a, cfg.ndf, cfg.n_layers), build_discriminator(b, cfg.ndf, cfg.n_layers)
+        self.nets = {"G_AB": G_AB, "G_BA": G_BA, "D_A": D_A, "D_B": D_B}
+        self.pools = {"pool_A": ImagePool(cfg.pool_size), "pool_B": ImagePool(cfg.pool_size)}
+        self.identity = cfg.lambda_identity > 0
+        self.generators = wrap(Generators(G_AB, G_BA, a, b, self.identity))
+        self.discriminators = wrap(Discriminators(D_A, D_B))
+
+    def make_optimizers(self) -> None:
+        n, cfg = self.nets, self.cfg
+        self.optimizers = {
+            "G": torch.optim.Adam([*n["G_AB"].parameters(), *n["G_BA"].parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+            "D": torch.optim.Adam([*n["D_A"].parameters(), *n["D_B"].parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+        }
+
+    def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
+        cfg, l1 = self.cfg, F.l1_loss
+        D_A, D_B = self.nets["D_A"], self.nets["D_B"]
+        losses: dict[str, torch.Tensor] = {}
+        # 1. Generators: fool both discriminators, and come back to the input after a round trip.
+        set_requires_grad([D_A, D_B], False)
+        with autocast():
+            out = self.generators(real_A, real_B)
+            # The raw discriminators (not the DDP wrapper): their gradients are not used here.
+            losses["G_AB"] = generator_loss(cfg.gan_mode, D_B(out["fake_B"]))
+            losses["G_BA"] = generator_loss(cfg.gan_mode, D_A(out["fake_A"]))
+            losses["cycle_A"] = cfg.lambda_cycle * l1(out["rec_A"].float(), real_A)
+            losses["cycle_B"] = cfg.lambda_cycle * l1(out["rec_B"].float(), real_B)
+            if self.identity:
+                weight = cfg.lambda_cycle * cfg.lambda_identity
+                losses["same_A"] = weight * l1(out["same_A"].float(), real_A)
+                losses["same_B"] = weight * l1(out["same_B"].float(), real_B)
+            losses.update(source_losses(cfg, self.expression, out["fake_A"], real_B))
+            loss_G = losses["G"] = sum(losses.values())
+        opt_G, opt_D = self.optimizers["G"], self.optimizers["D"]
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        opt_G.step()
+
+        # 2. Discriminators: real images against fakes drawn from the pools of past fakes.
+        set_requires_grad([D_A, D_B], True)
+        fake_A = self.pools["pool_A"].query(out["fake_A"].detach().float(), rng)
+        fake_B = self.pools["pool_B"].query(out["fake_B"].detach().float(), rng)
+        with autocast():
+            real_A_score, fake_A_score, real_B_score, fake_B_score = self.discriminators(real_A, fake_A, real_B, fake_B)
+            loss_D_A = discriminator_loss(cfg.gan_mode, real_A_score.float(), fake_A_score.float())
+            loss_D_B = discriminator_loss(cfg.gan_mode, real_B_score.float(), fake_B_score.float())
+        if cfg.gan_mode == "wgangp":
+            loss_D_A = loss_D_A + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
+            loss_D_B = loss_D_B + gradient_penalty(D_B, real_B, fake_B, cfg.lambda_gp)
+        opt_D.zero_grad(set_to_none=True)
+        (loss_D_A + loss_D_B).backward()
+        opt_D.step()
+        losses["D_A"], losses["D_B"] = loss_D_A, loss_D_B
+        return {k: v.detach() for k, v in losses.items()}
+
+
+def build_objective(cfg: TrainConfig, expression: ExpressionConsistency | None,
+                    wrap: Callable[[nn.Module], nn.Module]):
+    """The objective `cfg.model` names (models.MODELS)."""
+    if cfg.model == "cyclegan":
+        return CycleGAN(cfg, expression, wrap)
+    if cfg.model == "autoencoder":
+        return SharedAutoencoder(cfg, expression, wrap)
+    if cfg.model in ("cut", "fastcut"):
+        return ContrastiveTranslation(cfg, expression, wrap)
+    raise ValueError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODELS)}")
+
+
 def sample_batch(images: np.ndarray, rng: np.random.Generator, batch_size: int, size: int, flip: bool) -> np.ndarray:
     """Random images, each randomly cropped to size x size and flipped left-right half the time."""
     index = rng.integers(0, len(images), batch_size)
@@ -201,25 +271,6 @@ def sample_batch(images: np.ndarray, rng: np.random.Generator, batch_size: int, 
         crop = images[i, top : top + size, left : left + size]
         batch.append(crop[:, ::-1] if flip and f else crop)
     return np.stack(batch)
-
-
-def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: int) -> torch.Tensor:
-    """L1 between coarse gray layouts (average-pooled by `scale`): where a face is light or dark
-    (an open mouth, raised brows) survives the translation, while texture, identity and fine
-    detail are the generator's to change. Mean and contrast are taken out per image, so the
-    person's skin tone and lighting are not held to the FER face's."""
-    def layout(x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(match_channels(x.float(), 1), scale)
-        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
-        return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
-
-    return F.l1_loss(layout(translated), layout(source))
-
-
-def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
-    for net in nets:
-        for p in net.parameters():
-            p.requires_grad_(flag)
 
 
 def rng_state(rng: np.random.Generator, device: torch.device) -> dict:
@@ -358,22 +409,25 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, rank])  # batches, crops, flips and the pools
     a, b = cfg.a_channels, cfg.b_channels
-    G_AB = build_generator(cfg.generator, a, b, cfg.ngf, cfg.image_size)
-    G_BA = build_generator(cfg.generator, b, a, cfg.ngf, cfg.image_size)
-    D_A, D_B = build_discriminator(a, cfg.ndf, cfg.n_layers), build_discriminator(b, cfg.ndf, cfg.n_layers)
-    nets = {"G_AB": G_AB, "G_BA": G_BA, "D_A": D_A, "D_B": D_B}
+    if cfg.lambda_expression > 0:
+        expression = expression.to(device)
+
+    def wrap(module: nn.Module) -> nn.Module:
+        """What every objective does to the modules it calls per step: DDP, then torch.compile."""
+        if world > 1:
+            ddp_args = {"device_ids": [device.index]} if device.type == "cuda" else {}
+            module = nn.parallel.DistributedDataParallel(module, **ddp_args)
+        return torch.compile(module) if cfg.compile else module
+
+    objective = build_objective(cfg, expression, wrap)
+    nets = objective.nets
     for net in nets.values():
         net.to(device, memory_format=memory_format)
-    opt_G = torch.optim.Adam([*G_AB.parameters(), *G_BA.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_D = torch.optim.Adam([*D_A.parameters(), *D_B.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    objective.make_optimizers()  # after .to(device): Adam's state lives with the parameters
+    G_AB, G_BA = nets["G_AB"], nets["G_BA"]
     decay = LinearDecay(cfg.steps, cfg.decay_steps if cfg.decay_steps is not None else cfg.steps // 2)
-    sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, decay)
-    sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, decay)
-    pool_A, pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
-    use_expression = cfg.lambda_expression > 0
-    use_structure = cfg.lambda_structure > 0
-    if use_expression:
-        expression = expression.to(device)
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, decay) for name, opt in objective.optimizers.items()}
+    pools = objective.pools
 
     # Continue from the newest valid checkpoint, if asked and there is one.
     ckpt_dir = out_dir / "checkpoints"
@@ -384,15 +438,14 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         if state is not None:
             for name, net in nets.items():
                 net.load_state_dict(state["models"][name])
-            opt_G.load_state_dict(state["optimizers"]["G"])
-            opt_D.load_state_dict(state["optimizers"]["D"])
-            sched_G.load_state_dict(state["schedulers"]["G"])
-            sched_D.load_state_dict(state["schedulers"]["D"])
+            for name, opt in objective.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+                schedulers[name].load_state_dict(state["schedulers"][name])
             per_rank = state["rng"]
             if len(per_rank) == world:
                 set_rng_state(rng, per_rank[rank]["rng"], device)
-                pool_A.load_state_dict(per_rank[rank]["pool_A"], device)
-                pool_B.load_state_dict(per_rank[rank]["pool_B"], device)
+                for name, pool in pools.items():
+                    pool.load_state_dict(per_rank[rank][name], device)
             else:
                 log.warning("checkpoint made with %d process(es), now %d: batches and pools start afresh",
                             len(per_rank), world)
@@ -402,21 +455,11 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         elif main_process:
             log.info("no usable checkpoint in %s; starting from step 0", ckpt_dir)
 
-    identity = cfg.lambda_identity > 0
-    generators = Generators(G_AB, G_BA, a, b, identity)
-    discriminators = Discriminators(D_A, D_B)
-    if world > 1:
-        ddp_args = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        generators = nn.parallel.DistributedDataParallel(generators, **ddp_args)
-        discriminators = nn.parallel.DistributedDataParallel(discriminators, **ddp_args)
-    if cfg.compile:
-        generators, discriminators = torch.compile(generators), torch.compile(discriminators)
-
     def to_device(batch: np.ndarray, channels: int) -> torch.Tensor:
         return to_tensor(batch, channels, device).contiguous(memory_format=memory_format)
 
     def checkpoint(step: int) -> None:
-        per_rank = {"rng": rng_state(rng, device), "pool_A": pool_A.state_dict(), "pool_B": pool_B.state_dict()}
+        per_rank = {"rng": rng_state(rng, device), **{name: pool.state_dict() for name, pool in pools.items()}}
         if world > 1:
             gathered: list = [None] * world
             dist.all_gather_object(gathered, per_rank)
@@ -427,8 +470,8 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 "step": step,
                 "config": dataclasses.asdict(cfg),
                 "models": {name: net.state_dict() for name, net in nets.items()},
-                "optimizers": {"G": opt_G.state_dict(), "D": opt_D.state_dict()},
-                "schedulers": {"G": sched_G.state_dict(), "D": sched_D.state_dict()},
+                "optimizers": {name: opt.state_dict() for name, opt in objective.optimizers.items()},
+                "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
                 "rng": gathered,
             }, keep=cfg.keep_checkpoints)
         if world > 1:
@@ -476,7 +519,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         keep_until = start if resume else None
-        loss_log = CsvLog(out_dir / "losses.csv", LOSS_COLUMNS, keep_until)
+        loss_log = CsvLog(out_dir / "losses.csv", ("step", "lr", *objective.columns, "seconds"), keep_until)
         swd_log = CsvLog(out_dir / "swd.csv", SWD_COLUMNS, keep_until)
         writer = _tensorboard(out_dir)
 
@@ -486,75 +529,28 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
     t_start = time.perf_counter()
     train_seconds = 0.0
     last_swd = None
-    l1 = F.l1_loss
     for step in progress:
         t0 = time.perf_counter()
         real_A = to_device(sample_batch(domains.train_a, rng, cfg.batch_size, cfg.image_size, cfg.flip), a)
         real_B = to_device(sample_batch(domains.train_b, rng, cfg.batch_size, cfg.image_size, cfg.flip), b)
-
-        # 1. Generators: fool both discriminators, and come back to the input after a round trip.
-        set_requires_grad([D_A, D_B], False)
-        with autocast():
-            out = generators(real_A, real_B)
-            # The raw discriminators (not the DDP wrapper): their gradients are not used here.
-            loss_G_AB = generator_loss(cfg.gan_mode, D_B(out["fake_B"]))
-            loss_G_BA = generator_loss(cfg.gan_mode, D_A(out["fake_A"]))
-            loss_cycle_A = cfg.lambda_cycle * l1(out["rec_A"].float(), real_A)
-            loss_cycle_B = cfg.lambda_cycle * l1(out["rec_B"].float(), real_B)
-            loss_G = loss_G_AB + loss_G_BA + loss_cycle_A + loss_cycle_B
-            if identity:
-                weight = cfg.lambda_cycle * cfg.lambda_identity
-                loss_same_A = weight * l1(out["same_A"].float(), real_A)
-                loss_same_B = weight * l1(out["same_B"].float(), real_B)
-                loss_G = loss_G + loss_same_A + loss_same_B
-            if use_expression:  # F(b) must show b's expression to a classifier that reads FER faces
-                loss_expression = cfg.lambda_expression * expression(out["fake_A"], real_B)
-                loss_G = loss_G + loss_expression
-            if use_structure:  # ... and keep b's coarse layout of light and dark (mouth, brows, eyes)
-                loss_structure = cfg.lambda_structure * structure_distance(out["fake_A"], real_B, cfg.structure_scale)
-                loss_G = loss_G + loss_structure
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
-
-        # 2. Discriminators: real images against fakes drawn from the pools of past fakes.
-        set_requires_grad([D_A, D_B], True)
-        fake_A = pool_A.query(out["fake_A"].detach().float(), rng)
-        fake_B = pool_B.query(out["fake_B"].detach().float(), rng)
-        with autocast():
-            real_A_score, fake_A_score, real_B_score, fake_B_score = discriminators(real_A, fake_A, real_B, fake_B)
-            loss_D_A = discriminator_loss(cfg.gan_mode, real_A_score.float(), fake_A_score.float())
-            loss_D_B = discriminator_loss(cfg.gan_mode, real_B_score.float(), fake_B_score.float())
-        if cfg.gan_mode == "wgangp":
-            loss_D_A = loss_D_A + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
-            loss_D_B = loss_D_B + gradient_penalty(D_B, real_B, fake_B, cfg.lambda_gp)
-        opt_D.zero_grad(set_to_none=True)
-        (loss_D_A + loss_D_B).backward()
-        opt_D.step()
-        lr = opt_G.param_groups[0]["lr"]
-        sched_G.step()
-        sched_D.step()
+        step_losses = objective.step(real_A, real_B, rng, autocast)
+        lr = next(iter(objective.optimizers.values())).param_groups[0]["lr"]
+        for sched in schedulers.values():
+            sched.step()
         done = step + 1
         step_seconds = time.perf_counter() - t0
         train_seconds += step_seconds
 
         # 3. Book-keeping (rank 0): losses, samples + SWD, checkpoints.
         if main_process:
-            losses = {
-                "G": loss_G.item(), "G_AB": loss_G_AB.item(), "G_BA": loss_G_BA.item(),
-                "cycle_A": loss_cycle_A.item(), "cycle_B": loss_cycle_B.item(),
-                "same_A": loss_same_A.item() if identity else 0.0, "same_B": loss_same_B.item() if identity else 0.0,
-                "expression": loss_expression.item() if use_expression else 0.0,
-                "structure": loss_structure.item() if use_structure else 0.0,
-                "D_A": loss_D_A.item(), "D_B": loss_D_B.item(),
-            }
+            losses = {k: float(step_losses.get(k, 0.0)) for k in objective.columns}
             loss_log.write({"step": done, "lr": f"{lr:.3g}", "seconds": f"{step_seconds:.4f}",
                             **{k: f"{v:.5f}" for k, v in losses.items()}})
             if writer is not None:
                 for k, v in losses.items():
                     writer.add_scalar(f"loss/{k}", v, done)
             if done % 10 == 0 or done == end:
-                progress.set_postfix({k: f"{losses[k]:.3f}" for k in ("G", "D_A", "D_B", "cycle_A", "cycle_B")})
+                progress.set_postfix({k: f"{losses[k]:.3f}" for k in objective.shown})
             if done % cfg.sample_every == 0 or done == cfg.steps:
                 result = evaluate(done, with_swd=cfg.swd_every_sample or done == cfg.steps)
                 if result is not None:
@@ -627,15 +623,17 @@ def plot_losses(csv_path: Path, png_path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     window = max(1, len(rows) // 100)
     kernel = np.ones(window) / window
+    adversarial = ("G_AB", "G_BA", "D_A", "D_B")
+    others = [k for k in (rows[0] if rows else {}) if k not in (*adversarial, "step", "lr", "seconds", "G")]
     for ax, keys, title in (
-        (axes[0], ("G_AB", "G_BA", "D_A", "D_B"), "adversarial losses"),
-        (axes[1], ("cycle_A", "cycle_B", "same_A", "same_B", "expression", "structure"), "cycle, identity, expression, structure"),
+        (axes[0], adversarial, "adversarial losses"),
+        (axes[1], others, ", ".join(others) or "no other losses"),
     ):
         for key in keys:
-            if not rows or key not in rows[0]:  # losses.csv of a run from before the column existed
+            if not rows or key not in rows[0]:  # a column this model or an older run does not have
                 continue
             values = np.array([float(r[key] or 0) for r in rows])
-            if key in ("same_A", "same_B", "expression", "structure") and not values.any():  # the loss was off
+            if not values.any():  # the loss was off
                 continue
             if len(values) >= window:
                 ax.plot(steps[window - 1 :], np.convolve(values, kernel, mode="valid"), label=key)

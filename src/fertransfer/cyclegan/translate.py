@@ -18,11 +18,25 @@ import torch
 from fertransfer.devices import resolve_device
 from fertransfer.progress import progress as progress_bar
 
+from .autoencoder import build_networks
 from .checkpoint import CheckpointError, load_checkpoint
-from .models import build_generator
+from .models import ChannelMatch, build_generator
 from .tensors import from_tensor, to_tensor
 
 DIRECTIONS = ("AtoB", "BtoA")
+
+
+def build_translation(config: dict, direction: str) -> torch.nn.Module:
+    """The network of a checkpoint's G_AB (direction "AtoB") or G_BA ("BtoA"), from its recorded config."""
+    a, b = config["a_channels"], config["b_channels"]
+    in_channels, out_channels = (a, b) if direction == "AtoB" else (b, a)
+    model = config.get("model", "cyclegan")
+    if model == "autoencoder":
+        networks = build_networks(config["image_size"], config["ngf"], config["bottleneck"], a, b)
+        return networks["G_AB"] if direction == "AtoB" else networks["G_BA"]
+    if model in ("cut", "fastcut") and direction == "AtoB":
+        return ChannelMatch(out_channels)
+    return build_generator(config["generator"], in_channels, out_channels, config["ngf"], config["image_size"])
 
 
 class Translator:
@@ -49,7 +63,7 @@ class Translator:
         a, b = config["a_channels"], config["b_channels"]
         in_channels, out_channels = (a, b) if direction == "AtoB" else (b, a)
         name = "G_AB" if direction == "AtoB" else "G_BA"
-        generator = build_generator(config["generator"], in_channels, out_channels, config["ngf"], config["image_size"])
+        generator = build_translation(config, direction)
         try:
             generator.load_state_dict(state["models"][name])
         except (KeyError, RuntimeError) as error:

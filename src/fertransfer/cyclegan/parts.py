@@ -1,0 +1,93 @@
+"""What the training objectives share (train.CycleGAN, autoencoder.SharedAutoencoder,
+cut.ContrastiveTranslation): the pool of past fakes, the losses that tie a translation to its
+FER source, and the one-discriminator update. Below the objectives, so none imports another."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .expression import ExpressionConsistency
+from .losses import discriminator_loss, gradient_penalty
+from .tensors import match_channels
+
+
+class ImagePool:
+    """Shrivastava et al.'s history of fakes: D sees a mix of current and past generator output."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def query(self, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return batch
+        out = []
+        for image in batch.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif rng.random() > 0.5:
+                i = int(rng.integers(self.size))
+                out.append(self.images[i].clone())
+                self.images[i] = image.clone()
+            else:
+                out.append(image)
+        return torch.cat(out)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return [im.cpu() for im in self.images]
+
+    def load_state_dict(self, images: list[torch.Tensor], device: torch.device) -> None:
+        self.images = [im.to(device) for im in images]
+
+
+def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: int) -> torch.Tensor:
+    """L1 between coarse gray layouts (average-pooled by `scale`): where a face is light or dark
+    (an open mouth, raised brows) survives the translation, while texture, identity and fine
+    detail are the generator's to change. Mean and contrast are taken out per image, so the
+    person's skin tone and lighting are not held to the FER face's."""
+    def layout(x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(match_channels(x.float(), 1), scale)
+        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
+        return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
+
+    return F.l1_loss(layout(translated), layout(source))
+
+
+def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def source_losses(cfg, expression: ExpressionConsistency | None, translated: torch.Tensor,
+                  source: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The losses that tie a FER face's translation to its source, whatever the model: its expression
+    as a frozen FER classifier reads it, and its coarse layout of light and dark (each when on)."""
+    losses = {}
+    if cfg.lambda_expression > 0:  # F(b) must show b's expression to a classifier that reads FER faces
+        losses["expression"] = cfg.lambda_expression * expression(translated, source)
+    if cfg.lambda_structure > 0:  # ... and keep b's coarse layout of light and dark (mouth, brows, eyes)
+        losses["structure"] = cfg.lambda_structure * structure_distance(translated, source, cfg.structure_scale)
+    return losses
+
+
+def person_discriminator_step(cfg, D_A: nn.Module, scorer: nn.Module, optimizer: torch.optim.Optimizer,
+                              real_A: torch.Tensor, fake_A: torch.Tensor, autocast) -> torch.Tensor:
+    """One update of the one discriminator of the single-direction models (autoencoder, CUT): the
+    person's real faces against translations of FER faces. `scorer` is D_A as the step calls it
+    (DDP-wrapped or compiled); the gradient penalty uses the raw D_A, as CycleGAN's does."""
+    set_requires_grad([D_A], True)
+    with autocast():
+        real_score, fake_score = scorer(torch.cat([real_A, fake_A])).chunk(2)
+        loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
+    if cfg.gan_mode == "wgangp":
+        loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
+    optimizer.zero_grad(set_to_none=True)
+    loss_D.backward()
+    optimizer.step()
+    return loss_D

@@ -1,0 +1,178 @@
+"""The cyclegan stage's other models: the shared-encoder autoencoder and CUT/FastCUT.
+
+Each trains on tiny data, saves, resumes exactly (bit-identical to an uninterrupted run),
+translates through the Translator augment uses, and is an option of the stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fertransfer.cyclegan.autoencoder import build_networks, random_warp
+from fertransfer.cyclegan.data import Domains
+from fertransfer.cyclegan.checkpoint import CheckpointError, load_checkpoint, load_newest_valid
+from fertransfer.cyclegan.models import MODELS
+from fertransfer.cyclegan.train import train
+from fertransfer.cyclegan.translate import Translator
+
+from test_cyclegan import face_folder, random_domains, tiny_config, tiny_expression, write_config
+
+NEW_MODELS = [m for m in MODELS if m != "cyclegan"]
+
+
+def model_config(model: str, **overrides):
+    values = dict(model=model, batch_size=2)
+    if model in ("cut", "fastcut"):
+        values |= dict(generator="resnet_6blocks_residual_resize", nce_patches=8)
+    return tiny_config(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("model,lambda_expression", [("autoencoder", 0.0), ("autoencoder", 2.0), ("cut", 2.0),
+                                                     ("fastcut", 0.0)])
+def test_resume_continues_exactly(tmp_path, model, lambda_expression):
+    """8 steps in one go == 4 steps, interruption, resume, 4 steps: every weight, the loss log, SWD."""
+    domains = random_domains()
+    cfg = model_config(model, lambda_expression=lambda_expression)
+    expression = tiny_expression() if lambda_expression else None
+    straight = train(cfg, domains, tmp_path / "straight", expression=expression)
+    train(cfg, domains, tmp_path / "split", stop_at=4, expression=expression)
+    second = train(cfg, domains, tmp_path / "split", resume=True, expression=expression)
+    assert second["resumed_from_step"] == 4 and second["steps_this_run"] == 4
+    a, b = (load_checkpoint(p / "checkpoints" / "step_00000008.pt") for p in (tmp_path / "straight", tmp_path / "split"))
+    assert a["models"].keys() == b["models"].keys() and "G_BA" in a["models"]
+    for net in a["models"]:
+        for key in a["models"][net]:
+            assert torch.equal(a["models"][net][key], b["models"][net][key]), f"{net}.{key} differs after resume"
+    for name in a["optimizers"]:
+        assert a["optimizers"][name]["state"].keys() == b["optimizers"][name]["state"].keys()
+    lines = lambda p: [r.rsplit(",", 1)[0] for r in (p / "losses.csv").read_text().splitlines()]  # noqa: E731
+    assert lines(tmp_path / "straight") == lines(tmp_path / "split")
+    assert straight["swd"] == second["swd"]
+    rows = (tmp_path / "straight" / "losses.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    values = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    assert all(np.isfinite(float(v[k])) for v in values for k in header if v[k])
+    if lambda_expression:
+        assert min(float(v["expression"]) for v in values) > 0
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_translator_loads_each_model_and_translates_both_ways(tmp_path, model):
+    train(model_config(model, steps=4), random_domains(), tmp_path)
+    latest = tmp_path / "checkpoints" / "latest.pt"
+    to_person = Translator.from_checkpoint(latest, direction="BtoA", device="cpu")
+    fer = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 1), dtype=np.uint8)
+    out = to_person.translate(fer, batch_size=2)
+    assert out.shape == (3, 16, 16, 3) and out.dtype == np.uint8 and to_person.step == 4
+    assert np.array_equal(to_person.translate(fer, batch_size=64), out)
+    assert out.std() > 0  # a picture, not a constant
+    to_fer = Translator.from_checkpoint(latest, direction="AtoB", device="cpu")
+    assert to_fer.translate(np.zeros((2, 20, 20, 3), np.uint8)).shape == (2, 16, 16, 1)
+
+
+def test_autoencoder_shares_its_encoder_and_keeps_it_shared_after_loading(tmp_path):
+    nets = build_networks(image_size=16, ngf=4, bottleneck=8, a_channels=3, b_channels=1)
+    assert nets["G_AB"].encoder is nets["G_BA"].encoder and nets["G_AB"].decoder is not nets["G_BA"].decoder
+    assert nets["G_BA"](torch.zeros(2, 1, 16, 16)).shape == (2, 3, 16, 16)
+    assert nets["G_AB"](torch.zeros(2, 3, 16, 16)).shape == (2, 1, 16, 16)  # the encoder reads gray
+    train(model_config("autoencoder", steps=4), random_domains(), tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "step_00000004.pt")
+    shared = [k for k in state["models"]["G_AB"] if k.startswith("encoder.")]
+    assert shared and all(torch.equal(state["models"]["G_AB"][k], state["models"]["G_BA"][k]) for k in shared)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_networks(image_size=24, ngf=4, bottleneck=8, a_channels=3, b_channels=1)
+
+
+def test_random_warp_is_small_seeded_and_off_at_zero():
+    x = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(2, 1, 32, 32).contiguous()
+    assert torch.equal(random_warp(x, 0.0), x)
+    torch.manual_seed(0)
+    warped = random_warp(x, 0.05)
+    torch.manual_seed(0)
+    assert torch.equal(random_warp(x, 0.05), warped)  # torch's RNG, which checkpoints keep
+    change = (warped - x).abs().mean().item()
+    assert 0.005 < change < 0.2
+
+
+def blobs(count: int, channels: int, size: int, seed: int) -> np.ndarray:
+    """Bright round blobs at random places: images that a code of two numbers describes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    centres = rng.uniform(4, size - 4, (count, 2))
+    images = [255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 18.0) for cy, cx in centres]
+    return np.stack([np.repeat(im[..., None], channels, 2) for im in images]).astype(np.uint8)
+
+
+def test_the_autoencoder_learns_to_reconstruct(tmp_path):
+    """A plain autoencoder (no discriminator, no warps) on blobs: the reconstruction loss halves."""
+    domains = Domains(blobs(24, 3, 18, 0), blobs(24, 1, 18, 1), blobs(8, 3, 16, 2), blobs(8, 1, 16, 3), {})
+    cfg = model_config("autoencoder", steps=60, batch_size=4, ngf=8, bottleneck=8, lambda_adversarial=0.0, warp=0.0,
+                       lr=2e-3, beta1=0.9, checkpoint_every=60, sample_every=60)
+    train(cfg, domains, tmp_path)
+    rows = (tmp_path / "losses.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    rec = [float(dict(zip(header, r.split(",")))["rec_A"]) for r in rows[1:]]
+    assert np.mean(rec[-10:]) < 0.75 * np.mean(rec[:10])
+    assert set(load_checkpoint(tmp_path / "checkpoints" / "step_00000060.pt")["optimizers"]) == {"G"}  # no D
+
+
+def test_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
+    train(tiny_config(steps=4), random_domains(), tmp_path)
+    with pytest.raises(CheckpointError, match="model: checkpoint 'cyclegan', config 'autoencoder'"):
+        load_newest_valid(tmp_path / "checkpoints", model_config("autoencoder").architecture())
+    # A checkpoint written before `model` existed was a CycleGAN's.
+    state = load_checkpoint(tmp_path / "checkpoints" / "step_00000004.pt")
+    del state["config"]["model"], state["config"]["bottleneck"]
+    from fertransfer.cyclegan.checkpoint import check_architecture
+
+    check_architecture(state, tiny_config().architecture(), "old.pt")
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+
+def test_stage_trains_the_autoencoder_and_augment_can_load_it(tmp_path, smileys):
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    config = load_config(write_config(tmp_path, face_folder(tmp_path / "faces"), smileys, model="autoencoder",
+                                      bottleneck=8, batch_size=2, fer_classes=["happy", "sad"]))
+    (status,) = run_pipeline(config, "cyclegan")
+    out = tmp_path / "run" / "cyclegan"
+    assert status.manifest["summary"]["steps"] == 6
+    header = (out / "losses.csv").read_text().splitlines()[0]
+    assert header.startswith("step,lr,G,rec_A,rec_B,G_BA,expression")
+    assert (out / "loss_curve.png").exists() and (out / "samples" / "final.png").exists()
+    assert Translator.from_checkpoint(out / "checkpoints" / "latest.pt", "BtoA", "cpu").out_channels == 3
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"model": "stylegan"}, r"model: 'stylegan' is not one of cyclegan, autoencoder, cut, fastcut"),
+    ({"model": "autoencoder", "image_size": 24}, "needs an image_size that is a multiple of 16"),
+    ({"model": "cut", "generator": "unet"}, "reads PatchNCE features from a ResNet generator"),
+    ({"generator": "resnet_99blocks"}, r"generator: 'resnet_99blocks' is not one of resnet_6blocks"),
+])
+def test_unknown_or_unfit_models_are_config_errors_before_any_stage_runs(tmp_path, smileys, options, message):
+    from fertransfer.pipelines.config import ConfigError, load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(load_config(write_config(tmp_path, face_folder(tmp_path / "faces"), smileys, **options)), "cyclegan")
+    assert not (tmp_path / "run").exists()
+
+
+def test_stage_names_every_model():
+    from fertransfer.cyclegan import models, stage
+
+    assert stage.MODELS == models.MODELS
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_each_model_trains_under_bf16_autocast(tmp_path, model):
+    """precision = "bf16" (the CPU default where bf16 is native): every loss stays finite."""
+    summary = train(model_config(model, steps=2, checkpoint_every=2, sample_every=2, precision="bf16",
+                                 lambda_expression=1.0), random_domains(), tmp_path, expression=tiny_expression())
+    assert summary["precision"] == "bf16"
+    rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(np.isfinite(float(v)) for r in rows for v in r.split(",")[2:] if v)
