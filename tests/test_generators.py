@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from fertransfer.cyclegan.autoencoder import build_networks, random_warp
-from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.checkpoint import CheckpointError, load_checkpoint, load_newest_valid
+from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.models import MODELS
 from fertransfer.cyclegan.train import train
 from fertransfer.cyclegan.translate import Translator
-
 from test_cyclegan import face_folder, random_domains, tiny_config, tiny_expression, write_config
 
 NEW_MODELS = [m for m in MODELS if m != "cyclegan"]
