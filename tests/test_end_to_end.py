@@ -146,8 +146,9 @@ def test_option_mistakes_of_every_stage_stop_the_run_before_any_stage(tmp_path, 
     (tmp_path / "pipeline.toml").write_text(default_config_text(values))
     assert main(["run", "all", "--config", str(tmp_path / "pipeline.toml")]) == 2
     err = capsys.readouterr().err
-    for problem in ("[extract].every_n: must be at least 1", "[extract].thresholds: expected three scores",
-                    "[cyclegan].lambda_expression: must not be negative", "[augment].sets: unknown set(s) real+synth",
+    for problem in ("[extract].every_n: 0 is out of range: must be >= 1", "[extract].thresholds: expected three scores",
+                    "[cyclegan].lambda_expression: -1.0 is out of range: must be >= 0",
+                    "[augment].sets: unknown set(s) real+synth",
                     "[classify].train_sets: unknown set(s) balancd"):
         assert problem in err
     assert not (tmp_path / "run").exists()  # nothing ran, nothing half-written

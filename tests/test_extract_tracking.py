@@ -100,9 +100,9 @@ def test_reset_starts_the_next_video_with_a_full_detection(detector, clip):
 def test_detect_every_must_be_positive(detector):
     from fertransfer.extract.detect import VideoFaceDetector
     from fertransfer.extract.options import ExtractOptions
-    from fertransfer.extract.stage import option_problems
+    from fertransfer.options import out_of_range
 
     with pytest.raises(ValueError, match="detect_every"):
         VideoFaceDetector(detector, detect_every=0)
-    problems = option_problems(ExtractOptions(inputs=["x.mp4"], detect_every=0))
+    problems = out_of_range(ExtractOptions(inputs=["x.mp4"], detect_every=0))  # the declared range
     assert any(p.startswith("detect_every:") for p in problems)

@@ -352,7 +352,7 @@ def test_real_stages_declare_threads_and_compile_as_execution_options():
 @pytest.mark.parametrize("section, values, message", [
     ("cyclegan", {"image_size": 16, "n_layers": 3}, "[cyclegan].image_size: 16 is too small for a PatchGAN"),
     ("cyclegan", {"image_size": 64, "load_size": 60}, "[cyclegan].load_size: 60 is smaller than image_size 64"),
-    ("cyclegan", {"lambda_expression": -1.0}, "[cyclegan].lambda_expression: must not be negative"),
+    ("cyclegan", {"lambda_expression": -1.0}, "[cyclegan].lambda_expression: -1.0 is out of range: must be >= 0"),
     ("augment", {"sets": ["real+synth"]}, "[augment].sets: unknown set(s) real+synth"),
     ("augment", {"threads": -1}, "[augment].threads: -1 is negative"),
     ("classify", {"train_sets": []}, "[classify].train_sets: empty"),

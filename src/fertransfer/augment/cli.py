@@ -104,4 +104,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-cycle", action="store_true", help="leave out the cycled-back row (no checkpoint needed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--force", action="store_true", help="write into a folder that holds other data")
-    p.set_defaults(func=cmd_gallery)
+    # Writing into RUN_DIR/augment: `pipeline` holds the run folder's lock (one writer at a time).
+    p.set_defaults(func=cmd_gallery, writes_run_dir=lambda args: None if args.out else args.run_dir)

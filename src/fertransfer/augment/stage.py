@@ -34,13 +34,13 @@ class AugmentOptions:
         "Training sets to write: real, synthetic, real+synthetic (folder real_synthetic), balanced, classic.",
     )
     synthetic_ratio: float = option(
-        1.0, "real+synthetic: share (0..1) of each class's translations added to the real images."
+        1.0, "real+synthetic: share (0..1) of each class's translations added to the real images.", ge=0, le=1,
     )
     balanced_target: int = option(
-        0, "balanced and classic: images per class to reach (classes above it keep all); 0 = the largest class."
+        0, "balanced and classic: images per class to reach (classes above it keep all); 0 = the largest class.", ge=0,
     )
-    gallery_examples: int = option(8, "Examples per class in gallery.html and gallery.png; 0 = no gallery.")
-    batch_size: int = option(64, "Images per generator call.")
+    gallery_examples: int = option(8, "Examples per class in gallery.html and gallery.png; 0 = no gallery.", ge=0)
+    batch_size: int = option(64, "Images per generator call.", ge=1)
     precision: str = option(
         "auto",
         "Generator arithmetic on a CPU: auto = bf16 where the CPU has native bf16 (AMX / AVX512-BF16, "
@@ -48,7 +48,7 @@ class AugmentOptions:
         choices=("auto", "fp32", "bf16"),
     )
     image_format: str = option("png", "Format of the written images.", choices=("png", "jpg"))
-    threads: int = option(0, THREADS_HELP, execution=True)
+    threads: int = option(0, THREADS_HELP, execution=True, ge=0)
 
 
 def _settings(o: AugmentOptions, seed: int):
@@ -123,6 +123,7 @@ STAGE = Stage(
     name="augment",
     options=AugmentOptions,
     run=run,
+    outputs=("labels.csv",),
     description="Translate labelled FER data into the person's domain; write training sets and a gallery",
     consumes=lambda o, data: [Consumes("cyclegan.generator", o.checkpoint),
                               *([Consumes("extract.faces", data.faces, optional=True)] if o.gallery_examples else [])],

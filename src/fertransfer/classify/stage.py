@@ -66,17 +66,7 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append("train_sets: empty; name at least one set (e.g. [\"real\"])")
     elif len(set(options.train_sets)) != len(options.train_sets):
         problems.append(f"train_sets: a set is named twice: {options.train_sets}")
-    for name in ("epochs", "batch_size", "width", "max_trials"):
-        if getattr(options, name) < 1:
-            problems.append(f"{name}: must be at least 1, got {getattr(options, name)}")
-    if options.size < 16:
-        problems.append(f"size: {options.size} px is too small for the CNN (at least 16)")
-    if not 0 <= options.ema < 1:
-        problems.append(f"ema: a decay in [0, 1), got {options.ema}")
-    for name in ("time_budget_minutes", "train_limit", "patience", "weight_decay", "label_smoothing"):
-        if getattr(options, name) < 0:
-            problems.append(f"{name}: must not be negative, got {getattr(options, name)}")
-    return problems
+    return problems  # number ranges: declared with each option, checked by the runner
 
 
 def _inputs(options: ClassifyOptions) -> list[str]:
@@ -194,9 +184,10 @@ def run(ctx: StageContext) -> dict:
     for name, train in train_sets.items():
         slug = set_folder(name)  # real+synthetic -> real_synthetic, as augment names its folders
         folder = ctx.out_dir / slug
-        if ctx.resuming and (folder / "metrics.json").is_file():
+        kept_metrics = _kept_from_interrupted_run(ctx, folder / "metrics.json") if ctx.resuming else None
+        if kept_metrics is not None:
             ctx.log.info("%s: already trained in the interrupted run, kept", name)
-            results[name] = json.loads((folder / "metrics.json").read_text())
+            results[name] = kept_metrics
             continue
         folder.mkdir(parents=True, exist_ok=True)
         if dropped:
@@ -221,7 +212,7 @@ def run(ctx: StageContext) -> dict:
                     atomic_write(path, lambda handle: torch.save(state, handle))
 
                 if ctx.resuming and checkpoint_file.is_file():
-                    resume = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+                    resume = _kept_checkpoint(ctx, checkpoint_file)
             trained = ex.train_flat(settings, train, evaluation["val"], kept, folder, checkpoint, resume)
             checkpoint_file.unlink(missing_ok=True)
         save_classifier(trained.classifier, folder / "model")
@@ -304,6 +295,36 @@ def run(ctx: StageContext) -> dict:
         "translation_judge": judge,
         "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
     }
+
+
+def _kept_from_interrupted_run(ctx: StageContext, path: Path) -> dict | None:
+    """A training set's metrics.json left by an interrupted run; None (that set is trained again,
+    with a warning naming the file) when it is missing, truncated or not a finished set's."""
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict) or "training" not in metrics:
+            raise ValueError("not a training set's metrics")
+        if not (path.parent / "model" / "model.json").is_file():
+            raise ValueError("its model/ is missing")
+        return metrics
+    except (OSError, ValueError) as error:
+        ctx.log.warning("%s: unreadable (%s); training that set again", path, error)
+        return None
+
+
+def _kept_checkpoint(ctx: StageContext, path: Path) -> dict | None:
+    """The training checkpoint an interrupted run left; None (training starts over, with a warning
+    naming the file) when it cannot be read."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many kinds for a truncated or altered file
+        ctx.log.warning("%s: unreadable (%s: %s); training that set from the start", path, type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "")
+        return None
 
 
 def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
@@ -389,6 +410,7 @@ STAGE = Stage(
     name="classify",
     options=ClassifyOptions,
     run=run,
+    outputs=("metrics.json", "comparison.csv"),
     description="Train expression classifiers (CNN or AutoKeras) per training set; evaluate on the real val/test "
                 "and, with person_test, on the person's faces",
     consumes=_consumes,

@@ -28,56 +28,56 @@ class CycleganOptions:
                         "decoder_A(encoder(b)); `generator` is not used); cut and fastcut (Park et al. 2020: one "
                         "FER -> person generator whose output patches must match their input patches, PatchNCE; "
                         "cut adds PatchNCE on the person's own faces).", choices=MODELS)
-    image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).")
-    load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).")
+    image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).", ge=16, le=1024)
+    load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).", ge=16, le=2048)
     generator: str = option("resnet_6blocks_residual_resize", "Generator architecture. The residual ones start as "
                             "the identity and learn a change of their input, which keeps aligned faces' expressions; "
                             "_resize (the default) upsamples by resizing, without the checkerboard of the transposed "
                             "convolutions of resnet_6blocks_residual (docs/results.md); resnet_6blocks is the paper's.",
                             choices=GENERATORS)
-    ngf: int = option(64, "Generator width (filters in the first layer); 32 is about 2x faster on a CPU.")
-    ndf: int = option(64, "Discriminator width.")
-    n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).")
+    ngf: int = option(64, "Generator width (filters in the first layer); 32 is about 2x faster on a CPU.", ge=1)
+    ndf: int = option(64, "Discriminator width.", ge=1)
+    n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).", ge=1, le=6)
     gan_mode: str = option("lsgan", "Adversarial loss.", choices=GAN_MODES)
-    lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss (cyclegan).")
+    lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss (cyclegan).", ge=0)
     lambda_adversarial: float = option(1.0, "Weight of the adversarial loss on FER -> person translations "
-                                       "(autoencoder, cut, fastcut; 0: no discriminator, a plain autoencoder).")
+                                       "(autoencoder, cut, fastcut; 0: no discriminator, a plain autoencoder).", ge=0)
     bottleneck: int = option(128, "autoencoder: size of the shared code. Small forces the person's identity into "
-                             "decoder_A and leaves pose and expression to the code.")
+                             "decoder_A and leaves pose and expression to the code.", ge=1)
     warp: float = option(0.05, "autoencoder: strength of the random warps of the encoder's inputs (rotation, scale, "
-                         "shift and a smooth bend, about this fraction of the image; 0: off).")
-    lambda_reconstruction: float = option(10.0, "autoencoder: weight of each decoder's L1 reconstruction of its domain.")
+                         "shift and a smooth bend, about this fraction of the image; 0: off).", ge=0)
+    lambda_reconstruction: float = option(10.0, "autoencoder: weight of each decoder's L1 reconstruction of its domain.", ge=0)
     lambda_nce: float | None = option(None, "cut/fastcut: weight of the PatchNCE loss (default: the paper's, 1 for "
-                                      "cut, 10 for fastcut).")
-    nce_patches: int = option(256, "cut/fastcut: patches per image and layer in the PatchNCE loss.")
-    lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).")
+                                      "cut, 10 for fastcut).", ge=0)
+    nce_patches: int = option(256, "cut/fastcut: patches per image and layer in the PatchNCE loss.", ge=1)
+    lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).", ge=0)
     lambda_expression: float = option(
         1.0, "Weight of the expression-consistency loss: a frozen FER classifier must read the same expression in "
-             "a FER face and in its translation into the person's domain (0: off).")
+             "a FER face and in its translation into the person's domain (0: off).", ge=0)
     expression_classifier: str = option(
         "", "A classify-stage CNN model folder (trained on FER with the same classes) for that loss; empty: one is "
             "trained here on domain B's labelled images.", kind="path")
     lambda_structure: float = option(
         0.0, "Weight of a structure loss: L1 between the coarse gray layouts (pooled by structure_scale, "
-             "standardised) of a FER face and its translation (0: off).")
-    structure_scale: int = option(4, "Pooling factor of the structure loss's coarse layout.")
-    expression_epochs: int = option(6, "Epochs of the classifier trained here for the expression loss.")
-    expression_width: int = option(16, "Width of the classifier trained here for the expression loss.")
-    pool_size: int = option(50, "Past fakes kept for the discriminators.")
-    lr: float = option(0.0002, "Adam learning rate (beta1 0.5).")
-    batch_size: int = option(1, "Images per domain per step (per process).")
-    steps: int = option(5000, "Training steps in all.")
-    decay_steps: int | None = option(None, "Steps of linear learning-rate decay at the end (default: half of steps).")
-    checkpoint_every: int = option(500, "Steps between checkpoints.")
-    keep_checkpoints: int = option(2, "Training checkpoints kept (older ones are deleted).")
-    sample_every: int = option(250, "Steps between sample grids and SWD measurements.")
-    sample_images: int = option(4, "Rows in the sample grids.")
-    swd_images: int = option(128, "Images held out of each domain for SWD and samples (at most a fifth).")
+             "standardised) of a FER face and its translation (0: off).", ge=0)
+    structure_scale: int = option(4, "Pooling factor of the structure loss's coarse layout.", ge=1)
+    expression_epochs: int = option(6, "Epochs of the classifier trained here for the expression loss.", ge=1)
+    expression_width: int = option(16, "Width of the classifier trained here for the expression loss.", ge=1)
+    pool_size: int = option(50, "Past fakes kept for the discriminators.", ge=0)
+    lr: float = option(0.0002, "Adam learning rate (beta1 0.5).", gt=0)
+    batch_size: int = option(1, "Images per domain per step (per process).", ge=1)
+    steps: int = option(5000, "Training steps in all.", ge=1)
+    decay_steps: int | None = option(None, "Steps of linear learning-rate decay at the end (default: half of steps).", ge=0)
+    checkpoint_every: int = option(500, "Steps between checkpoints.", ge=1)
+    keep_checkpoints: int = option(2, "Training checkpoints kept (older ones are deleted).", ge=1)
+    sample_every: int = option(250, "Steps between sample grids and SWD measurements.", ge=1)
+    sample_images: int = option(4, "Rows in the sample grids.", ge=1)
+    swd_images: int = option(128, "Images held out of each domain for SWD and samples (at most a fifth).", ge=2)
     deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
     precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16; "
                             "1.4-1.8x faster steps there, docs/benchmarks.md), else fp32.", choices=("auto", "fp32", "bf16"))
     threads: int = option(1, THREADS_HELP + " More than 1 was 10-30x slower per step on a 2-core machine shared "
-                          "with other busy processes.", execution=True)
+                          "with other busy processes.", execution=True, ge=0)
     processes: int = option(1, "Processes (GPUs) for DDP training, launched with torchrun. Each takes batch_size "
-                            "images per step, so it changes the result (and the fingerprint).")
+                            "images per step, so it changes the result (and the fingerprint).", ge=1)
     compile: bool = option(False, "torch.compile the networks (a GPU speed-up; slow to start).", execution=True)

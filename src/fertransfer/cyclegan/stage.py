@@ -73,7 +73,7 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
         info: dict = {}
         if o.expression_classifier:
             path, info["source"] = ctx.path(o.expression_classifier), f"given: {o.expression_classifier}"
-        elif ctx.resuming and (saved / "model.json").is_file():
+        elif ctx.resuming and _readable_classifier(ctx, saved):
             path, info["source"] = saved, "trained here (kept from the interrupted run)"
         else:
             ctx.log.info("training the expression classifier on %d FER images (%d epochs, width %d)",
@@ -101,6 +101,22 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
     ctx.log.info("expression classifier (%s): accuracy %.3f on %s (%d images)", info["source"],
                  info["held_out_accuracy"], held_on, len(held))
     return classifier, path, {**info, "model": saved.name if path == saved else str(path)}
+
+
+def _readable_classifier(ctx: StageContext, folder: Path) -> bool:
+    """Whether the expression classifier an interrupted run kept loads; if not, a warning names it
+    and it is trained again."""
+    from fertransfer.classify.models import load_classifier
+
+    if not (folder / "model.json").is_file():
+        return False
+    try:
+        load_classifier(folder)
+        return True
+    except Exception as error:  # a truncated model: json, torch or keras errors of many kinds
+        ctx.log.warning("%s: the kept expression classifier does not load (%s: %s); training it again", folder,
+                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return False
 
 
 def _run_torchrun(ctx: StageContext, cfg, data: dict, expression_model: str | None) -> dict:
@@ -216,21 +232,12 @@ def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append(f"model = \"{options.model}\" reads PatchNCE features from a ResNet generator's encoder; "
                         f"generator {options.generator!r} has none: use one of "
                         f"{', '.join(g for g in GENERATORS if g.startswith('resnet'))}")
-    if options.bottleneck < 1 or options.nce_patches < 1 or options.warp < 0 or options.lambda_adversarial < 0:
-        problems.append("bottleneck and nce_patches must be at least 1, warp and lambda_adversarial not negative")
-    if options.lambda_expression < 0:
-        problems.append(f"lambda_expression: must not be negative, got {options.lambda_expression}")
-    if options.lambda_structure < 0 or options.structure_scale < 1:
-        problems.append(f"lambda_structure must not be negative and structure_scale must be at least 1, got "
-                        f"{options.lambda_structure} and {options.structure_scale}")
     if options.lambda_expression > 0 and not options.expression_classifier and data.fer:
         fer = Path(data.fer).expanduser()
         fer = fer if fer.is_absolute() else config_dir / fer
         if fer.is_dir() and not any(d.is_dir() for d in fer.iterdir()):
             problems.append(f"lambda_expression > 0 trains a classifier on domain B's labels, but {data.fer} has "
                             "no class or split folders (no labels): give expression_classifier or set it to 0")
-        if options.expression_epochs < 1 or options.expression_width < 1:
-            problems.append("expression_epochs and expression_width must be at least 1")
     return problems
 
 
@@ -245,6 +252,7 @@ STAGE = Stage(
     name="cyclegan",
     options=CycleganOptions,
     run=run,
+    outputs=("checkpoints/latest.pt", "losses.csv", "swd.csv"),
     description="CycleGAN between the person's faces (A) and FER images (B): checkpoints, samples, SWD",
     consumes=lambda options, data: [Consumes("extract.faces", data.faces)],
     produces={"generator": "checkpoints/latest.pt"},

@@ -294,12 +294,35 @@ class CsvLog:
         self.path, self.columns = path, columns
         rows = []
         if keep_until is not None and path.exists():
-            with open(path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= keep_until]
+            rows = self.kept_rows(path, keep_until)
         self.handle = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.handle, columns)
         self.writer.writeheader()
         self.writer.writerows(rows)
+
+    @staticmethod
+    def kept_rows(path: Path, keep_until: int) -> list[dict]:
+        """Rows up to the checkpoint's step; rows cut short or unreadable (a crash mid-write) are
+        dropped with a warning naming the file."""
+        kept, bad = [], 0
+        try:
+            with open(path, newline="", errors="replace") as handle:
+                for row in csv.DictReader(handle):
+                    try:
+                        step = int(row["step"])
+                    except (KeyError, TypeError, ValueError):
+                        bad += 1
+                        continue
+                    if any(value is None for value in row.values()):  # fewer fields than the header: cut short
+                        bad += 1
+                    elif step <= keep_until:
+                        kept.append(row)
+        except (OSError, csv.Error) as error:
+            log.warning("%s: unreadable (%s); its rows before step %d are lost", path, error, keep_until)
+            return []
+        if bad:
+            log.warning("%s: %d unreadable row(s) dropped", path, bad)
+        return kept
 
     def write(self, row: dict) -> None:
         self.writer.writerow({k: row.get(k, "") for k in self.columns})

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fertransfer.data.classes import ClassSet, class_set
 from fertransfer.errors import StageError
+from fertransfer.options import out_of_range
 from fertransfer.pipelines.stage import Stage, StageContext
 
 from .options import VIDEO_SUFFIXES, ExtractOptions
@@ -39,25 +40,15 @@ TEST_DIR = "person_test"
 
 
 def option_problems(o: ExtractOptions) -> list[str]:
-    """`key: why` for each bad value (the runner checks every stage before any runs)."""
+    """`key: why` for each bad value beyond the declared ranges (the runner checks those, and this,
+    for every stage before any runs)."""
     problems = []
     if not o.inputs:
         problems.append("inputs: empty; list the videos, glob patterns or image folders to take faces from")
-    if len(o.thresholds) != 3 or not all(0 <= t <= 1 for t in o.thresholds):
+    if len(o.thresholds) != 3:
         problems.append(f"thresholds: expected three scores in [0, 1], got {o.thresholds}")
-    for name in ("every_n", "batch_size", "crop_size", "min_face_size", "detect_every"):
-        if getattr(o, name) < 1:
-            problems.append(f"{name}: must be at least 1, got {getattr(o, name)}")
-    if not 1 <= o.jpeg_quality <= 100:
-        problems.append(f"jpeg_quality: must be 1-100, got {o.jpeg_quality}")
-    if o.margin < 0 or o.target_fps < 0 or o.threads < 0 or o.detect_max_side < 0:
-        problems.append("margin, target_fps, threads and detect_max_side must not be negative")
     if o.framing not in ("fer", "box"):
         problems.append(f"framing: expected fer or box, got {o.framing!r}")
-    if not 0 <= o.holdout < 1:
-        problems.append(f"holdout: must be in [0, 1), got {o.holdout}")
-    if o.holdout_gap < 0:
-        problems.append(f"holdout_gap: must not be negative, got {o.holdout_gap}")
     try:
         class_set(o.classes)
     except ValueError as error:
@@ -66,7 +57,7 @@ def option_problems(o: ExtractOptions) -> list[str]:
 
 
 def check_options(o: ExtractOptions) -> None:
-    problems = option_problems(o)
+    problems = out_of_range(o) + option_problems(o)
     if problems:
         raise StageError("[extract] " + "; ".join(problems))
 
@@ -485,6 +476,7 @@ STAGE = Stage(
     name="extract",
     options=ExtractOptions,
     run=run,
+    outputs=("faces.csv",),
     description="extract: one person's aligned face crops from videos, with MTCNN",
     inputs=_inputs,
     check=lambda options, config_dir, data: option_problems(options),

@@ -68,10 +68,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .lock import running_holder
     from .runner import stage_status
 
     config = load_config(args.config)
     print(f"run dir: {config.run_dir}")
+    holder = running_holder(config.run_dir)
+    if holder:
+        print(f"  running now: pid {holder['pid']}, started {holder['started']} ({holder['command']})")
     known: dict = {}
     for name in STAGE_ORDER:
         status = stage_status(config, name, known)
@@ -106,6 +110,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_overrides
+    from .lock import run_folder_lock
+
+    # Held while the demo data is written too: a second `demo` on the folder is refused before it rewrites them.
+    with run_folder_lock(Path(args.dir) / demo_overrides()["run"]["dir"]):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from .demo import write_demo
     from .runner import run_pipeline
 
@@ -176,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """The chosen command; one that writes into a run folder (`writes_run_dir(args)` names it) holds
+    that folder's lock, as `run` does, so that it never writes beside a run."""
+    from .lock import run_folder_lock
+
+    folder = getattr(args, "writes_run_dir", lambda args: None)(args)
+    if folder is None or not Path(folder).is_dir():  # no run folder: the command says so itself
+        return args.func(args)
+    with run_folder_lock(Path(folder)):
+        return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -184,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return args.func(args)
+        return run_command(args)
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-from .options import DataOptions, RunOptions, field_default
+from .options import DataOptions, RunOptions, field_default, range_text
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage
 
 DEFAULT_CONFIG = "pipeline.toml"
@@ -227,6 +227,8 @@ def section_toml(name: str, options: Any, header: str = "") -> str:
         choices = f.metadata.get("choices")
         if choices:
             help_text += f" One of: {', '.join(map(str, choices))}."
+        if range_text(f):
+            help_text += f" Range: {range_text(f)}."
         if help_text:
             lines.append(f"# {help_text}")
         if value is None:

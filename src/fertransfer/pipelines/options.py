@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fertransfer.options import field_default, option
+from fertransfer.options import field_default, option, out_of_range, range_problem, range_text
 
 
 @dataclass
@@ -16,7 +16,7 @@ class RunOptions:
     """The [run] section: settings every stage shares."""
 
     dir: str = option("runs/default", "Folder the stages write into, one subfolder per stage.", kind="path")
-    seed: int = option(0, "Seed for every random choice (splits, initialisation, sampling).")
+    seed: int = option(0, "Seed for every random choice (splits, initialisation, sampling).", ge=0)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
 
 
@@ -47,4 +47,4 @@ class DataOptions:
         return [p for p in paths if p]
 
 
-__all__ = ["DataOptions", "RunOptions", "field_default", "option"]
+__all__ = ["DataOptions", "RunOptions", "field_default", "option", "out_of_range", "range_problem", "range_text"]

@@ -34,6 +34,8 @@ from fertransfer.atomic import atomic_write_json
 from fertransfer.options import execution_options, field_default
 
 from .config import Config, ConfigError, data_problems, default_note, missing_inputs, resolve
+from .lock import run_folder_lock
+from .options import out_of_range
 from .registry import STAGE_ORDER, StageNotBuilt, get_stage
 from .stage import Stage, StageContext, StageError
 
@@ -128,6 +130,14 @@ def input_paths(config: Config, stage: Stage) -> list[Path]:
     return paths
 
 
+def input_key(path: Path, base_dir: Path) -> str:
+    """How the fingerprint names an input: relative to the config's folder when the config names it
+    relatively (`data/smileys`, `../shared/data/fer2013`), so that a project copied or moved whole
+    (`cp -a`) keeps its fingerprints; a path the config gives as absolute stays absolute."""
+    text = str(path)
+    return os.path.relpath(text, base_dir) if text.startswith(str(base_dir) + os.sep) else text
+
+
 def read_manifest(stage_dir: Path) -> dict | None:
     try:
         return json.loads((stage_dir / MANIFEST).read_text())
@@ -153,7 +163,7 @@ def fingerprint(config: Config, stage: Stage) -> dict:
         manifest = read_manifest(config.run_dir / name)
         upstream[name] = manifest["fingerprint"]["digest"] if manifest else None
     digest = InputDigests(config.run_dir)
-    inputs = {str(p): digest(p) for p in input_paths(config, stage)}
+    inputs = {input_key(p, config.base_dir): digest(p) for p in input_paths(config, stage)}
     parts = {
         "config": fingerprinted_config(config, stage),
         "seed": config.run.seed,
@@ -165,27 +175,33 @@ def fingerprint(config: Config, stage: Stage) -> dict:
 
 # --- output checks --------------------------------------------------------------------
 #
-# A finished stage records every output file's size and, for a bounded number of files, a hash of
-# its first and last 64 KiB (the whole file when smaller than 128 KiB). Modification times are
-# not used: a copied run folder is intact. Checking costs one stat per file plus at most
-# HASH_ALL_UP_TO small reads, so a 200k-file folder is checked in about a second (warm cache).
-# Limits: an edit that keeps a file's size goes unnoticed when it lies in the middle of a file
-# larger than 128 KiB, or in a file outside the hashed sample of a folder with more than
-# HASH_ALL_UP_TO files; files added after the run are not damage.
+# A finished stage records every output file's size and, for a bounded number of files, a hash:
+# of the whole file when it is at most WHOLE_FILE_BYTES or one of the stage's declared outputs
+# (checkpoints, models, manifests, metrics: a changed byte is found), else of its first and last
+# 64 KiB. Modification times are not used: a copied run folder is intact. Checking costs one stat
+# per file plus at most HASH_ALL_UP_TO reads, so a 200k-file folder is checked in about a second
+# (warm cache). Limits: an edit that keeps a file's size goes unnoticed when it lies in the middle
+# of a file larger than WHOLE_FILE_BYTES that is not a declared output, or in a file outside the
+# hashed sample of a folder with more than HASH_ALL_UP_TO files; files added after the run are not damage.
 
 EDGE_BYTES = 64 * 1024
+WHOLE_FILE_BYTES = 16 * 1024 * 1024
 HASH_ALL_UP_TO = 1000  # folders with at most this many files: every file is hashed (and listed in the manifest)
 HASH_SAMPLE = 256  # larger folders: this many files spread over the sorted names, plus the largest quarter as many
+SCHEME_EDGES = "size + sha256 of the first and last 64 KiB"  # manifests written before whole-file hashing
+SCHEME_WHOLE = "size + sha256 of the whole file up to whole_file_bytes (and of declared outputs), else of its first and last 64 KiB"
 
 
-def quick_hash(path: str | Path) -> str:
-    """sha256 of the first and last 64 KiB and the size: cheap, and catches truncation and rewrites."""
+def quick_hash(path: str | Path, whole_up_to: int = 2 * EDGE_BYTES) -> str:
+    """sha256 of the size and the whole file when at most `whole_up_to` bytes, else of its first and
+    last 64 KiB: cheap, and catches truncation and rewrites."""
     sha = hashlib.sha256()
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         sha.update(str(size).encode())
-        if size <= 2 * EDGE_BYTES:
-            sha.update(handle.read())
+        if size <= max(whole_up_to, 2 * EDGE_BYTES):
+            while chunk := handle.read(1 << 20):
+                sha.update(chunk)
         else:
             sha.update(handle.read(EDGE_BYTES))
             handle.seek(size - EDGE_BYTES)
@@ -216,20 +232,28 @@ def _hashed(sizes: dict[str, int]) -> set[str]:
     return chosen | set(sorted(names, key=lambda n: -sizes[n])[: HASH_SAMPLE // 4])
 
 
-def record_outputs(folder: Path, rewritable: tuple[str, ...] = ()) -> dict:
-    """The manifest's `output_check`: name -> [size, quick hash or null], inline for small folders,
-    else in `<stage>/.outputs.json` (200k entries would bloat the manifest every status reads)."""
+def record_outputs(folder: Path, rewritable: tuple[str, ...] = (), declared: tuple[str, ...] = ()) -> dict:
+    """The manifest's `output_check`: name -> [size, hash or null], inline for small folders, else
+    in `<stage>/.outputs.json` (200k entries would bloat the manifest every status reads).
+    `declared`: the stage's declared outputs, hashed whole whatever their size."""
     sizes = _output_sizes(folder, rewritable)
-    hashed = _hashed(sizes)
-    table = {name: [size, quick_hash(folder / name) if name in hashed else None] for name, size in sizes.items()}
-    check: dict[str, Any] = {"scheme": "size + sha256 of the first and last 64 KiB", "count": len(table),
-                             "hashed": len(hashed)}
+    hashed = _hashed(sizes) | (set(declared) & set(sizes))
+    whole = sorted(set(declared) & set(sizes))
+    table = {name: [size, quick_hash(folder / name, _whole_up_to(name, whole, WHOLE_FILE_BYTES)) if name in hashed
+                    else None] for name, size in sizes.items()}
+    check: dict[str, Any] = {"scheme": SCHEME_WHOLE, "whole_file_bytes": WHOLE_FILE_BYTES, "whole_files": whole,
+                             "count": len(table), "hashed": len(hashed)}
     if len(table) <= HASH_ALL_UP_TO:
         check["files"] = table
     else:
         (folder / OUTPUT_INDEX).write_text(json.dumps(table, separators=(",", ":")))
         check["index"] = OUTPUT_INDEX
     return check
+
+
+def _whole_up_to(name: str, whole_files: list[str], whole_file_bytes: int) -> int:
+    """The size up to which `name` is hashed whole (any size for a declared output)."""
+    return 1 << 62 if name in whole_files else whole_file_bytes
 
 
 def find_damage(folder: Path, check: dict | None) -> list[str]:
@@ -242,6 +266,8 @@ def find_damage(folder: Path, check: dict | None) -> list[str]:
         if table is None:
             return [f"{check.get('index', OUTPUT_INDEX)} (the list of outputs) missing or unreadable"]
     damage = []
+    whole_file_bytes = int(check.get("whole_file_bytes", 0))  # 0: a manifest of the edges-only scheme
+    whole_files = check.get("whole_files") or []
     base = str(folder) + os.sep  # plain strings: Path joins would double the time of 200k stats
     for name, (size, digest) in table.items():
         try:
@@ -251,7 +277,7 @@ def find_damage(folder: Path, check: dict | None) -> list[str]:
             continue
         if actual != size:
             damage.append(f"{name} changed ({size} -> {actual} bytes)")
-        elif digest and quick_hash(base + name) != digest:
+        elif digest and quick_hash(base + name, _whole_up_to(name, whole_files, whole_file_bytes)) != digest:
             damage.append(f"{name} changed")
     return damage
 
@@ -298,6 +324,16 @@ def _resume_point(config: Config, stage: Stage, current: dict) -> str | None:
     return f"resumes from {point}" if point else "resumable"
 
 
+def finished_work(config: Config, stage: Stage, current: dict) -> dict | None:
+    """The manifest in `<stage>.partial/` of a run that finished but was not published (stopped
+    between the two renames of publishing), when it is for the current fingerprint and intact."""
+    work = config.run_dir / f"{stage.name}.partial"
+    manifest = read_manifest(work)
+    if not manifest or (manifest.get("fingerprint") or {}).get("digest") != current["digest"]:
+        return None
+    return None if find_damage(work, manifest.get("output_check")) else manifest
+
+
 def _short_list(items: list[str], limit: int = 3) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
@@ -319,10 +355,13 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
         return StageStatus(name, "not built")
     folder = config.run_dir / name
     manifest = read_manifest(folder)
-    if manifest is None and not (stage.resumable and (config.run_dir / f"{name}.partial").is_dir()):
+    work = config.run_dir / f"{name}.partial"
+    if manifest is None and not (work / MANIFEST).is_file() and not (stage.resumable and work.is_dir()):
         return StageStatus(name, "missing")
     current = fingerprint(config, stage)
     recorded = (manifest or {}).get("fingerprint", {})
+    if recorded.get("digest") != current["digest"] and finished_work(config, stage, current):
+        return StageStatus(name, "interrupted", None, "finished but not published: `pipeline run` publishes it")
     if recorded.get("digest") != current["digest"]:
         resume = _resume_point(config, stage, current)
         if resume:
@@ -421,6 +460,13 @@ def resolve_artifacts(config: Config, stage: Stage) -> dict[str, Path | None]:
     return resolved
 
 
+def refuse_without_outputs(stage: Stage, work: Path) -> None:
+    """A stage that ended without its declared outputs is not published as done (its work folder stays)."""
+    missing = [name for name in stage.outputs if not (work / name).is_file()]
+    if missing:
+        raise StageError(f"{stage.name}: ended without {', '.join(missing)} in {work}; not marked done")
+
+
 def _publish(work: Path, final: Path) -> None:
     old = final.with_name(final.name + ".old")
     if old.exists():
@@ -450,6 +496,11 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
 
     current = fingerprint(config, stage)
     work = config.run_dir / f"{name}.partial"
+    finished = None if force else finished_work(config, stage, current)
+    if finished:
+        log.info("%s: the run in %s finished but was not published; publishing it", name, work)
+        _publish(work, config.run_dir / name)
+        return StageStatus(name, "done", finished)
     resuming = False
     if work.exists():
         point = None if force else _resume_point(config, stage, current)
@@ -479,6 +530,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     with process_state():
         summary = stage.run(context) or {}
     seconds = time.perf_counter() - t0
+    refuse_without_outputs(stage, work)
     manifest = {
         "stage": name,
         "description": stage.description,
@@ -488,7 +540,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         "fingerprint": current,
         "summary": summary,
         "outputs": list_outputs(work),
-        "output_check": record_outputs(work, stage.rewritable),
+        "output_check": record_outputs(work, stage.rewritable, stage.outputs),
         "timings": {
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -519,12 +571,17 @@ def _read_json(path: Path) -> dict | None:
 
 
 def check_before_run(config: Config, names: list[str]) -> None:
-    """Input paths and option rules of all stages about to run, checked up front."""
+    """Input paths, option ranges and rules of all stages about to run, checked up front."""
     problems = missing_inputs(config, names)
+    problems += [f"[run].{problem}" for problem in out_of_range(config.run)]
     if any(get_stage(name).data_keys for name in names):
         problems += [f"[data].{p}" for p in data_problems(config.data)]
+        problems += [f"[data].{p}" for p in out_of_range(config.data)]
     for name in names:
-        for problem in get_stage(name).check(config.options(name), config.base_dir, config.data):
+        own = get_stage(name).check(config.options(name), config.base_dir, config.data)
+        flagged = {problem.split(":", 1)[0] for problem in own}  # the stage's own words win: one line a key
+        problems += [f"[{name}].{p}" for p in out_of_range(config.options(name)) if p.split(":", 1)[0] not in flagged]
+        for problem in own:
             problem += default_note(config.options(name), problem.split(":", 1)[0], name)
             problems.append(f"[{name}].{problem}")
     if problems:
@@ -545,4 +602,5 @@ def run_pipeline(config: Config, target: str, force: bool = False) -> list[Stage
         get_stage(target)  # raises StageNotBuilt / KeyError with a one-line message
         names = [target]
     check_before_run(config, names)
-    return [run_stage(config, name, force=force) for name in names]
+    with run_folder_lock(config.run_dir):  # one run at a time: taken after the checks, held to the end
+        return [run_stage(config, name, force=force) for name in names]

@@ -102,6 +102,9 @@ class Stage:
     # Outputs that commands may rewrite after the run (e.g. `pipeline gallery`), so they are left
     # out of the damage check; fnmatch patterns relative to the stage folder.
     rewritable: tuple[str, ...] = ()
+    # Files a finished run must have written (relative to the stage folder): without them the
+    # runner refuses to publish the stage as done (e.g. cyclegan's checkpoints/latest.pt).
+    outputs: tuple[str, ...] = ()
     # Option values for the built-in demo (paths relative to the demo folder, whose data
     # lives in data/lecture.mp4 and data/smileys/), small enough for minutes on 2 CPU cores.
     demo: dict = field(default_factory=dict)
