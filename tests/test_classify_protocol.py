@@ -93,6 +93,10 @@ def test_per_clip_labels_by_majority_and_by_mean_probability():
     assert stats["real"]["frames"]["mean"] == pytest.approx(3 / 5)
     assert stats["real"]["clips_majority"]["mean"] == 0.5 and stats["real"]["clips_mean_probability"]["mean"] == 0.0
     assert "interval" not in stats["real"]["frames"]
+    # a model that decides otherwise than by the most probable class (two-tier): its own labels count
+    decided = {"real": [np.array([0, 0, 0, 1, 1])]}
+    stats = person_statistics(labels, {"real": [probs]}, clips, draws=0, predicted=decided)
+    assert stats["real"]["frames"]["mean"] == 1.0 and stats["real"]["clips_majority"]["mean"] == 1.0
 
 
 # --- the training loop: step budget and fine-tuning ----------------------------------------

@@ -74,12 +74,12 @@ def find_clips(files: list[str], labels: np.ndarray, num_classes: int) -> Clips:
     return Clips(index, order, clip_labels, warnings)
 
 
-def clip_predictions(probs: np.ndarray, clips: Clips) -> dict[str, np.ndarray]:
-    """Each clip's label by majority of its frames' labels (ties: the higher mean probability)
-    and by its mean probability."""
+def clip_predictions(probs: np.ndarray, clips: Clips, predicted: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each clip's label by majority of its frames' labels (`predicted`, else the most probable;
+    ties: the higher mean probability) and by its mean probability."""
     num_classes = probs.shape[1]
     votes = np.zeros((clips.count, num_classes))
-    np.add.at(votes, (clips.index, probs.argmax(axis=1)), 1)
+    np.add.at(votes, (clips.index, probs.argmax(axis=1) if predicted is None else predicted), 1)
     sums = np.zeros((clips.count, num_classes))
     np.add.at(sums, clips.index, probs)
     mean_probability = sums / np.bincount(clips.index, minlength=clips.count)[:, None]
@@ -95,10 +95,13 @@ def clip_counts(num_clips: int, draws: int, seed: int) -> np.ndarray:
     return np.bincount(offsets.ravel(), minlength=draws * num_clips).reshape(draws, num_clips).astype(np.float64)
 
 
-def level_correct(labels: np.ndarray, probs: np.ndarray, clips: Clips) -> dict[str, np.ndarray]:
-    """Right (1) or wrong (0) per frame and per clip (both clip rules) for one model."""
-    by_clip = clip_predictions(probs, clips)
-    return {"frames": (probs.argmax(axis=1) == labels).astype(np.float64),
+def level_correct(labels: np.ndarray, probs: np.ndarray, clips: Clips,
+                  predicted: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Right (1) or wrong (0) per frame and per clip (both clip rules) for one model; `predicted`:
+    its frame labels when they are not the most probable class (the two-tier model decides in two steps)."""
+    predicted = probs.argmax(axis=1) if predicted is None else predicted
+    by_clip = clip_predictions(probs, clips, predicted)
+    return {"frames": (predicted == labels).astype(np.float64),
             **{level: (predicted == clips.labels).astype(np.float64) for level, predicted in by_clip.items()}}
 
 
@@ -128,13 +131,17 @@ def mean_std(values) -> dict:
 
 
 def person_statistics(labels: np.ndarray, probs: dict[str, list[np.ndarray]], clips: Clips,
-                      reference: str | None = "real", draws: int = 2000, seed: int = 0) -> dict:
+                      reference: str | None = "real", draws: int = 2000, seed: int = 0,
+                      predicted: dict[str, list[np.ndarray]] | None = None) -> dict:
     """Per training set and level: accuracy per seed, mean and std over seeds, the 95% clip-bootstrap
     interval of the seed mean and, beside `reference`, the paired difference (per seed, mean, std,
     interval on the same resampled clips). `probs[set]` holds one (frames, classes) array per seed,
-    in the same seed order for every set."""
+    in the same seed order for every set; `predicted[set]`, the frame labels where they are not
+    the most probable class."""
     counts = clip_counts(clips.count, draws, seed) if draws > 0 else None
-    correct = {name: [level_correct(labels, p, clips) for p in seeds] for name, seeds in probs.items()}
+    predicted = predicted or {}
+    correct = {name: [level_correct(labels, p, clips, (predicted.get(name) or [None] * len(seeds))[i])
+                      for i, p in enumerate(seeds)] for name, seeds in probs.items()}
     out: dict = {}
     for name, per_seed in correct.items():
         out[name] = {}

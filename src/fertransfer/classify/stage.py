@@ -430,13 +430,13 @@ def run(ctx: StageContext) -> dict:
     fer_stats = protocol.fer_statistics(results, final)
     person_stats = None
     if person is not None:
-        probs = {}
+        probs, predicted = {}, {}
         for name in results:
-            slug = set_folder(name)
-            probs[name] = [np.load(protocol.seed_folder(ctx.out_dir / slug, s, seeds) / PERSON_PREDICTIONS)["probs"]
-                           for s in seeds]
+            saved = [np.load(protocol.seed_folder(ctx.out_dir / set_folder(name), s, seeds) / PERSON_PREDICTIONS)
+                     for s in seeds]
+            probs[name], predicted[name] = [p["probs"] for p in saved], [p["labels"] for p in saved]
         person_stats = person_statistics(person.labels, probs, clips, protocol.REFERENCE, options.bootstrap,
-                                         ctx.run.seed)
+                                         ctx.run.seed, predicted)
     means = {name: _mean_metrics(runs) for name, runs in results.items()}
     rows = ex.comparison_rows(means, final)
     statistics = protocol.statistics_rows(fer_stats, person_stats, seeds)
