@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,10 @@ import torch
 from fertransfer.classify.clips import Clips, clip_name, find_clips, person_statistics
 from fertransfer.classify.cnn import CnnConfig, train_cnn
 from fertransfer.classify.models import save_classifier
-from fertransfer.classify.stage import ClassifyOptions, run
 from fertransfer.data import FER_CLASSES, load_dataset, write_png
 from fertransfer.pipelines.config import ConfigError, default_config_text, load_config
-from fertransfer.pipelines.options import DataOptions, RunOptions
 from fertransfer.pipelines.runner import check_before_run
-from fertransfer.pipelines.stage import StageContext, StageError
+from fertransfer.pipelines.stage import StageError
 
 TINY = {"width": 4, "batch_size": 32, "patience": 0, "tta": "center", "ema": 0}
 
@@ -155,23 +152,10 @@ def write_person_clips(source: Path, target: Path, clips_per_class: int = 2, fra
 
 
 def run_classify(tmp: Path, upstream: dict | None = None, seed: int = 0, **options) -> tuple[Path, dict]:
-    """The stage's run function on `upstream` folders laid out as their producers' outputs (as in test_classify)."""
-    from fertransfer.classify.stage import STAGE
-    from fertransfer.pipelines import get_stage
+    """test_classify's direct call of the stage, with this file's tiny CNN."""
+    import test_classify
 
-    out = tmp / "classify.partial"
-    out.mkdir(parents=True)
-    data = DataOptions(**{k: options.pop(k) for k in ("fer", "labels", "ferplus", "classes") if k in options})
-    stage_options = ClassifyOptions(**{**TINY, **options})
-    artifacts = {}
-    for need in STAGE.consumes(stage_options, data):
-        folder = (upstream or {}).get(need.producer)
-        artifacts[need.artifact] = (tmp / need.override if need.override else
-                                    folder / get_stage(need.producer).produces[need.name] if folder else None)
-    ctx = StageContext(name="classify", options=stage_options, run=RunOptions(device="cpu", seed=seed), run_dir=tmp,
-                       out_dir=out, artifacts=artifacts, config_dir=tmp, log=logging.getLogger("test.classify"),
-                       data=data)
-    return out, run(ctx)
+    return test_classify.run_classify(tmp, upstream, seed, **{**TINY, **options})
 
 
 def test_adapt_protocol_over_seeds_with_clip_intervals(smileys, tmp_path):
