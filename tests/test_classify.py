@@ -24,9 +24,9 @@ from fertransfer.pipelines.stage import StageContext, StageError
 TINY = {"epochs": 1, "width": 8, "batch_size": 32, "patience": 0, "tta": "flip"}
 
 
-def run_classify(tmp: Path, upstream: dict | None = None, **options) -> tuple[Path, dict]:
+def run_classify(tmp: Path, upstream: dict | None = None, seed: int = 0, **options) -> tuple[Path, dict]:
     """Call the stage's run function directly (so tests can hand it a fake augment folder):
-    `upstream` maps a producer stage to a folder laid out as its output."""
+    `upstream` maps a producer stage to a folder laid out as its output; `seed` is [run] seed."""
     from fertransfer.classify.stage import STAGE
     from fertransfer.pipelines import get_stage
 
@@ -40,7 +40,7 @@ def run_classify(tmp: Path, upstream: dict | None = None, **options) -> tuple[Pa
         artifacts[need.artifact] = (tmp / need.override if need.override else
                                     folder / get_stage(need.producer).produces[need.name] if folder else None)
     ctx = StageContext(
-        name="classify", options=stage_options, run=RunOptions(device="cpu"),
+        name="classify", options=stage_options, run=RunOptions(device="cpu", seed=seed),
         run_dir=tmp, out_dir=out, artifacts=artifacts, config_dir=tmp,
         log=logging.getLogger("test.classify"), data=data,
     )

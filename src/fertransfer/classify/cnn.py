@@ -4,9 +4,12 @@ The recipe is the one that works on FER2013: random crops and horizontal flips, 
 Nesterov momentum and a cosine learning-rate schedule after a short warm-up, label
 smoothing, bf16 autocast where the hardware has it, and test-time averaging over flips or
 ten crops. Model selection uses the validation split only: the weights of the best
-validation epoch are kept, and training stops early when validation stops improving or the
-time budget is spent. The schedule runs on *progress*, the larger of the share of epochs and
-the share of the time budget used, so a time-limited run still anneals to a low rate.
+validation pass are kept, and training stops early when validation stops improving or the
+time budget is spent. The budget is a number of optimizer steps (`max_steps`: the same for
+every training set, so a busy machine changes the time, never the result) or of epochs. The
+schedule runs on *progress*, the larger of the share of steps and the share of the time
+budget used, so a time-limited run still anneals to a low rate. Fine-tuning is the same loop
+started from a trained model's weights (`init`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # The [classify] options the CNN takes as they are (crop is derived from `size`).
 CNN_OPTIONS = ("width", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "label_smoothing", "patience",
-               "time_budget_minutes", "tta", "ema", "bf16")
+               "time_budget_minutes", "tta", "ema", "bf16", "eval_every")
 
 
 def _option(name: str):
@@ -59,7 +62,10 @@ class CnnConfig:
     optimizer: str = _option("optimizer")  # sgd (Nesterov momentum) or adamw
     warmup_epochs: float = 1.0
     label_smoothing: float = _option("label_smoothing")
-    patience: int = _option("patience")  # epochs without a better validation accuracy before stopping; 0 = never
+    patience: int = _option("patience")  # validations (epochs) without a better validation accuracy before stopping; 0 = never
+    max_steps: int = _option("steps")  # optimizer steps, the schedule's length (0: `epochs` decide)
+    eval_every: int = _option("eval_every")  # steps between validations (0: at each epoch's end); always at the end too
+    warmup_share: float = 0.08  # with max_steps: the share of the steps spent warming up (1 of 12 epochs)
     time_budget_minutes: float = _option("time_budget_minutes")  # 0 = no limit
     tta: str = _option("tta")  # final evaluation: center, flip or tencrop
     ema: float = _option("ema")  # decay of the weights' moving average per step; 0 = off
@@ -261,11 +267,12 @@ def ema_update_with_warmup(decay: float) -> Callable:
 @dataclass
 class TrainResult:
     classifier: CnnClassifier
-    history: list[dict]  # one row per epoch: epoch, lr, train_loss, train_acc, val_loss, val_acc, seconds
-    best_epoch: int
-    stopped: str  # why training ended: epochs, patience, time budget
+    history: list[dict]  # one row per validation: epoch, step, lr, train_loss, train_acc, val_loss, val_acc, seconds
+    best_epoch: float  # epochs done at the kept validation (a fraction between epoch ends)
+    stopped: str  # why training ended: epochs, steps, patience, time budget
     seconds: float
     best_weights: str = "raw"  # which weights were kept: the trained ones (raw) or their average (ema)
+    steps: int = 0  # optimizer steps taken
 
 
 def train_cnn(
@@ -279,10 +286,15 @@ def train_cnn(
     device: str = "auto",
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    init: CnnClassifier | None = None,
 ) -> TrainResult:
-    """Train FaceNet on uint8 images (N, H, W, C); select the epoch by validation accuracy.
+    """Train FaceNet on uint8 images (N, H, W, C); select the weights by validation accuracy.
 
-    `checkpoint(state)` is called after every epoch with a resumable state; passing that
+    The budget is `config.max_steps` optimizer steps when set, else `config.epochs` epochs;
+    validation runs every `config.eval_every` steps (0: at each epoch's end) and at the end.
+    `init` starts from a trained classifier's weights (fine-tuning; its width, classes and
+    input must be these); without it the network starts from random weights.
+    `checkpoint(state)` is called after every validation with a resumable state; passing that
     state back as `resume` continues the run where it stopped.
     """
     if len(train_labels) == 0:
@@ -296,8 +308,14 @@ def train_cnn(
     channels, size = train_images.shape[3], train_images.shape[1]
     if size < config.crop:
         raise ValueError(f"images are {size}x{size}, smaller than the crop size {config.crop}")
-    model = FaceNet(len(classes), channels, config.width, config.dropout).to(dev)
-    model = model.to(memory_format=torch.channels_last)
+    model = FaceNet(len(classes), channels, config.width, config.dropout)
+    if init is not None:
+        if list(init.classes) != list(classes) or init.channels != channels or init.config.width != config.width:
+            raise ValueError(f"the initial model has classes [{', '.join(init.classes)}], {init.channels} channel(s), "
+                             f"width {init.config.width}; this training has [{', '.join(classes)}], {channels} "
+                             f"channel(s), width {config.width}")
+        model.load_state_dict(init.model.state_dict())
+    model = model.to(dev).to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -317,13 +335,20 @@ def train_cnn(
 
     x_train, y_train = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = min(0.3, config.warmup_epochs / max(1, config.epochs))
+    if config.max_steps > 0:
+        # A step budget: every training set gets the same schedule, whatever its size.
+        total_steps = config.max_steps
+        warmup = min(0.3, config.warmup_share)
+        evaluate_at = config.eval_every or steps_per_epoch
+    else:
+        total_steps = steps_per_epoch * config.epochs
+        warmup = min(0.3, config.warmup_epochs / max(1, config.epochs))
+        evaluate_at = config.eval_every or steps_per_epoch
     budget = config.time_budget_minutes * 60.0
 
     history: list[dict] = []
-    best = {"acc": -1.0, "epoch": 0, "weights": "raw", "state": copy.deepcopy(model.state_dict())}
-    start_epoch, elapsed_before = 0, 0.0
+    best = {"acc": -1.0, "epoch": 0, "round": 0, "weights": "raw", "state": copy.deepcopy(model.state_dict())}
+    step, rounds, order, elapsed_before = 0, 0, None, 0.0
     if resume:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -332,37 +357,42 @@ def train_cnn(
         history, best = resume["history"], resume["best"]
         if ema is not None and resume.get("ema") is not None:
             ema.load_state_dict(resume["ema"])
-        start_epoch, elapsed_before = resume["epoch"], resume["elapsed"]
-        log.info("resuming after epoch %d (%.0f s already spent)", start_epoch, elapsed_before)
+        # Older checkpoints were taken at epoch ends only: their step follows from the epoch.
+        step = resume.get("step", resume["epoch"] * steps_per_epoch)
+        rounds, order, elapsed_before = len(history), resume.get("order"), resume["elapsed"]
+        best.setdefault("round", best["epoch"])
+        log.info("resuming after step %d (%.0f s already spent)", step, elapsed_before)
     t0 = time.perf_counter() - elapsed_before
 
-    def progress(step: int) -> float:
-        p = step / total_steps
+    def progress(at: int) -> float:
+        p = at / total_steps
         if budget > 0:
             p = max(p, (time.perf_counter() - t0) / budget)
         return p
 
-    stopped = "epochs"
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        if stopped != "epochs":
-            break
+    stopped = ""
+    while step < total_steps and not stopped:
+        # One round of training between two validations: an epoch, or `eval_every` steps.
+        end = min(total_steps, (step // evaluate_at + 1) * evaluate_at)
         model.train()
-        epoch_start = time.perf_counter()
-        order = torch.randperm(len(y_train), generator=generator)
+        round_start = time.perf_counter()
         loss_sum, correct, seen, lr = 0.0, 0, 0, config.lr
-        # In a log file the epoch line below is the report; a bar only in a terminal.
-        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=5,
-                           every=None)
-        for b in bar:
+        epoch = step // steps_per_epoch + 1
+        # In a log file the validation line below is the report; a bar only in a terminal.
+        bar = progress_bar(range(step, end), desc=f"epoch {epoch} (step {step}/{total_steps})", leave=False,
+                           mininterval=5, every=None)
+        for _ in bar:
             p = progress(step)
             if p >= 1.0:
                 stopped = "time budget"
                 break
+            position = step % steps_per_epoch
+            if position == 0 or order is None:  # a new epoch: a new order of the images
+                order = torch.randperm(len(y_train), generator=generator)
             lr = learning_rate(config, p, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            index = order[b * config.batch_size : (b + 1) * config.batch_size]
+            index = order[position * config.batch_size : (position + 1) * config.batch_size]
             batch = random_crop_flip(x_train[index], config.crop, generator)
             inputs = standardise(batch).to(dev).contiguous(memory_format=torch.channels_last)
             targets = y_train[index].to(dev)
@@ -380,36 +410,41 @@ def train_cnn(
             seen += len(index)
         if seen == 0:
             break
+        rounds += 1
+        epochs_done = step / steps_per_epoch
         val_loss, val_acc = evaluate_loss(classifier, val_images, val_labels)
         row = {
-            "epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-            "val_loss": val_loss, "val_acc": val_acc,
+            "epoch": int(epochs_done) if step % steps_per_epoch == 0 else round(epochs_done, 3), "step": step,
+            "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
+            "val_acc": val_acc,
         }
         candidates = [("raw", val_acc, model)]
         if ema_classifier is not None:
             row["val_loss_ema"], row["val_acc_ema"] = evaluate_loss(ema_classifier, val_images, val_labels)
             candidates.append(("ema", row["val_acc_ema"], ema.module))
-        row["seconds"] = time.perf_counter() - epoch_start
+        row["seconds"] = time.perf_counter() - round_start
         history.append(row)
         weights, acc, source = max(candidates, key=lambda c: c[1])
         if acc > best["acc"]:
-            best = {"acc": acc, "epoch": epoch, "weights": weights, "state": copy.deepcopy(source.state_dict())}
-        log.info("epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f%s, lr %.4f, %.0f s%s",
-                 epoch, row["train_loss"], row["train_acc"], val_loss, val_acc,
+            best = {"acc": acc, "epoch": row["epoch"], "round": rounds, "weights": weights,
+                    "state": copy.deepcopy(source.state_dict())}
+        log.info("epoch %s, step %d/%d: train loss %.3f acc %.3f, val loss %.3f acc %.3f%s, lr %.4f, %.0f s%s",
+                 row["epoch"], step, total_steps, row["train_loss"], row["train_acc"], val_loss, val_acc,
                  f" (ema {row['val_acc_ema']:.3f})" if "val_acc_ema" in row else "", lr, row["seconds"],
-                 f" (best, {weights})" if best["epoch"] == epoch else "")
-        if config.patience and epoch - best["epoch"] >= config.patience:
+                 f" (best, {weights})" if best["round"] == rounds else "")
+        if config.patience and rounds - best["round"] >= config.patience:
             stopped = "patience"
         if checkpoint:
-            # A copy, so that the state stays that of this epoch while training goes on.
+            # A copy, so that the state stays that of this round while training goes on.
             checkpoint(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                       "ema": ema.state_dict() if ema is not None else None,
                                       "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                                      "history": history, "best": best, "epoch": epoch,
-                                      "elapsed": time.perf_counter() - t0}))
+                                      "history": history, "best": best, "epoch": row["epoch"], "step": step,
+                                      "order": order, "elapsed": time.perf_counter() - t0}))
     model.load_state_dict(best["state"])
+    stopped = stopped or ("steps" if config.max_steps > 0 else "epochs")
     return TrainResult(classifier, history, best["epoch"], stopped, time.perf_counter() - t0,
-                       best.get("weights", "raw"))
+                       best.get("weights", "raw"), step)
 
 
 @torch.no_grad()

@@ -80,17 +80,22 @@ def limit(split: ImageSet, count: int, seed: int) -> ImageSet:
 
 def train_flat(
     settings: EngineSettings, train: ImageSet, val: ImageSet, classes: list[str], work_dir: Path,
-    checkpoint=None, resume=None,
+    checkpoint=None, resume=None, init=None,
 ) -> Trained:
-    """One classifier over `classes` with the chosen engine, selected on `val`."""
+    """One classifier over `classes` with the chosen engine, selected on `val`; the cnn starts
+    from `init`'s weights when given (fine-tuning)."""
     if settings.engine == "cnn":
         from .cnn import train_cnn
 
         result = train_cnn(train.images, train.labels, val.images, val.labels, classes, settings.cnn,
-                           seed=settings.seed, device=settings.device, checkpoint=checkpoint, resume=resume)
+                           seed=settings.seed, device=settings.device, checkpoint=checkpoint, resume=resume,
+                           init=init)
         info = {"best_epoch": result.best_epoch, "best_weights": result.best_weights, "stopped": result.stopped,
-                "seconds": result.seconds, "epochs_run": len(result.history)}
+                "seconds": result.seconds, "steps": result.steps, "validations": len(result.history),
+                "epochs_run": result.history[-1]["epoch"] if result.history else 0}
         return Trained(result.classifier, result.history, info)
+    if init is not None:
+        raise ValueError(f"fine-tuning (init) needs the cnn engine, not {settings.engine}")
     if settings.engine == "autokeras":
         from .automl import train_autokeras
 

@@ -28,7 +28,24 @@ class ClassifyOptions:
     size: int = option(48, "Input size of the classifier in pixels (images are resized).", ge=16, le=512)
     epochs: int = option(30, "cnn: epochs (the schedule's length); autokeras: epochs per trial.", ge=1)
     time_budget_minutes: float = option(0.0, "Wall-clock limit per training set (0 = none); training ends and "
-                                        "keeps the best-on-validation weights.", ge=0)
+                                        "keeps the best-on-validation weights. A busy machine gets fewer steps done: "
+                                        "for comparisons use `steps`.", ge=0)
+    steps: int = option(0, "cnn: optimizer steps per training set from scratch (0: `epochs` decide); the schedule "
+                        "(warm-up, cosine) is sized to it, so every set gets the same steps whatever the machine's "
+                        "load (FER2013 at batch 64: 449 steps an epoch).", ge=0)
+    eval_every: int = option(0, "cnn: optimizer steps between validation passes, which select the kept weights "
+                             "(0: at each epoch's end); always at the end too.", ge=0)
+    init: str = option("", "Where training starts: \"\" from scratch; \"real\": train a model on [data] fer's train split "
+                       "first (at `steps`/`epochs`, [run] seed; classify/init/) and fine-tune every set from it, "
+                       "'real' included as the control for more training; or a model folder as classify writes it "
+                       "(<run>/classify/real/model) to fine-tune from.", kind="path", keywords=("real",))
+    finetune_steps: int = option(900, "With `init`: optimizer steps of fine-tuning, the same for every set.", ge=1)
+    finetune_lr: float = option(0.005, "With `init`: the fine-tuning's peak learning rate (after warm-up, then "
+                                "cosine decay), the same for every set.", gt=0)
+    seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
+                                     "with its difference from 'real' paired by seed (unset: [run] seed alone).")
+    bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "
+                            "(0: no intervals).", ge=0)
     batch_size: int = option(64, "Images per training step.", ge=1)
     width: int = option(48, "cnn: channels of the first of four blocks (doubled per block).", ge=1)
     lr: float = option(0.05, "cnn: peak learning rate (after warm-up, then cosine decay).", gt=0)

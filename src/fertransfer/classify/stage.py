@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from fertransfer.errors import StageError
 from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
+from . import protocol
 from .options import ENGINES, EXTRACT, ClassifyOptions  # noqa: F401  (re-exported: declared in options.py)
 
 
@@ -66,11 +68,19 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append("train_sets: empty; name at least one set (e.g. [\"real\"])")
     elif len(set(options.train_sets)) != len(options.train_sets):
         problems.append(f"train_sets: a set is named twice: {options.train_sets}")
-    return problems  # number ranges: declared with each option, checked by the runner
+    if options.engine != "cnn" and (options.steps or options.eval_every):
+        problems.append(f"steps, eval_every: options of the cnn engine (engine = \"{options.engine}\" has epochs "
+                        "and time_budget_minutes)")
+    problems += protocol.seed_problems(options.seeds)
+    left_out = {classes.names[i] for i in map(classes.index, options.leave_out) if i is not None}
+    problems += protocol.init_problems(options.init, config_dir, options.engine, options.two_tier,
+                                       [c for c in classes.names if c not in left_out], options.size, options.channels)
+    return problems
 
 
 def _inputs(options: ClassifyOptions) -> list[str]:
-    return [options.person_test] if options.person_test not in ("", EXTRACT) else []
+    return ([options.person_test] if options.person_test not in ("", EXTRACT) else []) + (
+        [options.init] if options.init not in ("", protocol.INIT_REAL) else [])
 
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
@@ -78,7 +88,8 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
     from .cnn import CNN_OPTIONS, CnnConfig
     from .experiments import EngineSettings
 
-    cnn = CnnConfig(**{name: getattr(options, name) for name in CNN_OPTIONS}, crop=max(8, options.size - options.size // 12))
+    cnn = CnnConfig(**{name: getattr(options, name) for name in CNN_OPTIONS}, crop=max(8, options.size - options.size // 12),
+                    max_steps=options.steps)
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
                              batch_size=options.batch_size)
@@ -151,150 +162,116 @@ def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: 
     return person, f"{path}, {part}, {len(person)} images"
 
 
-def run(ctx: StageContext) -> dict:
+@dataclass
+class _Scoring:
+    """What every trained model is scored on, and how its folder is written (shared by all sets and seeds)."""
+
+    evaluation: dict  # split -> ImageSet (val, test)
+    person: object  # ImageSet or None
+    person_source: str | None
+    kept: list[str]  # the classes of the models
+    majority: int  # the majority training class (the baseline)
+    real: object  # the loaded `fer` dataset (its labels and dropped counts go in the model card)
+
+
+def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, settings, folder: Path,
+               scoring: _Scoring, init=None, pictures: str = "", before: int | None = None) -> tuple[dict, object]:
+    """Train one model (one set, one seed) into `folder`, score it and write its metrics; with
+    `pictures` (the set's file-name slug) also its confusion matrices and curves. Returns
+    (metrics, classifier); the classifier is None when an interrupted run already finished it."""
     from datetime import datetime, timezone
 
-    import numpy as np
-
     from fertransfer.atomic import atomic_write
-    from fertransfer.augment import set_folder
     from fertransfer.pipelines.runner import machine_description
 
     from . import experiments as ex
-    from .evaluate import plot_confusion, plot_history, report_markdown, score
-    from .models import predict_labels, save_classifier, write_model_card
+    from .evaluate import plot_confusion, plot_history
+    from .models import save_classifier, write_model_card
 
-    options: ClassifyOptions = ctx.options
-    classes_set = _class_set(ctx.data)
-    classes = list(classes_set.names)
-    dropped = [classes_set.names[classes_set.index(c)] for c in options.leave_out]
-    person, person_source = _load_person(ctx, options, classes_set, dropped)
-    real, train_sets = _load_sets(ctx, options, classes_set)
-    settings = _settings(options, ctx)
-    evaluation = {split: real[split] for split in ("val", "test") if split in real.splits}
-    reference = real["train"]
-    if dropped:
-        evaluation = {s: ex.leave_out(data, classes, dropped)[0] for s, data in evaluation.items()}
-        reference, kept = ex.leave_out(reference, classes, dropped)
+    kept_metrics = _kept_from_interrupted_run(ctx, folder / "metrics.json") if ctx.resuming else None
+    if kept_metrics is not None:
+        ctx.log.info("%s: already trained in the interrupted run, kept", name)
+        return kept_metrics, None
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = scoring.kept
+    ctx.log.info("%s: training %s%s on %d images (%s)", name, options.engine, " from the initial model" if init else "",
+                 len(train), ", ".join(f"{c} {n}" for c, n in zip(kept, train.counts(len(kept)).tolist())))
+    if options.two_tier:
+        trained = ex.train_two_tier(settings, train, scoring.evaluation["val"], kept, folder)
     else:
-        kept = classes
-    majority = int(reference.counts(len(kept)).argmax())
+        checkpoint_file = folder / "checkpoint.pt"
+        checkpoint = resume = None
+        if options.engine == "cnn":
+            import torch
 
-    results: dict[str, dict] = {}
-    for name, train in train_sets.items():
-        slug = set_folder(name)  # real+synthetic -> real_synthetic, as augment names its folders
-        folder = ctx.out_dir / slug
-        kept_metrics = _kept_from_interrupted_run(ctx, folder / "metrics.json") if ctx.resuming else None
-        if kept_metrics is not None:
-            ctx.log.info("%s: already trained in the interrupted run, kept", name)
-            results[name] = kept_metrics
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        if dropped:
-            train = ex.leave_out(train, classes, dropped)[0]
-        train = ex.limit(train, options.train_limit, ctx.run.seed)
-        original_images = len(train)
-        if options.oversample:
-            train = ex.oversample(train, len(kept), ctx.run.seed)
-        if len(train) == 0:
-            raise StageError(f"training set '{name}' has no images of the classes {kept}")
-        ctx.log.info("%s: training %s on %d images (%s)", name, options.engine, len(train),
-                     ", ".join(f"{c} {n}" for c, n in zip(kept, train.counts(len(kept)).tolist())))
-        if options.two_tier:
-            trained = ex.train_two_tier(settings, train, evaluation["val"], kept, folder)
-        else:
-            checkpoint_file = folder / "checkpoint.pt"
-            checkpoint = resume = None
-            if options.engine == "cnn":
-                import torch
+            def checkpoint(state, path=checkpoint_file):
+                atomic_write(path, lambda handle: torch.save(state, handle))
 
-                def checkpoint(state, path=checkpoint_file):
-                    atomic_write(path, lambda handle: torch.save(state, handle))
+            if ctx.resuming and checkpoint_file.is_file():
+                resume = _kept_checkpoint(ctx, checkpoint_file)
+        trained = ex.train_flat(settings, train, scoring.evaluation["val"], kept, folder, checkpoint, resume, init)
+        checkpoint_file.unlink(missing_ok=True)
+    save_classifier(trained.classifier, folder / "model")
 
-                if ctx.resuming and checkpoint_file.is_file():
-                    resume = _kept_checkpoint(ctx, checkpoint_file)
-            trained = ex.train_flat(settings, train, evaluation["val"], kept, folder, checkpoint, resume)
-            checkpoint_file.unlink(missing_ok=True)
-        save_classifier(trained.classifier, folder / "model")
-
-        metrics = {"engine": "two_tier/" + options.engine if options.two_tier else options.engine,
-                   "train_set": name, "classes": kept,
-                   "training": {"train_images": len(train), "train_images_before_oversampling": original_images,
-                                "train_counts": dict(zip(kept, train.counts(len(kept)).tolist())), **trained.info}}
-        # Scored once, after training and selection are over.
-        for split, data in evaluation.items():
-            labels, _ = predict_labels(trained.classifier, data.images)
-            metrics[split] = score(data.labels, labels, kept, majority)
-        if person is not None:
-            labels, _ = predict_labels(trained.classifier, person.images)
-            metrics["person"] = score(person.labels, labels, kept, majority)
-            metrics["person"]["source"] = person_source
-        fer = ctx.data.fer
-        data_source = str(ctx.path(fer)) if name == "real" else f"augment set '{name}' (val/test: {fer})"
-        write_model_card(folder / "model", {
-            "name": name, "data": data_source, "labels": real.labels, "dropped": real.dropped, "classes": kept,
-            "engine": metrics["engine"], "train_counts": metrics["training"]["train_counts"],
-            "seconds": trained.info.get("seconds", 0), "machine": machine_description(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "metrics": {s: {"images": len(d), "accuracy": metrics[s]["accuracy"], "macro_f1": metrics[s]["macro_f1"]}
-                        for s, d in evaluation.items()}})
-        final = "test" if "test" in metrics else "val"
-        plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{slug}.png",
+    metrics = {"engine": "two_tier/" + options.engine if options.two_tier else options.engine,
+               "train_set": name, "classes": kept, "seed": settings.seed,
+               "training": {"train_images": len(train), "train_images_before_oversampling": before or len(train),
+                            "train_counts": dict(zip(kept, train.counts(len(kept)).tolist())), **trained.info}}
+    metrics.update(_score_model(trained.classifier, scoring, folder))
+    fer = ctx.data.fer
+    data_source = str(ctx.path(fer)) if name.startswith("real") else f"augment set '{name}' (val/test: {fer})"
+    write_model_card(folder / "model", {
+        "name": name, "data": data_source, "labels": scoring.real.labels, "dropped": scoring.real.dropped,
+        "classes": kept, "engine": metrics["engine"], "train_counts": metrics["training"]["train_counts"],
+        "seconds": trained.info.get("seconds", 0), "machine": machine_description(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "metrics": {s: {"images": len(d), "accuracy": metrics[s]["accuracy"], "macro_f1": metrics[s]["macro_f1"]}
+                    for s, d in scoring.evaluation.items()}})
+    final = "test" if "test" in metrics else "val"
+    drawn = []
+    if pictures:
+        drawn.append(f"confusion_{pictures}.png")
+        plot_confusion(metrics[final]["confusion_matrix"], kept, ctx.out_dir / drawn[-1],
                        f"{name}: {final} accuracy {metrics[final]['accuracy']:.3f}, macro-F1 {metrics[final]['macro_f1']:.3f}")
-        if person is not None:
-            plot_confusion(metrics["person"]["confusion_matrix"], kept, ctx.out_dir / f"confusion_{slug}_person.png",
+        if scoring.person is not None:
+            drawn.append(f"confusion_{pictures}_person.png")
+            plot_confusion(metrics["person"]["confusion_matrix"], kept, ctx.out_dir / drawn[-1],
                            f"{name}: person accuracy {metrics['person']['accuracy']:.3f}, "
-                           f"macro-F1 {metrics['person']['macro_f1']:.3f} ({len(person)} images)")
+                           f"macro-F1 {metrics['person']['macro_f1']:.3f} ({len(scoring.person)} images)")
         if trained.history:
-            plot_history(trained.history, ctx.out_dir / f"curves_{slug}.png", f"{name} ({metrics['engine']})",
+            drawn.append(f"curves_{pictures}.png")
+            plot_history(trained.history, ctx.out_dir / drawn[-1], f"{name} ({metrics['engine']})",
                          trained.info.get("best_epoch"))
-        pictures = (f"confusion_{slug}.png", f"confusion_{slug}_person.png", f"curves_{slug}.png")
-        metrics["pictures"] = [p for p in pictures if (ctx.out_dir / p).exists()]
-        metrics["history"] = trained.history
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-        ctx.timings[f"train_{name}"] = float(trained.info.get("seconds", 0))
-        ctx.log.info("%s: %s accuracy %.4f, macro-F1 %.4f", name, final, metrics[final]["accuracy"],
-                     metrics[final]["macro_f1"])
-        if person is not None:
-            ctx.log.info("%s: person accuracy %.4f, macro-F1 %.4f", name, metrics["person"]["accuracy"],
-                         metrics["person"]["macro_f1"])
-        results[name] = metrics
+    metrics["pictures"] = drawn
+    metrics["history"] = trained.history
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    ctx.log.info("%s: %s accuracy %.4f, macro-F1 %.4f%s", name, final, metrics[final]["accuracy"],
+                 metrics[final]["macro_f1"], f"; person accuracy {metrics['person']['accuracy']:.4f}, macro-F1 "
+                 f"{metrics['person']['macro_f1']:.4f}" if "person" in metrics else "")
+    return metrics, trained.classifier
 
-    judge = _translation_judge(ctx, options, classes_set, dropped)
 
-    final = "test" if "test" in evaluation else "val"
-    rows = ex.comparison_rows(results, final)
-    table = ex.comparison_markdown(rows, final, person_source or "")
-    (ctx.out_dir / "comparison.md").write_text(table)
-    with open(ctx.out_dir / "comparison.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    ex.plot_comparison(rows, ctx.out_dir / "comparison.png", final)
-    (ctx.out_dir / "metrics.json").write_text(json.dumps({k: {s: v for s, v in m.items() if s != "history"}
-                                                          for k, m in results.items()}, indent=2, default=float))
-    parts = [report_markdown(name, metrics) for name, metrics in results.items()]
-    (ctx.out_dir / "report.md").write_text("\n\n".join([*parts, "# comparison\n\n" + table + "\n![comparison](comparison.png)\n"]))
+PERSON_PREDICTIONS = "person_predictions.npz"  # per model: the person's frames' predicted labels and probabilities
 
-    scored = {**evaluation, **({"person": person} if person is not None else {})}
-    return {
-        "engine": options.engine,
-        "classes": kept,
-        "labels": real.labels,
-        **({"ferplus_dropped": real.dropped} if real.dropped else {}),
-        "evaluated_on": {s: len(d) for s, d in scored.items()},
-        "train_sets": {
-            name: {"train_images": m["training"]["train_images"], "best_epoch": m["training"].get("best_epoch"),
-                   "stopped": m["training"].get("stopped"), "seconds": round(float(m["training"].get("seconds", 0)), 1),
-                   **{f"{s}_accuracy": round(m[s]["accuracy"], 4) for s in ("val", "test", "person") if s in m},
-                   **{f"{s}_macro_f1": round(m[s]["macro_f1"], 4) for s in ("val", "test", "person") if s in m}}
-            for name, m in results.items()
-        },
-        "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in scored.items()},
-        "pictures": ["comparison.png", *[p for m in results.values() for p in m["pictures"]]],
-        "translation_judge": judge,
-        "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
-    }
+
+def _score_model(classifier, scoring: _Scoring, folder: Path) -> dict:
+    """val/test (and person) metrics of a trained model, scored once; the person's predictions are
+    kept beside it for the per-clip figures."""
+    import numpy as np
+
+    from .evaluate import score
+    from .models import predict_labels
+
+    metrics = {}
+    for split, data in scoring.evaluation.items():
+        labels, _ = predict_labels(classifier, data.images)
+        metrics[split] = score(data.labels, labels, scoring.kept, scoring.majority)
+    if scoring.person is not None:
+        labels, probs = predict_labels(classifier, scoring.person.images)
+        metrics["person"] = score(scoring.person.labels, labels, scoring.kept, scoring.majority)
+        metrics["person"]["source"] = scoring.person_source
+        np.savez(folder / PERSON_PREDICTIONS, labels=labels, probs=probs.astype(np.float32))
+    return metrics
 
 
 def _kept_from_interrupted_run(ctx: StageContext, path: Path) -> dict | None:
@@ -325,6 +302,254 @@ def _kept_checkpoint(ctx: StageContext, path: Path) -> dict | None:
         ctx.log.warning("%s: unreadable (%s: %s); training that set from the start", path, type(error).__name__,
                         str(error).splitlines()[0] if str(error) else "")
         return None
+
+
+def _initial_model(ctx: StageContext, options: ClassifyOptions, real_train, settings, scoring: _Scoring):
+    """The model every set is fine-tuned from and its scores, or (None, None) from scratch.
+
+    init = "real": trained here on `fer`'s train split (classify/init/, [run] seed); a path: loaded,
+    after checking its classes and input against this run's.
+    """
+    import dataclasses
+
+    from .models import load_classifier
+
+    if not options.init:
+        return None, None
+    folder = ctx.out_dir / "init"
+    if options.init == protocol.INIT_REAL:
+        metrics, classifier = _train_one(ctx, options, "real (initial model)", real_train,
+                                         dataclasses.replace(settings, seed=ctx.run.seed), folder, scoring,
+                                         pictures="init")
+        if classifier is None:
+            classifier = load_classifier(folder / "model", device=ctx.run.device)
+        metrics["model"] = str(folder / "model")
+        return classifier, metrics
+    path = ctx.path(options.init)
+    try:
+        model_folder, meta = protocol.model_meta(path)
+    except ValueError as error:
+        raise StageError(f"[classify].init: {error}") from None
+    mismatch = protocol.init_mismatch(f"[classify].init: {model_folder}", meta, scoring.kept, options.size,
+                                      options.channels)
+    if mismatch:
+        raise StageError(mismatch)
+    classifier = load_classifier(model_folder, device=ctx.run.device)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {"model": str(model_folder), **_score_model(classifier, scoring, folder)}
+    ctx.log.info("initial model %s: %s", model_folder, ", ".join(f"{s} accuracy {m['accuracy']:.4f}"
+                                                                for s, m in metrics.items() if isinstance(m, dict)))
+    return classifier, metrics
+
+
+def _finetune_settings(options: ClassifyOptions, settings, init):
+    """The fine-tuning recipe: the initial model's architecture, `finetune_steps` at `finetune_lr`."""
+    import dataclasses
+
+    cnn = dataclasses.replace(settings.cnn, width=init.config.width, dropout=init.config.dropout,
+                              crop=init.config.crop, max_steps=options.finetune_steps, lr=options.finetune_lr)
+    return dataclasses.replace(settings, cnn=cnn)
+
+
+def _prepare(train, name: str, options: ClassifyOptions, classes: list[str], dropped: list[str], seed: int):
+    """A training set as trained: classes left out, limited, oversampled (the same for every seed)."""
+    from . import experiments as ex
+
+    if dropped:
+        train = ex.leave_out(train, classes, dropped)[0]
+    train = ex.limit(train, options.train_limit, seed)
+    kept = [c for c in classes if c not in dropped]
+    before = len(train)
+    if options.oversample:
+        train = ex.oversample(train, len(kept), seed)
+    if len(train) == 0:
+        raise StageError(f"training set '{name}' has no images of the classes {kept}")
+    return train, before
+
+
+def _mean_metrics(runs: list[dict]) -> dict:
+    """The first seed's metrics with accuracy, macro-F1 and recall per class averaged over seeds."""
+    import copy
+
+    import numpy as np
+
+    out = copy.deepcopy(runs[0])
+    for split in ("val", "test", "person"):
+        if split not in out:
+            continue
+        for key in ("accuracy", "macro_f1"):
+            out[split][key] = float(np.mean([m[split][key] for m in runs]))
+        for c, row in out[split]["per_class"].items():
+            row["recall"] = float(np.mean([m[split]["per_class"][c]["recall"] for m in runs]))
+    return out
+
+
+def run(ctx: StageContext) -> dict:
+    import dataclasses
+
+    import numpy as np
+
+    from fertransfer.augment import set_folder
+
+    from . import experiments as ex
+    from .clips import find_clips, person_statistics
+    from .evaluate import report_markdown
+
+    options: ClassifyOptions = ctx.options
+    problems = protocol.seed_problems(options.seeds)
+    if problems:
+        raise StageError(f"[classify].{problems[0]}")
+    seeds = protocol.resolve_seeds(options.seeds, ctx.run.seed)
+    classes_set = _class_set(ctx.data)
+    classes = list(classes_set.names)
+    dropped = [classes_set.names[classes_set.index(c)] for c in options.leave_out]
+    person, person_source = _load_person(ctx, options, classes_set, dropped)
+    real, train_sets = _load_sets(ctx, options, classes_set)
+    settings = _settings(options, ctx)
+    evaluation = {split: real[split] for split in ("val", "test") if split in real.splits}
+    reference = real["train"]
+    if dropped:
+        evaluation = {s: ex.leave_out(data, classes, dropped)[0] for s, data in evaluation.items()}
+        reference, kept = ex.leave_out(reference, classes, dropped)
+    else:
+        kept = classes
+    majority = int(reference.counts(len(kept)).argmax())
+    scoring = _Scoring(evaluation, person, person_source, kept, majority, real)
+    clips = find_clips(person.files, person.labels, len(kept)) if person is not None else None
+    for warning in clips.warnings if clips else ():
+        ctx.log.warning("person_test: %s", warning)
+
+    prepared = {name: _prepare(train, name, options, classes, dropped, ctx.run.seed) for name, train in train_sets.items()}
+    base_train = None
+    if options.init == protocol.INIT_REAL:
+        base_train = (prepared.get("real") or _prepare(real["train"], "real", options, classes, dropped, ctx.run.seed))[0]
+    init, init_metrics = _initial_model(ctx, options, base_train, settings, scoring)
+    if init is not None:
+        settings = _finetune_settings(options, settings, init)
+    results: dict[str, list[dict]] = {name: [] for name in train_sets}
+    for seed in seeds:  # seeds outside: after the first, every set has a complete result
+        for name, (train, before) in prepared.items():
+            slug = set_folder(name)  # real+synthetic -> real_synthetic, as augment names its folders
+            first = seed == seeds[0]
+            label = name if len(seeds) == 1 else f"{name} (seed {seed})"
+            metrics, _ = _train_one(ctx, options, label, train, dataclasses.replace(settings, seed=seed),
+                                    protocol.seed_folder(ctx.out_dir / slug, seed, seeds), scoring, init,
+                                    pictures=slug if first else "", before=before)
+            metrics["train_set"] = name
+            ctx.timings[f"train_{name}" if first else f"train_{name}_seed_{seed}"] = float(
+                metrics["training"].get("seconds", 0))
+            results[name].append(metrics)
+
+    judge = _translation_judge(ctx, options, classes_set, dropped)
+
+    final = "test" if "test" in evaluation else "val"
+    fer_stats = protocol.fer_statistics(results, final)
+    person_stats = None
+    if person is not None:
+        probs, predicted = {}, {}
+        for name in results:
+            saved = [np.load(protocol.seed_folder(ctx.out_dir / set_folder(name), s, seeds) / PERSON_PREDICTIONS)
+                     for s in seeds]
+            probs[name], predicted[name] = [p["probs"] for p in saved], [p["labels"] for p in saved]
+        person_stats = person_statistics(person.labels, probs, clips, protocol.REFERENCE, options.bootstrap,
+                                         ctx.run.seed, predicted)
+    means = {name: _mean_metrics(runs) for name, runs in results.items()}
+    rows = ex.comparison_rows(means, final)
+    statistics = protocol.statistics_rows(fer_stats, person_stats, seeds)
+    protocol_text = _protocol_text(options, init_metrics)
+    table = ex.comparison_markdown(rows, final, person_source or "")
+    if len(seeds) > 1:
+        table = table.replace("Comparison on", f"Mean over {len(seeds)} seeds, on", 1)
+    table += "\n" + protocol.statistics_markdown(fer_stats, person_stats, seeds, final, protocol_text,
+                                                 clips.warnings if clips else [], options.bootstrap if person else 0)
+    (ctx.out_dir / "comparison.md").write_text(table)
+    merged = [{**row, **{k: v for k, v in stats.items() if k != "train_set"}} for row, stats in zip(rows, statistics)]
+    with open(ctx.out_dir / "comparison.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in merged for k in row)))
+        writer.writeheader()
+        writer.writerows(merged)
+    ex.plot_comparison(rows, ctx.out_dir / "comparison.png", final)
+    protocol.plot_statistics(fer_stats, person_stats, ctx.out_dir / "comparison_seeds.png", final)
+    (ctx.out_dir / "metrics.json").write_text(json.dumps({
+        name: {**{s: v for s, v in runs[0].items() if s != "history"},
+               "over_seeds": {"seeds": seeds, final: fer_stats[name],
+                              **({"person": person_stats[name]} if person_stats else {})}}
+        for name, runs in results.items()} | ({"init": init_metrics} if init_metrics else {}),
+        indent=2, default=float))
+    parts = [report_markdown(name, runs[0]) for name, runs in results.items()]
+    (ctx.out_dir / "report.md").write_text("\n\n".join([*parts, "# comparison\n\n" + table + "\n![comparison](comparison.png)\n"
+                                                        "\n![over seeds](comparison_seeds.png)\n"]))
+
+    scored = {**evaluation, **({"person": person} if person is not None else {})}
+    return {
+        "engine": options.engine,
+        "classes": kept,
+        "labels": real.labels,
+        **({"ferplus_dropped": real.dropped} if real.dropped else {}),
+        "evaluated_on": {s: len(d) for s, d in scored.items()},
+        "protocol": {"init": options.init or "scratch", "description": protocol_text, "seeds": seeds,
+                     **({"initial_model": _init_summary(init_metrics)} if init_metrics else {})},
+        **({"person_clips": {"clips": clips.count, "warnings": clips.warnings}} if clips else {}),
+        "train_sets": {name: _set_summary(runs, fer_stats[name], person_stats and person_stats[name], final)
+                       for name, runs in results.items()},
+        "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in scored.items()},
+        "pictures": ["comparison.png", "comparison_seeds.png", *[p for runs in results.values() for p in runs[0]["pictures"]]],
+        "translation_judge": judge,
+        "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
+    }
+
+
+def _protocol_text(options: ClassifyOptions, init_metrics: dict | None) -> str:
+    """One line saying how every set was trained."""
+    budget = f"{options.steps} steps" if options.steps else f"{options.epochs} epochs"
+    if options.time_budget_minutes:
+        budget += f" or {options.time_budget_minutes:g} min, whichever ends first"
+    if not options.init:
+        return f"scratch: every set from random weights, {budget} at peak lr {options.lr:g}"
+    start = (f"a model trained here on real FER ({budget}, lr {options.lr:g})" if options.init == protocol.INIT_REAL
+             else f"the model {init_metrics['model'] if init_metrics else options.init}")
+    return (f"adapt: every set fine-tuned from {start} for {options.finetune_steps} steps at peak lr "
+            f"{options.finetune_lr:g}")
+
+
+def _init_summary(metrics: dict) -> dict:
+    return {"model": metrics["model"],
+            **{f"{s}_accuracy": round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}}
+
+
+def _rounded(figures: dict | None) -> dict:
+    """mean, std and interval of a figure, rounded, for the manifest."""
+    if not figures:
+        return {}
+    out = {"mean": round(figures["mean"], 4), "std": None if figures["std"] is None else round(figures["std"], 4)}
+    if figures.get("interval"):
+        out["interval"] = [round(v, 4) for v in figures["interval"]]
+    return out
+
+
+def _set_summary(runs: list[dict], fer: dict, person: dict | None, final: str) -> dict:
+    """A set's line in the manifest: figures averaged over seeds, their std, the person's per-clip
+    figures and intervals, and the paired differences from 'real'."""
+    import numpy as np
+
+    first = runs[0]["training"]
+    row = {"train_images": first["train_images"], "best_epoch": first.get("best_epoch"), "stopped": first.get("stopped"),
+           "steps": first.get("steps"), "seconds": round(float(sum(m["training"].get("seconds", 0) for m in runs)), 1),
+           "seeds": len(runs)}
+    for split in ("val", "test", "person"):
+        if split in runs[0]:
+            row[f"{split}_accuracy"] = round(float(np.mean([m[split]["accuracy"] for m in runs])), 4)
+            row[f"{split}_macro_f1"] = round(float(np.mean([m[split]["macro_f1"] for m in runs])), 4)
+    row[f"{final}_accuracy_std"] = _rounded(fer["accuracy"])["std"]
+    if "difference" in fer:
+        row[f"{final}_accuracy_vs_real"] = _rounded(fer["difference"])
+    if person:
+        row["person_accuracy_std"] = _rounded(person["frames"])["std"]
+        for level, figures in person.items():
+            row[f"person_{level}"] = _rounded(figures)
+            if figures.get("difference"):
+                row[f"person_{level}_vs_real"] = _rounded(figures["difference"])
+    return row
 
 
 def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:

@@ -128,6 +128,58 @@ def _percent(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _points(figures: dict | None, signed: bool = False) -> str:
+    """'61.2 ± 0.8 [58.0, 64.1]': mean ± std over seeds (points), the 95% clip interval; '-' when absent."""
+    if not figures or figures.get("mean") is None:
+        return "-"
+    text = f"{100 * figures['mean']:{'+' if signed else ''}.1f}"
+    if figures.get("std") is not None:
+        text += f" ± {100 * figures['std']:.1f}"
+    if figures.get("interval"):
+        text += " [{:.1f}, {:.1f}]".format(*(100 * v for v in figures["interval"]))
+    return text
+
+
+def _sets_table(classify: dict) -> str:
+    """Per training set: FER test and person accuracy as mean ± std over seeds, the person's per-clip
+    figures with their 95% clip-bootstrap intervals, and each set's difference from `real`."""
+    sets = classify["train_sets"]
+    protocol = classify.get("protocol") or {}
+    person = any("person_accuracy" in row for row in sets.values())
+    clips = any("person_frames" in row for row in sets.values())
+    head = ["training set", "images", "FER test accuracy", "&Delta; FER test", "FER test macro-F1"]
+    if person:
+        head += ["person accuracy (frames)", "&Delta; person (frames)"] if clips else ["person accuracy"]
+        head += ["person (clips, majority)", "&Delta; person (clips, majority)", "person (clips, mean probability)"] \
+            if clips else []
+        head += ["person macro-F1"]
+    rows = []
+    for name, row in sets.items():
+        cells = [_cell(row.get("train_images")),
+                 _cell(_points({"mean": row.get("test_accuracy"), "std": row.get("test_accuracy_std")})),
+                 _cell(_points(row.get("test_accuracy_vs_real"), signed=True)), _cell(row.get("test_macro_f1"))]
+        if person and clips:
+            cells += [_cell(_points(row.get("person_frames"))), _cell(_points(row.get("person_frames_vs_real"), True)),
+                      _cell(_points(row.get("person_clips_majority"))),
+                      _cell(_points(row.get("person_clips_majority_vs_real"), True)),
+                      _cell(_points(row.get("person_clips_mean_probability")))]
+        elif person:
+            cells.append(_cell(_percent(row.get("person_accuracy"))))
+        if person:
+            cells.append(_cell(row.get("person_macro_f1")))
+        rows.append(f"<tr><th>{html.escape(name)}</th>" + "".join(cells) + "</tr>")
+    intro = ""
+    if protocol.get("description"):
+        seeds = protocol.get("seeds") or []
+        intro = (f"<p>{html.escape(protocol['description'])}; seeds {html.escape(', '.join(map(str, seeds)))}. "
+                 "Points: mean ± standard deviation over seeds, [95% interval resampling the person's clips], "
+                 "&Delta;: the set minus <code>real</code>, paired by seed.</p>")
+    warnings = (classify.get("person_clips") or {}).get("warnings") or []
+    notes = "".join(f'<p class="muted">Warning: {html.escape(w)}</p>' for w in warnings)
+    return (intro + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+            + notes)
+
+
 def headline_section(run_dir: Path) -> str:
     """The figures a reader came for, before the stage-by-stage detail: does the translation keep
     the expression (the judge on translated test images), and what each training set scores on
@@ -156,16 +208,7 @@ def headline_section(run_dir: Path) -> str:
         parts.append("<ul>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>")
     sets = classify.get("train_sets") or {}
     if sets:
-        person = any("person_accuracy" in row for row in sets.values())
-        head = ["training set", "images", "FER test accuracy", "FER test macro-F1"]
-        head += ["person accuracy", "person macro-F1"] if person else []
-        parts.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
-        for name, row in sets.items():
-            cells = [row.get("train_images"), _percent(row.get("test_accuracy")), row.get("test_macro_f1")]
-            if person:
-                cells += [_percent(row.get("person_accuracy")), row.get("person_macro_f1")]
-            parts.append(f"<tr><th>{html.escape(name)}</th>" + "".join(_cell(c) for c in cells) + "</tr>")
-        parts.append("</table>")
+        parts.append(_sets_table(classify))
     if len(parts) == 1:
         parts.append('<p class="muted">No results yet: run the stages.</p>')
     return "\n".join(parts)
@@ -181,8 +224,14 @@ def headline_text(run_dir: str | Path) -> list[str]:
                      f"{_percent(figures['label_preservation']['overall'])} (judge accuracy on the sources "
                      f"{_percent(figures['source_accuracy']['overall'])})")
     for name, row in (classify.get("train_sets") or {}).items():
-        person = f", person {_percent(row['person_accuracy'])}" if "person_accuracy" in row else ""
-        lines.append(f"{name}: test accuracy {_percent(row.get('test_accuracy'))}{person}")
+        if "person_frames" in row:  # mean ± std over seeds and the clip interval
+            person = (f", person {_points(row['person_frames'])}%"
+                      + (f" (vs real {_points(row['person_frames_vs_real'], True)})" if "person_frames_vs_real" in row
+                         else ""))
+        else:
+            person = f", person {_percent(row['person_accuracy'])}" if "person_accuracy" in row else ""
+        test = _points({"mean": row.get("test_accuracy"), "std": row.get("test_accuracy_std")})
+        lines.append(f"{name}: test accuracy {test}%{person}")
     return lines
 
 
