@@ -362,7 +362,11 @@ def test_person_test_errors_come_before_training(smileys, tmp_path):
     write_png(odd / "bored" / "x.png", np.zeros((48, 48), np.uint8))
     with pytest.raises(StageError, match=r"\[bored, happy, sad\] are not the model's "
                                          r"\[angry, disgust, fear, happy, sad, surprise, neutral\]"):
-        run_classify(tmp_path / "c", fer=str(smileys), person_test=str(odd))
+        run_classify(tmp_path / "c", fer=str(smileys), person_test=str(odd), person_test_strict=True)
+    (odd / "bored" / "x.png").unlink()
+    (odd / "bored").rmdir()
+    with pytest.raises(StageError, match=r"\[happy, sad\] are not the model's \[angry, disgust, fear, happy"):
+        run_classify(tmp_path / "e", fer=str(smileys), person_test=str(odd), person_test_strict=True)
     with pytest.raises(StageError, match=r"person_test = \"extract\": .*person_test does not exist"):
         run_classify(tmp_path / "d", {"extract": tmp_path / "extract"}, fer=str(smileys), person_test="extract")
 
