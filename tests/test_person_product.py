@@ -19,11 +19,9 @@ from fertransfer.classify.models import load_classifier, predict_labels
 from fertransfer.classify.timeline import plot_timeline, timeline_bins
 from fertransfer.data import FER_CLASSES, load_labelled_set, read_images, write_png
 from fertransfer.pipelines.cli import build_parser, main
-from fertransfer.pipelines.config import default_config_text, load_config
-from fertransfer.pipelines.runner import run_stage
 from fertransfer.pipelines.stage import StageError
 
-from test_classify import TINY, run_classify, write_person_set
+from test_classify import run_classify, trained, write_person_set  # noqa: F401 (trained: a fixture)
 
 CK_CLASSES = tuple(c for c in FER_CLASSES if c != "neutral")  # CK+48: no neutral, and a contempt folder
 
@@ -39,14 +37,9 @@ def write_ck_like(smileys: Path, target: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def trained_run(smileys, tmp_path_factory) -> Path:
-    """A classify stage run through the runner (real only): its run folder."""
-    folder = tmp_path_factory.mktemp("product_run")
-    config = folder / "pipeline.toml"
-    config.write_text(default_config_text({"run": {"dir": "run", "device": "cpu"},
-                                           "classify": {"fer": str(smileys), **TINY}}))
-    assert run_stage(load_config(config), "classify").state == "done"
-    return folder / "run"
+def trained_run(trained) -> Path:
+    """test_classify's classify stage run through the runner (real only): its run folder."""
+    return trained.parent
 
 
 # --- subsets of the classes -----------------------------------------------------------------
