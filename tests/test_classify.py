@@ -409,15 +409,17 @@ def test_evaluate_scores_a_model_on_a_dataset(trained, smileys, tmp_path, capsys
     assert f"images {len(load_dataset(smileys)['val'])}," in capsys.readouterr().out
 
 
-def test_evaluate_refuses_another_class_set(trained, smileys, tmp_path, capsys):
+def test_evaluate_strict_refuses_another_class_set(trained, smileys, tmp_path, capsys):
     faces = tmp_path / "faces"
     write_person_set(smileys / "test", faces, size=48, classes=("happy", "sad"))
-    assert main(["evaluate", str(faces), "--model", str(trained), "--out", str(tmp_path / "eval")]) == 1
+    assert main(["evaluate", str(faces), "--model", str(trained), "--strict", "--out", str(tmp_path / "eval")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "[happy, sad]" in err and "[angry, disgust, fear, happy, sad, surprise, neutral]" in err
     assert not (tmp_path / "eval").exists()
-    assert main(["evaluate", str(faces), "--model", str(trained), "--split", "test"]) == 1
+    assert main(["evaluate", str(faces), "--model", str(trained), "--split", "test"]) == 1  # flat folders: no split
+    assert main(["evaluate", str(faces), "--model", str(trained)]) == 0  # without --strict: scored on the two
+    assert "recall per class: happy" in capsys.readouterr().out
 
 
 def test_test_time_views_in_one_batch_equal_one_pass_per_view():

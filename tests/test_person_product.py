@@ -175,6 +175,7 @@ def test_person_model_option_is_checked_and_chosen_by_name(smileys, tmp_path):
     problems = _check(ClassifyOptions(train_sets=["real"], person_model="balanced"), tmp_path)
     assert problems == ["person_model: 'balanced' is not one of train_sets ['real']"]
     assert _check(ClassifyOptions(train_sets=["real", "real+synthetic"], person_model="real_synthetic"), tmp_path) == []
+    assert _check(ClassifyOptions(footage="faces/"), tmp_path) == ['footage: "extract" or empty, got "faces/"']
 
 
 def test_the_card_says_when_another_set_scored_higher_on_the_person():
