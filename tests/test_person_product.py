@@ -20,7 +20,6 @@ from fertransfer.classify.timeline import plot_timeline, timeline_bins
 from fertransfer.data import FER_CLASSES, load_labelled_set, read_images, write_png
 from fertransfer.pipelines.cli import build_parser, main
 from fertransfer.pipelines.stage import StageError
-
 from test_classify import run_classify, trained, write_person_set  # noqa: F401 (trained: a fixture)
 
 CK_CLASSES = tuple(c for c in FER_CLASSES if c != "neutral")  # CK+48: no neutral, and a contempt folder
@@ -133,7 +132,7 @@ def test_stage_scores_a_subset_and_ships_the_person_model_with_footage(smileys, 
     images = write_ck_like(smileys, person)
     faces = write_fake_extract(smileys, tmp_path / "extract")
     options = {"fer": str(smileys), "person_test": str(person), "footage": "extract"}
-    assert STAGE.upstream(ClassifyOptions(**options)) == ["extract"]
+    assert STAGE.upstream(ClassifyOptions(person_test=str(person), footage="extract")) == ["extract"]
     out, summary = run_classify(tmp_path, {"extract": tmp_path / "extract"}, **options)
     metrics = json.loads((out / "real" / "metrics.json").read_text())["person"]
     assert metrics["images"] == images and "neutral" not in metrics["per_class"]
