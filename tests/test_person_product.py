@@ -165,16 +165,17 @@ def test_stage_scores_a_subset_and_ships_the_person_model_with_footage(smileys, 
 def test_person_model_option_is_checked_and_chosen_by_name(smileys, tmp_path):
     from fertransfer.classify.product import person_model_set
     from fertransfer.classify.stage import ClassifyOptions, _check
+    from fertransfer.pipelines.options import DataOptions
 
     assert person_model_set("", ["real", "balanced", "real+synthetic"])[0] == "real+synthetic"
     assert person_model_set("", ["balanced", "real"])[0] == "real"
     assert person_model_set("", ["balanced"])[0] == "balanced"
     assert person_model_set("balanced", ["real", "balanced"]) == ("balanced",
                                                                   "configured: [classify] person_model = \"balanced\"")
-    problems = _check(ClassifyOptions(train_sets=["real"], person_model="balanced"), tmp_path)
+    problems = _check(ClassifyOptions(train_sets=["real"], person_model="balanced"), tmp_path, DataOptions())
     assert problems == ["person_model: 'balanced' is not one of train_sets ['real']"]
-    assert _check(ClassifyOptions(train_sets=["real", "real+synthetic"], person_model="real_synthetic"), tmp_path) == []
-    assert _check(ClassifyOptions(footage="faces/"), tmp_path) == ['footage: "extract" or empty, got "faces/"']
+    assert _check(ClassifyOptions(train_sets=["real", "real+synthetic"], person_model="real_synthetic"), tmp_path, DataOptions()) == []
+    assert _check(ClassifyOptions(footage="faces/"), tmp_path, DataOptions()) == ['footage: "extract" or empty, got "faces/"']
 
 
 def test_the_card_says_when_another_set_scored_higher_on_the_person():
