@@ -362,7 +362,11 @@ def test_person_test_errors_come_before_training(smileys, tmp_path):
     write_png(odd / "bored" / "x.png", np.zeros((48, 48), np.uint8))
     with pytest.raises(StageError, match=r"\[bored, happy, sad\] are not the model's "
                                          r"\[angry, disgust, fear, happy, sad, surprise, neutral\]"):
-        run_classify(tmp_path / "c", fer=str(smileys), person_test=str(odd))
+        run_classify(tmp_path / "c", fer=str(smileys), person_test=str(odd), person_test_strict=True)
+    (odd / "bored" / "x.png").unlink()
+    (odd / "bored").rmdir()
+    with pytest.raises(StageError, match=r"\[happy, sad\] are not the model's \[angry, disgust, fear, happy"):
+        run_classify(tmp_path / "e", fer=str(smileys), person_test=str(odd), person_test_strict=True)
     with pytest.raises(StageError, match=r"person_test = \"extract\": .*person_test does not exist"):
         run_classify(tmp_path / "d", {"extract": tmp_path / "extract"}, fer=str(smileys), person_test="extract")
 
@@ -405,15 +409,17 @@ def test_evaluate_scores_a_model_on_a_dataset(trained, smileys, tmp_path, capsys
     assert f"images {len(load_dataset(smileys)['val'])}," in capsys.readouterr().out
 
 
-def test_evaluate_refuses_another_class_set(trained, smileys, tmp_path, capsys):
+def test_evaluate_strict_refuses_another_class_set(trained, smileys, tmp_path, capsys):
     faces = tmp_path / "faces"
     write_person_set(smileys / "test", faces, size=48, classes=("happy", "sad"))
-    assert main(["evaluate", str(faces), "--model", str(trained), "--out", str(tmp_path / "eval")]) == 1
+    assert main(["evaluate", str(faces), "--model", str(trained), "--strict", "--out", str(tmp_path / "eval")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "[happy, sad]" in err and "[angry, disgust, fear, happy, sad, surprise, neutral]" in err
     assert not (tmp_path / "eval").exists()
-    assert main(["evaluate", str(faces), "--model", str(trained), "--split", "test"]) == 1
+    assert main(["evaluate", str(faces), "--model", str(trained), "--split", "test"]) == 1  # flat folders: no split
+    assert main(["evaluate", str(faces), "--model", str(trained)]) == 0  # without --strict: scored on the two
+    assert "recall per class: happy" in capsys.readouterr().out
 
 
 def test_test_time_views_in_one_batch_equal_one_pass_per_view():

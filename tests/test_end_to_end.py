@@ -28,7 +28,7 @@ TINY = {
                  "checkpoint_every": 12, "sample_every": 12, "swd_images": 8, "sample_images": 2},
     "augment": {"gallery_examples": 2, "batch_size": 64},
     "classify": {"train_sets": ["real", "balanced"], "epochs": 1, "width": 8,
-                 "batch_size": 32, "patience": 0, "tta": "center"},
+                 "batch_size": 32, "patience": 0, "tta": "center", "footage": "extract"},
 }
 
 
@@ -71,6 +71,17 @@ def test_run_all_then_report(project, capsys):
                     "augment/gallery.png", "classify/comparison.png", "classify/confusion_real.png"):
         assert f'src="{picture}"' in page and (project / "run" / picture).is_file()
     assert 'href="augment/gallery.html"' in page
+    # unlabelled footage: said plainly, with the person model's predictions over it instead
+    run = project / "run"
+    assert "Person accuracy cannot be measured" in page
+    assert "person accuracy: cannot be measured" in out
+    assert classify["person_model"]["set"] == "real" and (run / "classify" / "person_model" / "model.json").is_file()
+    assert f"model for the person: {run / 'classify' / 'person_model'} (set real;" in out
+    assert f"pipeline serve --run {run}" in out and "<b>Model for the person: <code>classify/person_model" in page
+    footage = classify["footage"]
+    assert footage["faces"] == summaries["extract"]["totals"]["footage"]
+    for picture in ("classify/footage/distribution.png", "classify/footage/timeline_lecture.png"):
+        assert f'src="{picture}"' in page and (run / picture).is_file()
 
 
 def test_rerun_skips_everything_and_a_changed_option_reruns_downstream(project):

@@ -11,61 +11,54 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from fertransfer.data.classes import ClassSet
-
 
 def score(labels: np.ndarray, predicted: np.ndarray, classes: list[str], majority_label: int) -> dict:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, baseline."""
-    index = list(range(len(classes)))
+    """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, baseline.
+
+    Scored over the classes the set has: a test set without neutral (CK+) gets no neutral row, its
+    macro-F1 averages the classes present, and the model's answers of an absent class stay errors
+    (columns of the confusion matrix, which spans every model class; `predicted_absent` counts them).
+    """
+    everything = list(range(len(classes)))
+    present = [int(i) for i in np.unique(labels)] if len(labels) else everything
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=index, zero_division=0
+        labels, predicted, labels=present, zero_division=0
     )
+    absent = [i for i in everything if i not in present]
     return {
         "images": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(f1_score(labels, predicted, labels=index, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
-            for i, name in enumerate(classes)
+            classes[c]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                         "support": int(support[i])}
+            for i, c in enumerate(present)
         },
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=index).tolist(),
+        "absent_classes": [classes[i] for i in absent],
+        "predicted_absent": int(np.isin(predicted, absent).sum()),
+        "confusion_rows": [classes[i] for i in present],
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=everything)[present].tolist(),
         "majority_class": classes[majority_label],
         "majority_baseline_accuracy": float(np.mean(labels == majority_label)) if len(labels) else 0.0,
     }
 
 
-def classes_differ(found: list[str], classes: ClassSet, ignore: list[str] | tuple = ()) -> bool:
-    """Whether a set's classes (folder names, or the classes its images have) are not exactly
-    `classes` (aliases allowed; `ignore`d ones, e.g. classes left out of training, do not count).
-
-    A set missing a class is refused too: its macro-F1 would average in a class it cannot score.
-    """
-    labels = [classes.index(name) for name in found]
-    if None in labels:
-        return True
-    return {classes.names[i] for i in labels} - set(ignore) != set(classes.names) - set(ignore)
-
-
-def class_mismatch(where: str, found: list[str], model_classes: list[str]) -> str:
-    """The one-line error for a set whose classes are not the model's: both lists."""
-    return f"{where}: its classes [{', '.join(found)}] are not the model's [{', '.join(model_classes)}]"
-
-
-def present_classes(labels: np.ndarray, classes: ClassSet) -> list[str]:
-    """The classes that have at least one image, in label order."""
-    return [classes.names[i] for i in np.unique(labels)]
-
-
 def headline(metrics: dict) -> str:
     """The figures a person reads first: images, accuracy, macro-F1, recall per class."""
     recall = ", ".join(f"{c} {v['recall']:.3f}" for c, v in metrics["per_class"].items())
-    return (f"images {metrics['images']}, accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}\n"
+    text = (f"images {metrics['images']}, accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}\n"
             f"recall per class: {recall}")
+    if metrics.get("absent_classes"):
+        text += (f"\nnot in this set: {', '.join(metrics['absent_classes'])} (macro-F1 over the "
+                 f"{len(metrics['per_class'])} classes present; {metrics['predicted_absent']} answer(s) of an "
+                 f"absent class, counted as errors)")
+    return text
 
 
-def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:
-    """Counts on the left, row-normalised (recall per true class) on the right."""
+def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str,
+                   rows: list[str] | None = None) -> None:
+    """Counts on the left, row-normalised (recall per true class) on the right; `rows`: the true
+    classes of the matrix's rows when the set lacks some of the model's (columns: every class)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,16 +67,17 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
     counts = np.asarray(matrix)
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    rows = classes if rows is None else rows
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5 * max(0.5, len(rows) / max(1, len(classes)))))
     for ax, data, label, fmt in ((axes[0], counts, "counts", "d"), (axes[1], normalised, "row-normalised", ".2f")):
         ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() or 1)
         ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(label)
         threshold = (data.max() or 1) / 2
-        for i in range(len(classes)):
+        for i in range(len(rows)):
             for j in range(len(classes)):
                 ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
                         color="white" if data[i, j] > threshold else "black")
@@ -151,8 +145,8 @@ def report_markdown(name: str, metrics: dict) -> str:
         for cls, row in metrics[split]["per_class"].items():
             line = f"| {cls} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
             if person:
-                p = person[cls]
-                line += f" {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |"
+                p = person.get(cls)  # a class the person's set lacks has no row there
+                line += f" {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |" if p else " - | - | 0 |"
             lines.append(line)
     lines += [""] + [f"![{picture}]({picture})" for picture in metrics.get("pictures", [])] + [""]
     return "\n".join(lines)

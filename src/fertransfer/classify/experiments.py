@@ -153,7 +153,7 @@ def comparison_rows(results: dict[str, dict], split: str) -> list[dict]:
                 row[f"person_{key}"] = person[key]
         for c, v in m["per_class"].items():
             row[f"recall_{c}"] = v["recall"]
-            if person:
+            if person and c in person["per_class"]:  # a class the person's set lacks has no recall
                 row[f"person_recall_{c}"] = person["per_class"][c]["recall"]
         rows.append(row)
     return rows

@@ -155,13 +155,14 @@ def write_model_card(folder: Path, card: dict) -> Path:
 
 
 def find_model(path: Path) -> Path:
-    """The model folder for a model.json, a model folder, a training-set folder or a classify stage folder."""
+    """The model folder for a model.json, a model folder, a training-set folder, a classify stage
+    folder (its person_model/ when it has one) or a run folder (its classify/person_model/)."""
     path = Path(path)
     if path.is_file() and path.name == MODEL_JSON:
         return path.parent
     if not path.exists():
         raise StageError(f"{path}: no such model file or folder")
-    for candidate in (path, path / "model"):
+    for candidate in (path, path / "model", path / "person_model", path / "classify" / "person_model"):
         if (candidate / MODEL_JSON).is_file():
             return candidate
     trained = sorted(p.parent for p in path.glob(f"*/model/{MODEL_JSON}"))

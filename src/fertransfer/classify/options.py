@@ -23,6 +23,9 @@ class ClassifyOptions:
                               "the FER test split: a dataset as `fer` takes (flat class folders are used whole, "
                               "split data by its test split), or \"extract\" for the extract stage's held-out "
                               "person_test/ (empty: none).", kind="path", keywords=(EXTRACT,))
+    person_test_strict: bool = option(False, "Refuse a person_test whose classes are not exactly the model's "
+                                      "(default: score the classes it has, leave out classes the model does not "
+                                      "know, with a warning naming them).")
     engine: str = option("cnn", "Classifier: the fixed CNN (PyTorch) or an AutoKeras search.", choices=ENGINES)
     channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
     size: int = option(48, "Input size of the classifier in pixels (images are resized).", ge=16, le=512)
@@ -65,5 +68,11 @@ class ClassifyOptions:
     oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
     leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")
     two_tier: bool = option(False, "Two-tier classifier: positive / negative / neutral first, then the fine class.")
+    person_model: str = option("", "The training set whose model is the product, copied to "
+                               "classify/person_model/ for `pipeline serve/predict --run` (empty: real+synthetic "
+                               "when trained, else real). Chosen by name, never by the test figures.")
+    footage: str = option("", "\"extract\": predict the extract stage's footage faces with the person model "
+                          "(the predicted expressions' distribution and a timeline per video, in the report; "
+                          "what footage without labels can show). Empty: none.")
     judge: str = option("", "The model that judges augment's translations (trained on real FER only, never the "
                         "cyclegan's loss classifier); empty: this run's 'real' model.", kind="path")

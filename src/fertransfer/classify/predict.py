@@ -116,15 +116,18 @@ def check_classes(classifier: Classifier, expected: list[str], model_path: Path)
         )
 
 
-def load_checked_classifier(model: str | Path, classes: list[str] | None = None, device: str = "cpu") -> Classifier:
-    """The model behind `--model`, refused (StageError) unless it has `classes` (default: FER2013's)."""
+def load_checked_classifier(model: str | Path, classes: list[str] | None = None, device: str = "cpu",
+                            own_classes: bool = False) -> Classifier:
+    """The model behind `--model`, refused (StageError) unless it has `classes` (default: FER2013's;
+    `own_classes`: whatever it was trained on, e.g. a run's person model)."""
     from fertransfer.data import class_set
 
     from .models import find_model, load_classifier
 
     model_path = find_model(Path(model))
     classifier = load_classifier(model_path, device=device)
-    check_classes(classifier, list(class_set(classes).names), model_path)
+    if not own_classes:
+        check_classes(classifier, list(class_set(classes).names), model_path)
     return classifier
 
 
@@ -184,10 +187,23 @@ def list_inputs(path: Path) -> tuple[str, list[Path]]:
     raise StageError(f"{path}: not an image, a folder of images or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
 
 
+def _timeline(video: Path, largest: dict[int, np.ndarray], fps: float, frames: int, classes: list[str],
+              out_dir: Path, model: str) -> Path:
+    """The timeline PNG of a predicted video (the drawing the classify stage makes of the footage)."""
+    from .timeline import plot_timeline
+
+    order = sorted(largest)
+    probabilities = np.array([largest[f] for f in order]) if order else np.zeros((0, len(classes)))
+    title = f"{video.name}: expression probabilities of the largest face over time ({model}; {len(order)} frames with a face)"
+    return plot_timeline(np.array(order, float) / fps, probabilities, classes, out_dir / f"timeline_{video.stem}.png",
+                         title, duration=frames / fps)
+
+
 def predict(
     input_path: Path, classifier: Classifier, out_dir: Path, detector=None, every: int = 1,
 ) -> dict:
-    """Classify every face in the input; write annotated copies and predictions.csv into out_dir.
+    """Classify every face in the input; write annotated copies and predictions.csv into out_dir, and
+    for a video `timeline_<video>.png`: the probabilities of the largest face per frame over time.
 
     predictions.csv is written under a temporary name and renamed at the end, so a run that fails
     (a broken video, no readable image) leaves no header-only CSV behind."""
@@ -217,6 +233,7 @@ def _predict_into(csv_path: Path, kind: str, files: list[Path], input_path: Path
 
     classes = list(classifier.classes)
     written: list[str] = []
+    largest: dict[int, np.ndarray] = {}  # video frame -> probabilities of its largest face
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "frame", "x1", "y1", "x2", "y2", "face_score", "label", *[f"p_{c}" for c in classes]])
@@ -230,6 +247,8 @@ def _predict_into(csv_path: Path, kind: str, files: list[Path], input_path: Path
                 counts["per_class"][label] += 1
                 writer.writerow([source, frame, *face.box, f"{face.score:.4f}", label,
                                  *[f"{v:.4f}" for v in face.probabilities]])
+            if faces:
+                largest[frame] = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).probabilities
             return annotate(rgb, faces, classes)
 
         if kind == "video":
@@ -248,6 +267,8 @@ def _predict_into(csv_path: Path, kind: str, files: list[Path], input_path: Path
             if counts["frames"] == 0:
                 raise StageError(f"{source}: the video has no readable frames")
             written.append(target.name)
+            counts["timeline"] = _timeline(source, largest, fps, every * counts["frames"], classes,
+                                           out_dir, getattr(classifier, "engine", "model")).name
         else:
             root = input_path if input_path.is_dir() else input_path.parent
             relatives = [file.relative_to(root) for file in files]

@@ -39,9 +39,13 @@ def _consumes(options: ClassifyOptions, data: DataOptions) -> list[Consumes]:
         needs.append(Consumes("extract.person_test", "" if options.person_test == EXTRACT else options.person_test))
     if any(name != "real" for name in options.train_sets):
         needs.append(Consumes("augment.sets"))
+    footage = options.footage == EXTRACT  # the person model's predictions over extract's footage
     if options.judge or any(name != "real" for name in options.train_sets):
-        needs += [Consumes("augment.translations"), Consumes("cyclegan.generator", optional=True),
-                  Consumes("extract.faces", data.faces, optional=True)]
+        needs += [Consumes("augment.translations"), Consumes("cyclegan.generator", optional=True)]
+    if footage or options.judge or any(name != "real" for name in options.train_sets):
+        needs.append(Consumes("extract.faces", "" if footage else data.faces, optional=not footage))
+    if footage:
+        needs.append(Consumes("extract.faces_table"))
     return needs
 
 
@@ -68,6 +72,11 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append("train_sets: empty; name at least one set (e.g. [\"real\"])")
     elif len(set(options.train_sets)) != len(options.train_sets):
         problems.append(f"train_sets: a set is named twice: {options.train_sets}")
+    trained = {set_folder(name) for name in options.train_sets}
+    if options.train_sets and options.person_model and set_folder(options.person_model) not in trained:
+        problems.append(f"person_model: '{options.person_model}' is not one of train_sets {options.train_sets}")
+    if options.footage not in ("", EXTRACT):
+        problems.append(f"footage: \"{EXTRACT}\" or empty, got \"{options.footage}\"")
     if options.engine != "cnn" and (options.steps or options.eval_every):
         problems.append(f"steps, eval_every: options of the cnn engine (engine = \"{options.engine}\" has epochs "
                         "and time_budget_minutes)")
@@ -128,13 +137,14 @@ def _load_sets(ctx: StageContext, options: ClassifyOptions, classes):
 def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]):
     """The person's labelled faces, converted like every input; None without `person_test`.
 
-    Checked before any training: a missing or empty set, or one whose classes are not the
-    model's, stops the stage.
+    Checked before any training: a missing or empty set stops the stage. A set with a subset of
+    the classes is scored on those; a class folder outside the class set is left out with a
+    warning (`person_test_strict` refuses both).
     """
-    from fertransfer.data import DatasetError, class_folder_names, load_labelled_set
+    from fertransfer.data import DatasetError
 
     from . import experiments as ex
-    from .evaluate import class_mismatch, classes_differ, present_classes
+    from .testsets import load_test_set
 
     if not options.person_test:
         return None, None
@@ -145,21 +155,19 @@ def _load_person(ctx: StageContext, options: ClassifyOptions, classes, dropped: 
     kept = [c for c in classes.names if c not in dropped]
     where = f"[classify].person_test: {path}"
     try:
-        found = class_folder_names(path)
-        if found is not None and any(classes.index(name) is None for name in found):
-            raise StageError(class_mismatch(where, found, kept))
-        person, part = load_labelled_set(path, classes=classes, channels=options.channels, size=options.size)
+        test = load_test_set(path, classes, options.channels, options.size, strict=options.person_test_strict,
+                             ignore=dropped, where=where)
     except DatasetError as error:
-        raise StageError(f"[classify].person_test: {error}") from None
-    present = present_classes(person.labels, classes)
-    if classes_differ(present, classes, dropped):
-        raise StageError(class_mismatch(where, [c for c in present if c not in dropped], kept))
+        message = str(error)
+        raise StageError(message if message.startswith(where) else f"[classify].person_test: {message}") from None
+    person = test.data
     if dropped:
         person = ex.leave_out(person, list(classes.names), dropped)[0]
     if len(person) == 0:
         raise StageError(f"{where}: no images of the classes [{', '.join(kept)}]")
-    ctx.log.info("person_test: %d images of the person (%s of %s)", len(person), part, path)
-    return person, f"{path}, {part}, {len(person)} images"
+    ctx.log.info("person_test: %d images of the person (%s of %s)", len(person), test.part, path)
+    note = test.describe()
+    return person, f"{path}, {test.part}, {len(person)} images" + (f" ({note})" if note else "")
 
 
 @dataclass
@@ -237,7 +245,8 @@ def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, se
             drawn.append(f"confusion_{pictures}_person.png")
             plot_confusion(metrics["person"]["confusion_matrix"], kept, ctx.out_dir / drawn[-1],
                            f"{name}: person accuracy {metrics['person']['accuracy']:.3f}, "
-                           f"macro-F1 {metrics['person']['macro_f1']:.3f} ({len(scoring.person)} images)")
+                           f"macro-F1 {metrics['person']['macro_f1']:.3f} ({len(scoring.person)} images)",
+                           rows=metrics["person"]["confusion_rows"])
         if trained.history:
             drawn.append(f"curves_{pictures}.png")
             plot_history(trained.history, ctx.out_dir / drawn[-1], f"{name} ({metrics['engine']})",
@@ -454,6 +463,7 @@ def run(ctx: StageContext) -> dict:
         person_stats = person_statistics(person.labels, probs, clips, protocol.REFERENCE, options.bootstrap,
                                          ctx.run.seed, predicted)
     means = {name: _mean_metrics(runs) for name, runs in results.items()}
+    product = _person_model(ctx, options, means)
     rows = ex.comparison_rows(means, final)
     statistics = protocol.statistics_rows(fer_stats, person_stats, seeds)
     protocol_text = _protocol_text(options, init_metrics)
@@ -495,6 +505,8 @@ def run(ctx: StageContext) -> dict:
         "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in scored.items()},
         "pictures": ["comparison.png", "comparison_seeds.png", *[p for runs in results.values() for p in runs[0]["pictures"]]],
         "translation_judge": judge,
+        "person_model": product["person_model"],
+        **({"footage": product["footage"]} if "footage" in product else {}),
         "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
     }
 
@@ -550,6 +562,29 @@ def _set_summary(runs: list[dict], fer: dict, person: dict | None, final: str) -
             if figures.get("difference"):
                 row[f"person_{level}_vs_real"] = _rounded(figures["difference"])
     return row
+
+
+def _person_model(ctx: StageContext, options: ClassifyOptions, results: dict[str, dict]) -> dict:
+    """The model to use for the person, copied to person_model/ with its card; with `footage`, its
+    predictions over extract's footage faces (distribution and timelines, footage/)."""
+    from fertransfer.augment import set_folder
+
+    from .footage import FOOTAGE_DIR, predict_footage
+    from .models import load_classifier
+    from .product import person_model_set, publish_person_model
+
+    name, why = person_model_set(options.person_model, list(results))
+    name = next((n for n in results if set_folder(n) == set_folder(name)), None)  # as train_sets spells it
+    if name is None:
+        raise StageError(f"[classify].person_model: '{options.person_model}' is not one of train_sets {list(results)}")
+    summary = {"person_model": publish_person_model(ctx.out_dir, name, set_folder(name), why, results)}
+    ctx.log.info("person model: %s (%s), copied to classify/person_model", name, why)
+    if options.footage == EXTRACT:
+        classifier = load_classifier(ctx.out_dir / summary["person_model"]["path"], device=ctx.run.device)
+        summary["footage"] = predict_footage(classifier, ctx.artifact("extract.faces_table"),
+                                             ctx.artifact("extract.faces"), ctx.out_dir / FOOTAGE_DIR, name)
+        ctx.log.info("footage: %d faces predicted by the person model", summary["footage"]["faces"])
+    return summary
 
 
 def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
@@ -646,5 +681,5 @@ STAGE = Stage(
     resumable=True,
     demo={"train_sets": ["real", "synthetic", "real+synthetic", "balanced", "classic"],
           "engine": "cnn", "epochs": 5, "width": 16, "batch_size": 32, "lr": 0.05,
-          "patience": 0, "tta": "flip"},
+          "patience": 0, "tta": "flip", "footage": "extract"},
 )

@@ -480,7 +480,7 @@ STAGE = Stage(
     description="extract: one person's aligned face crops from videos, with MTCNN",
     inputs=_inputs,
     check=lambda options, config_dir, data: option_problems(options),
-    produces={"faces": "faces", "person_test": "person_test"},
+    produces={"faces": "faces", "person_test": "person_test", "faces_table": "faces.csv"},
     demo={
         "inputs": ["data/lecture.mp4"],
         # The demo's face is 65-110 px high in a 384x288 frame.

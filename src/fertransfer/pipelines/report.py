@@ -209,9 +209,66 @@ def headline_section(run_dir: Path) -> str:
     sets = classify.get("train_sets") or {}
     if sets:
         parts.append(_sets_table(classify))
+    parts += person_section(run_dir, classify)
     if len(parts) == 1:
         parts.append('<p class="muted">No results yet: run the stages.</p>')
     return "\n".join(parts)
+
+
+MAX_TIMELINES = 12  # timelines shown on the page; the rest are linked
+
+
+def _figure(path: str, caption: str) -> str:
+    return (f'<figure><a href="{html.escape(path)}"><img src="{html.escape(path)}" loading="lazy"></a>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def person_section(run_dir: Path, classify: dict) -> list[str]:
+    """The model to use for the person and, when the person's faces carry no labels, the plain
+    statement that its accuracy cannot be measured, with what the model predicts over the footage."""
+    parts = []
+    sets = classify.get("train_sets") or {}
+    measured = any("person_accuracy" in row for row in sets.values())
+    product = classify.get("person_model")
+    if product:
+        parts.append(f"<p><b>Model for the person: <code>classify/{html.escape(product['path'])}</code></b> "
+                     f"(training set <b>{html.escape(product['set'])}</b>; {html.escape(product['chosen'])}). "
+                     f'Use it with <code>pipeline serve --run {html.escape(str(run_dir))}</code> or '
+                     f"<code>pipeline predict VIDEO --run {html.escape(str(run_dir))} --out DIR</code>; "
+                     f'<a href="classify/{html.escape(product["path"])}/README.md">its model card</a> gives the '
+                     "evidence.</p>")
+        if measured:  # how the person's test figures compare (they were not used to choose)
+            parts += [f'<p class="muted">{html.escape(note)}</p>' for note in product.get("notes", [])]
+    if not sets or measured:
+        return parts
+    parts.append("<p><b>Person accuracy cannot be measured</b>: this run has no labelled faces of the person "
+                 "([classify] person_test is empty), so no figure on this page says how well a model reads this "
+                 "person's expressions. The FER figures above are about FER2013's faces.</p>")
+    footage = classify.get("footage")
+    if not footage:
+        parts.append('<p class="muted">Set [classify] footage = "extract" to see what the person model predicts '
+                     "over the person's footage (the distribution of its answers and a timeline per video).</p>")
+        return parts
+    if not footage.get("faces"):
+        parts.append(f'<p class="muted">No footage faces to predict: {html.escape(str(footage.get("note", "")))}</p>')
+        return parts
+    share = ", ".join(f"{name} {_percent(value)}" for name, value in
+                      sorted(footage["share"].items(), key=lambda item: -item[1]))
+    parts.append(f"<p>What the person model ({html.escape(footage['model'])}) predicts over "
+                 f"{footage['faces']} faces of the footage: {html.escape(share)}. Without labels this shows what the "
+                 "model sees, not whether it is right.</p>")
+    pictures = [f"classify/{p}" for p in footage.get("pictures", [])]
+    shown = [p for p in pictures if (run_dir / p).is_file()]
+    parts.append(_figure(shown[0], "predicted expressions over the footage") if shown else "")
+    timelines = shown[1:]
+    parts += [_figure(p, Path(p).stem.removeprefix("timeline_")) for p in timelines[:MAX_TIMELINES]]
+    if len(timelines) > MAX_TIMELINES:
+        parts.append("<p>More timelines: " + " · ".join(
+            f'<a href="{html.escape(p)}">{html.escape(Path(p).stem.removeprefix("timeline_"))}</a>'
+            for p in timelines[MAX_TIMELINES:]) + "</p>")
+    parts.append(f'<p class="muted">Per face: <a href="classify/{html.escape(footage["csv"])}">'
+                 f"{html.escape(footage['csv'])}</a>.</p>")
+    return parts
 
 
 def headline_text(run_dir: str | Path) -> list[str]:
@@ -232,6 +289,19 @@ def headline_text(run_dir: str | Path) -> list[str]:
             person = f", person {_percent(row['person_accuracy'])}" if "person_accuracy" in row else ""
         test = _points({"mean": row.get("test_accuracy"), "std": row.get("test_accuracy_std")})
         lines.append(f"{name}: test accuracy {test}%{person}")
+    sets = classify.get("train_sets") or {}
+    if sets and not any("person_accuracy" in row for row in sets.values()):
+        lines.append("person accuracy: cannot be measured (no labelled faces of the person; [classify] person_test)")
+        footage = classify.get("footage") or {}
+        if footage.get("faces"):
+            top = sorted(footage["share"].items(), key=lambda item: -item[1])[:3]
+            lines.append(f"footage: {footage['faces']} faces predicted by the person model, most often "
+                         + ", ".join(f"{name} {_percent(value)}" for name, value in top))
+    product = classify.get("person_model")
+    if product:
+        folder = Path(run_dir) / "classify" / product["path"]
+        lines.append(f"model for the person: {folder} (set {product['set']}; {product['chosen']})")
+        lines.append(f"  use it: pipeline serve --run {run_dir}  |  pipeline predict VIDEO --run {run_dir} --out DIR")
     return lines
 
 

@@ -1,4 +1,5 @@
-"""`pipeline serve --model M`: the webcam page, on loopback unless told otherwise."""
+"""`pipeline serve --run RUN` (the run's person model) or `--model M`: the webcam page, on loopback
+unless told otherwise."""
 
 from __future__ import annotations
 
@@ -89,14 +90,15 @@ def add_commands(subparsers) -> None:
     from fertransfer.classify.cli import add_model_arguments
 
     p = subparsers.add_parser("serve", help="a web page that classifies the faces in your camera's frames and photos")
-    add_model_arguments(p, min_face_size=80)
+    add_model_arguments(p, min_face_size=80,
+                        run_help="a run folder: its classify/person_model is the model when --model is not given, "
+                                 "and the page serves its report.html and gallery pages and the pictures they show "
+                                 "(nothing else of it) and links them")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
     p.add_argument("--allowed-host", action="append", metavar="NAME",
                    help="a Host name (or name:port) clients use to reach the server, repeatable; localhost, "
                         "127.0.0.1, [::1] and the --host address are always allowed, with the served port")
-    p.add_argument("--run", help="a run folder: serve its report.html and gallery pages and the pictures they "
-                                 "show (nothing else of it) and link them from the page")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default, every core); one is fastest on a shared machine")
     p.set_defaults(func=cmd_serve)
