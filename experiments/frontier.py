@@ -30,8 +30,9 @@ import json
 import logging
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from fertransfer.errors import StageError
 from fertransfer.pipelines.config import ConfigError, load_config, parse_config, resolve

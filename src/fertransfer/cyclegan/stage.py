@@ -136,8 +136,7 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
     from fertransfer.data import load_dataset
 
     from .data import domain_b_classes
-    from .person_score import (MIN_CROPS, PersonScoreConfig, crops_warning, person_score_by_class,
-                               train_person_scorer)
+    from .person_score import MIN_CROPS, PersonScoreConfig, crops_warning, person_score_by_class, train_person_scorer
     from .translate import Translator
 
     o: CycleganOptions = ctx.options
