@@ -433,3 +433,98 @@ def test_stage_choices_name_every_network_and_objective():
     from fertransfer.cyclegan import losses, models, stage
 
     assert stage.GENERATORS == models.GENERATORS and stage.GAN_MODES == losses.GAN_MODES
+
+
+def test_an_unknown_generator_is_a_config_error_naming_the_known_ones_before_any_stage(tmp_path, smileys, capsys):
+    from fertransfer.cyclegan.stage import GENERATORS
+    from fertransfer.pipelines.cli import main
+
+    config = write_config(tmp_path, face_folder(tmp_path / "faces"), smileys, generator="no_such_net")
+    config.write_text(config.read_text() + '[extract]\ninputs = ["nowhere.mp4"]\n')  # a stage before cyclegan
+    assert main(["run", "all", "--config", str(config)]) != 0
+    err = capsys.readouterr().err
+    assert "[cyclegan].generator: 'no_such_net' is not one of" in err
+    assert all(name in err for name in GENERATORS)
+    assert not (tmp_path / "run").exists()  # nothing ran, not even extract
+
+
+# --- the person score in the stage ---------------------------------------------------------------
+
+
+PERSON_SCORE = dict(steps=4, checkpoint_every=4, sample_every=4, lambda_expression=0.0, eval_images=30,
+                    person_score_steps=30)
+
+
+def test_stage_reports_the_person_score_with_a_warning_and_the_judge(tmp_path, smileys, caplog):
+    from fertransfer.classify.models import save_classifier
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    torch.manual_seed(0)
+    save_classifier(CnnClassifier(FaceNet(7, 1, 4), list(FER.names), 1, 16, CnnConfig(width=4, crop=14)),
+                    tmp_path / "judge")
+    config = load_config(write_config(tmp_path, face_folder(tmp_path / "faces", 39), smileys, **PERSON_SCORE,
+                                      judge=str(tmp_path / "judge")))
+    with caplog.at_level("WARNING"):
+        (status,) = run_pipeline(config, "cyclegan")
+    translation = status.manifest["summary"]["translation"]
+    assert translation["person_crops"] == 8 and "only 8 held-out person crops" in translation["warning"]
+    assert "only 8 held-out person crops" in caplog.text
+    assert translation["images"] == 30 and translation["split"] == "test"
+    score = translation["person_score"]
+    assert 0 <= score["overall"] <= 1 and set(score["per_class"]) <= set(FER.names)
+    assert set(translation["controls"]) == {"untranslated_sources", "held_out_person_crops",
+                                            "held_out_person_crops_count"}
+    assert translation["judge"]["images"] == 30 and 0 <= translation["judge"]["judge_agreement"]["overall"] <= 1
+    assert (tmp_path / "run" / "cyclegan" / "person_score.pt").is_file()
+
+
+def test_stage_says_why_there_is_no_person_score(tmp_path, smileys):
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline
+
+    config = load_config(write_config(tmp_path, face_folder(tmp_path / "faces", 11), smileys, **PERSON_SCORE))
+    (status,) = run_pipeline(config, "cyclegan")
+    translation = status.manifest["summary"]["translation"]
+    assert "person_score" not in translation
+    assert "only 2 held-out person crop(s)" in translation["not_computed"] and "at least 5" in translation["not_computed"]
+    saved = torch.load(tmp_path / "run" / "cyclegan" / "person_score.pt", weights_only=True)
+    assert saved == {"not_computed": translation["not_computed"]}  # what classify reads to say why
+
+
+# --- the time budget -------------------------------------------------------------------------
+
+
+def test_budget_steps_spends_the_time_left_at_the_measured_speed():
+    from fertransfer.cyclegan.train import budget_steps
+
+    assert budget_steps(60.0, 10.0, 50, 0.5, 1000) == 50 + int(50 * 0.95 / 0.5)
+    assert budget_steps(60.0, 10.0, 50, 0.01, 1000) == 1000  # steps stays the upper bound
+    assert budget_steps(60.0, 70.0, 50, 0.5, 1000) == 50  # over budget already: stop where it is
+
+
+def test_time_budget_is_resolved_once_recorded_and_kept_on_resume(tmp_path, monkeypatch):
+    """The budget becomes a number of steps at the first checkpoint's step; the schedule is sized to
+    it; an interrupted run resumes with the recorded number (not a new measurement) and ends exactly
+    as an uninterrupted run, and as a plain run of that many steps."""
+    from fertransfer.cyclegan import train as train_module
+
+    domains = random_domains()
+    resolved = iter([10, 10, 999])  # the third would be a re-measurement on resume: it must not happen
+    monkeypatch.setattr(train_module, "budget_steps", lambda *args: next(resolved))
+    cfg = tiny_config(steps=40, checkpoint_every=2, sample_every=5, time_budget_minutes=1.0)
+    straight = train(cfg, domains, tmp_path / "straight")
+    assert straight["steps"] == 10 and straight["time_budget"]["steps"] == 10
+    assert straight["time_budget"]["resolved_at_step"] == 2 and straight["time_budget"]["upper_bound"] == 40
+    first = train(cfg, domains, tmp_path / "split", stop_at=6)
+    assert first["steps"] == 6
+    second = train(cfg, domains, tmp_path / "split", resume=True)
+    assert second["resumed_from_step"] == 6 and second["steps"] == 10 and second["time_budget"]["steps"] == 10
+    plain = train(tiny_config(steps=10, checkpoint_every=2, sample_every=5), domains, tmp_path / "plain")
+    assert plain["steps"] == 10
+    final = lambda name: load_checkpoint(tmp_path / name / "checkpoints" / "step_00000010.pt")["models"]  # noqa: E731
+    a, b, c = final("straight"), final("split"), final("plain")
+    for net in ("G_AB", "G_BA", "D_A", "D_B"):
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after resume"
+            assert torch.equal(a[net][key], c[net][key]), f"{net}.{key} differs from the plain 10-step run"

@@ -24,8 +24,8 @@ TINY = {
     "run": {"dir": "run"},
     "data": {"fer": "data/smileys"},
     "extract": {"inputs": ["data/lecture.mp4"], "min_face_size": 40, "min_face_px": 48, "samples": 8},
-    "cyclegan": {"image_size": 24, "ngf": 4, "ndf": 4, "steps": 24,
-                 "checkpoint_every": 12, "sample_every": 12, "swd_images": 8, "sample_images": 2},
+    "cyclegan": {"image_size": 24, "ngf": 4, "ndf": 4, "steps": 24, "checkpoint_every": 12, "sample_every": 12,
+                 "swd_images": 8, "sample_images": 2, "person_score_steps": 50},
     "augment": {"gallery_examples": 2, "batch_size": 64},
     "classify": {"train_sets": ["real", "balanced"], "epochs": 1, "width": 8,
                  "batch_size": 32, "patience": 0, "tta": "center", "footage": "extract"},
@@ -63,7 +63,14 @@ def test_run_all_then_report(project, capsys):
         assert judged[split]["images"] == sum(summaries["augment"]["translated"][split].values())
         assert 0.0 <= judged[split]["judge_agreement"]["overall"] <= 1.0
     assert (project / "run" / "classify" / "gallery" / "gallery.html").is_file()
+    # The person score beside the judge: the cyclegan stage's own, and classify's on augment's translations.
+    translation = summaries["cyclegan"]["translation"]
+    assert 0.0 <= translation["person_score"]["overall"] <= 1.0 and translation["person_crops"] >= 5
+    assert 0.0 <= judged["test"]["person_score"]["overall"] <= 1.0 and "person_score_on_sources" in judged["test"]
+    assert "person score" in out and "cyclegan on" in out
+    assert "person score" in (project / "run" / "classify" / "gallery" / "gallery.html").read_text()
     page = (project / "run" / "report.html").read_text()
+    assert "person score" in page
     assert page.index("<h2>Headline</h2>") < page.index("<h2>extract</h2>")  # results first
     for stage in STAGES:
         assert f"<h2>{stage}</h2>" in page

@@ -144,6 +144,7 @@ def gallery_classes(
     classes, start = [], 0
     headline = judge_split(judge)
     per_class = headline[1]["judge_agreement"]["per_class"] if headline else {}
+    person = (headline[1].get("person_score") or {}).get("per_class", {}) if headline else {}
     for c, index in enumerate(picks):
         part = slice(start, start + len(index))
         start += len(index)
@@ -155,6 +156,7 @@ def gallery_classes(
                 cycled=None if cycled is None else cycled[part],
                 sources=[real.files[i] for i in index],
                 agreement=per_class.get(class_names[c]),
+                person=person.get(class_names[c]),
             )
         )
     return classes

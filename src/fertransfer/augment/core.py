@@ -136,3 +136,14 @@ def judge_translations(
         "judge_agreement": _rates(on_translated == on_sources, labels, class_names),
         "source_accuracy": _rates(on_sources == labels, labels, class_names),
     }
+
+
+def judge_at_judge_size(
+    predict_fn: PredictFn, translated: np.ndarray, sources: np.ndarray, labels: np.ndarray,
+    class_names: tuple[str, ...] | list[str], size: int, channels: int,
+) -> dict:
+    """judge_translations with each source first brought to the size the generator saw it at, and
+    both then through the same resize to the judge's input (`size`, `channels`): the figures
+    measure what the translation changed, not the resolution."""
+    sources = conform(conform(sources, translated.shape[1], channels), size, channels)
+    return judge_translations(predict_fn, conform(translated, size, channels), sources, labels, class_names)

@@ -29,12 +29,19 @@ class GalleryClass:
     cycled: np.ndarray | None = None  # None when no reverse generator was given
     sources: list[str] | None = None
     agreement: float | None = None  # the judge's agreement for this class (see judge_split), when measured
+    person: float | None = None  # the person score of this class's translations, when measured
 
     def rows(self) -> list[tuple[str, np.ndarray]]:
         rows = [(ROW_NAMES[0], self.original), (ROW_NAMES[1], self.translated)]
         if self.cycled is not None:
             rows.append((ROW_NAMES[2], self.cycled))
         return rows
+
+
+def _figures(c: GalleryClass, agreement: str, person: str, wrap: str) -> str:
+    """A class's measured figures (judge agreement, person score) for its heading; '' when none."""
+    parts = [fmt.format(v) for fmt, v in ((agreement, c.agreement), (person, c.person)) if v is not None]
+    return wrap.format(", ".join(parts)) if parts else ""
 
 
 def pick_examples(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> list[np.ndarray]:
@@ -56,7 +63,7 @@ def gallery_mosaic(classes: list[GalleryClass], faces: np.ndarray | None, tile: 
     columns = max([len(c.original) for c in classes] + [len(faces) if faces is not None else 0, 1])
     rows: list[tuple[str, list[np.ndarray], bool]] = []  # (label, tiles, starts a block)
     for c in classes:
-        title = c.name if c.agreement is None else f"{c.name} (judge agrees {c.agreement:.0%})"
+        title = c.name + _figures(c, "judge agrees {:.0%}", "person {:.0%}", " ({})")
         if not len(c.original):
             rows.append((f"{c.name}: no images", [], True))
             continue
@@ -115,21 +122,41 @@ def _judge_html(judge: dict | None) -> list[str]:
         "<p>A judge, the CNN trained on real FER only (never the classifier inside the generator's loss), labels "
         "each translation and its untranslated source. <b>Judge agreement</b>: same label on both. <b>Label "
         f"preserved</b>: the translation gets the source's true label. Judge: {html.escape(str(judge.get('judge', '?')))}.</p>")
-    columns = (("label_preservation", "label preserved"), ("judge_agreement", "judge agreement"),
-               ("source_accuracy", "judge accuracy on sources"))
+    person = judge.get("person_score") or {}
+    if person.get("not_computed"):
+        parts.append(f"<p>Person score: not computed ({html.escape(person['not_computed'])}).</p>")
+    elif person:
+        parts.append(
+            "<p><b>Person score</b>: the share of translations that a domain classifier, trained on the person's "
+            "held-out crops against FER validation faces (gray, resized alike) and never part of the generator's "
+            f"training, takes for the person. Its controls: {_share(person.get('held_out_person_crops'))} on held-out "
+            "person crops it did not train on (near 100%), and the untranslated sources' score below (near 0%).</p>")
+        if person.get("warning"):
+            parts.append(f"<p><b>Warning</b>: {html.escape(person['warning'])}</p>")
     for split, figures in judge["splits"].items():
-        parts.append(f"<h3>{html.escape(split)} split ({figures['images']} images)</h3><table><tr><th>class</th>")
+        columns = [("label_preservation", "label preserved"), ("judge_agreement", "judge agreement"),
+                   ("source_accuracy", "judge accuracy on sources")]
+        if "person_score" in figures:
+            columns.append(("person_score", "person score"))
+        note = ("" if "person_score_on_sources" not in figures else
+                f"; person score of the untranslated sources {_share(figures['person_score_on_sources'])}")
+        parts.append(f"<h3>{html.escape(split)} split ({figures['images']} images{note})</h3>"
+                     "<table><tr><th>class</th>")
         parts += [f"<th>{title}</th>" for _, title in columns] + ["</tr>"]
         names = list(figures["judge_agreement"]["per_class"])
         for name in [*names, None]:
             cells = []
             for key, _ in columns:
-                value = figures[key]["overall"] if name is None else figures[key]["per_class"][name]
+                value = figures[key]["overall"] if name is None else figures[key]["per_class"].get(name)
                 cells.append(f"<td>{'-' if value is None else f'{value:.1%}'}</td>")
             label = "<b>all</b>" if name is None else html.escape(name)
             parts.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
         parts.append("</table>")
     return parts
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def gallery_html(
@@ -155,7 +182,7 @@ def gallery_html(
     parts.append("</table>")
     parts += _judge_html(judge)
     for c in classes:
-        kept = "" if c.agreement is None else f" &mdash; judge agreement {c.agreement:.0%}"
+        kept = _figures(c, "judge agreement {:.0%}", "person score {:.0%}", " &mdash; {}")
         parts.append(f"<h2>{html.escape(c.name)}{kept}</h2>")
         if not len(c.original):
             parts.append("<p>No images of this class.</p>")

@@ -41,7 +41,8 @@ def _consumes(options: ClassifyOptions, data: DataOptions) -> list[Consumes]:
         needs.append(Consumes("augment.sets"))
     footage = options.footage == EXTRACT  # the person model's predictions over extract's footage
     if options.judge or any(name != "real" for name in options.train_sets):
-        needs += [Consumes("augment.translations"), Consumes("cyclegan.generator", optional=True)]
+        needs += [Consumes("augment.translations"), Consumes("cyclegan.generator", optional=True),
+                  Consumes("cyclegan.person_scorer", optional=True)]
     if footage or options.judge or any(name != "real" for name in options.train_sets):
         needs.append(Consumes("extract.faces", "" if footage else data.faces, optional=not footage))
     if footage:
@@ -596,9 +597,8 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
     import numpy as np
 
     from fertransfer.augment.build import read_sources
-    from fertransfer.augment.core import judge_translations
+    from fertransfer.augment.core import judge_at_judge_size
     from fertransfer.augment.io import read_labels_csv
-    from fertransfer.augment.transforms import conform
     from fertransfer.data.images import read_images
 
     from .models import load_classifier, predict_labels
@@ -617,19 +617,27 @@ def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dro
     rows = read_labels_csv(labels_csv)
     size, channels = classifier.size, classifier.channels
     result: dict = {"judge": str(model), "splits": {}}
+    person_scorer, person_info = _person_scorer(ctx.artifacts.get("cyclegan.person_scorer"))
+    if person_info:
+        result["person_score"] = person_info
     for split in dict.fromkeys(r["split"] for r in rows):
         chosen = [r for r in rows if r["split"] == split]
         translated, ok, errors = read_images([str(augment_dir / r["file"]) for r in chosen], channels=channels)
         if errors:
             raise StageError(f"{augment_dir}: {len(errors)} translated image(s) unreadable, e.g. {errors[0]}")
-        # Each source at the size the generator saw it, then both through the same resize to the
-        # judge's input: the figures measure what the translation changed, not the resolution.
         sources = read_sources([r["source_file"] for r in chosen], channels, ctx.data.fer and str(ctx.path(ctx.data.fer)),
                                ctx.run.seed)
-        sources = conform(conform(sources, translated.shape[1], channels), size, channels)
-        translated = conform(translated, size, channels)
         labels = np.array([classes.index(r["label"]) for r in chosen], np.int64)
-        figures = judge_translations(lambda x: predict_labels(classifier, x)[0], translated, sources, labels, classes.names)
+        figures = judge_at_judge_size(lambda x: predict_labels(classifier, x)[0], translated, sources, labels,
+                                      classes.names, size, channels)
+        if person_scorer is not None:  # beside the judge: did the translation reach the person?
+            from fertransfer.cyclegan.person_score import person_score_by_class
+
+            figures["person_score"] = person_score_by_class(person_scorer, translated, labels, classes.names)
+            figures["person_score_on_sources"] = person_score_by_class(person_scorer, sources, labels,
+                                                                      classes.names)["overall"]
+            ctx.log.info("person score on the %d translated %s images: %.3f (untranslated sources %.3f)", len(labels),
+                         split, figures["person_score"]["overall"], figures["person_score_on_sources"])
         result["splits"][split] = figures
         ctx.log.info("judge on %d translated %s images: label preserved %.3f, judge agreement %.3f, judge accuracy "
                      "on the sources %.3f", len(labels), split, figures["label_preservation"]["overall"],
@@ -664,6 +672,22 @@ def _judged_gallery(ctx: StageContext, labels_csv: Path, classes, judge: dict, e
                                 backward.spec.out_channels if backward else 1, set_counts=set_counts,
                                 checkpoint=str(generator) if generator else "?")
     rebuild_gallery(translations, ctx.out_dir / "gallery", ctx.run_dir, examples, backward, faces, judge)
+
+
+def _person_scorer(path: Path | None):
+    """The person score's classifier that the cyclegan stage trained beside its generator, and what
+    it says of itself (its controls, a warning, or why there is none); (None, None) without one."""
+    if path is None or not path.is_file():
+        return None, None
+    import torch
+
+    from fertransfer.cyclegan.person_score import PersonScorer
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "not_computed" in state:
+        return None, {"not_computed": state["not_computed"]}
+    about = {k: v for k, v in (state.get("about") or {}).items() if v is not None}
+    return PersonScorer.from_state_dict(state), {"classifier": str(path), **about}
 
 
 STAGE = Stage(

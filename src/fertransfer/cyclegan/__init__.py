@@ -9,6 +9,7 @@ Modules (laid out like the CycleGAN authors' repository, smaller):
   cut.py         contrastive unpaired translation, PatchNCE (model = "cut" / "fastcut")
   checkpoint.py  atomic checkpoints, validation, fall-back to the newest valid one
   swd.py         sliced Wasserstein distance on Laplacian-pyramid patches
+  person_score.py  the person score: a domain classifier of held-out person crops against FER faces
   translate.py   Translator: the array API other stages use
   testing.py     tiny_checkpoint(): a valid untrained checkpoint for other stages' tests
   data.py, tensors.py, stage.py, cli.py (`pipeline translate`)

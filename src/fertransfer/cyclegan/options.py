@@ -66,13 +66,27 @@ class CycleganOptions:
     pool_size: int = option(50, "Past fakes kept for the discriminators.", ge=0)
     lr: float = option(0.0002, "Adam learning rate (beta1 0.5).", gt=0)
     batch_size: int = option(1, "Images per domain per step (per process).", ge=1)
-    steps: int = option(5000, "Training steps in all.", ge=1)
+    steps: int = option(5000, "Training steps in all (with time_budget_minutes: the most it may run).", ge=1)
+    time_budget_minutes: float = option(
+        0.0, "Training time to spend (0: none): after the first timed steps the budget becomes a number of steps "
+             "(at most `steps`) and the learning-rate schedule is sized to it; the manifest and every checkpoint "
+             "record what it resolved to, so a resumed run keeps it.", ge=0)
     decay_steps: int | None = option(None, "Steps of linear learning-rate decay at the end (default: half of steps).", ge=0)
     checkpoint_every: int = option(500, "Steps between checkpoints.", ge=1)
     keep_checkpoints: int = option(2, "Training checkpoints kept (older ones are deleted).", ge=1)
     sample_every: int = option(250, "Steps between sample grids and SWD measurements.", ge=1)
     sample_images: int = option(4, "Rows in the sample grids.", ge=1)
-    swd_images: int = option(128, "Images held out of each domain for SWD and samples (at most a fifth).", ge=2)
+    swd_images: int = option(128, "Images held out of each domain for SWD, samples and the person score (at most a "
+                             "fifth).", ge=2)
+    eval_images: int = option(1000, "FER test images (PrivateTest) translated at the end and scored: the person score "
+                              "and, with `judge`, judge agreement, overall and per class (a fixed seeded sample; "
+                              "0: all).", ge=0)
+    judge: str = option("", "A classify-stage model trained on real FER (never the expression loss's classifier) "
+                        "whose agreement on the translated test images is reported beside the person score "
+                        "(empty: person score and SWD only; classify's judge reads augment's translations later).",
+                        kind="path")
+    person_score_steps: int = option(400, "Training steps of the person score's domain classifier (held-out "
+                                     "person crops against FER PublicTest; seeded, seconds on a CPU).", ge=1)
     deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
     precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16; "
                             "1.4-1.8x faster steps there, docs/benchmarks.md), else fp32.", choices=("auto", "fp32", "bf16"))

@@ -7,8 +7,9 @@ Outputs in <run dir>/cyclegan/: checkpoints/ (step_*.pt full training states, th
 latest.pt the generators, which `Translator.from_checkpoint` loads), samples/step_*.png and
 samples/final.png (A, G(A), F(G(A)) | B, F(B), G(F(B)) on a fixed held-out batch),
 losses.csv, loss_curve.png and swd.csv (SWD of translated and untranslated held-out images
-against real target images, both directions). Interrupted runs continue from the newest
-valid checkpoint.
+against real target images, both directions), person_score.pt (the person score's domain
+classifier; the summary's `translation` holds its figures on translated FER test images).
+Interrupted runs continue from the newest valid checkpoint.
 """
 
 from __future__ import annotations
@@ -119,6 +120,124 @@ def _readable_classifier(ctx: StageContext, folder: Path) -> bool:
         return False
 
 
+PERSON_SCORER = "person_score.pt"  # the person score's classifier, for classify to score augment's translations
+
+
+def _held_out_person(ctx: StageContext, held_a):
+    """The person's crops that the generator never trained on: the footage held out here, plus
+    the extract stage's labelled person_test/ when there is one (all classes, labels unused)."""
+    import numpy as np
+
+    from fertransfer.data import load_image_folder
+
+    parts, where = [held_a], [f"{len(held_a)} held out of the footage"]
+    person_test = ctx.artifacts.get("extract.person_test")  # consumed when the faces are extract's
+    if person_test is not None and person_test.is_dir() and any(person_test.rglob("*.*")):
+        images, _ = load_image_folder(person_test, channels=held_a.shape[3], size=held_a.shape[1])
+        parts.append(images)
+        where.append(f"{len(images)} of extract's person_test/")
+    return np.concatenate(parts), " + ".join(where)
+
+
+def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
+    """The final generator on FER's test split (a fixed sample): the person score overall and per
+    class, its controls, and with `judge` the judge's agreement; the scorer is saved for classify.
+
+    The person score's classifier is trained on the held-out person crops (a part kept out as
+    its control) against FER's val split (PublicTest): neither is anything the generator saw.
+    """
+    import time
+
+    import numpy as np
+    import torch
+
+    from fertransfer.augment.core import judge_at_judge_size
+    from fertransfer.data import load_dataset
+
+    from .data import domain_b_classes
+    from .person_score import MIN_CROPS, PersonScoreConfig, crops_warning, person_score_by_class, train_person_scorer
+    from .translate import Translator
+
+    o: CycleganOptions = ctx.options
+    t0 = time.perf_counter()
+    person, person_source = _held_out_person(ctx, held_a)
+    result: dict = {"person_crops": len(person), "person_crops_from": person_source}
+    if len(person) < MIN_CROPS:
+        result["not_computed"] = (f"only {len(person)} held-out person crop(s) ({person_source}); the person score "
+                                  f"needs at least {MIN_CROPS}: raise swd_images or give more footage")
+        return _not_computed(ctx, result)
+    classes = domain_b_classes(ctx.data.labels)
+    fer = load_dataset(ctx.path(ctx.data.fer), classes=classes, channels=o.b_channels, size=48, seed=ctx.run.seed,
+                       labels=ctx.data.labels, ferplus=_ferplus_path(ctx))
+    if "test" not in fer.splits:
+        result["not_computed"] = f"{ctx.data.fer} has no test split to translate"
+        return _not_computed(ctx, result)
+
+    def chosen(part):  # the classes domain B was trained on
+        wanted = [classes.index(name) for name in o.fer_classes]
+        return part.subset(np.flatnonzero(np.isin(part.labels, wanted))) if wanted else part
+
+    negatives, negatives_from = (chosen(fer["val"]).images, "FER val (PublicTest)") if "val" in fer.splits else (
+        held_b, "domain B's held-out images")
+    test = chosen(fer["test"])
+    in_split = len(test)
+    if 0 < o.eval_images < len(test):
+        test = test.subset(np.sort(np.random.default_rng(ctx.run.seed + 3).permutation(len(test))[: o.eval_images]))
+    threads = torch.get_num_threads()
+    if o.threads > 0:
+        torch.set_num_threads(o.threads)
+    try:
+        warning = crops_warning(len(person))
+        if warning:
+            ctx.log.warning(warning)
+            result["warning"] = warning
+        config = PersonScoreConfig(steps=o.person_score_steps, seed=ctx.run.seed)
+        scorer, info = train_person_scorer(person, negatives, cfg.image_size, config)
+        translator = Translator.from_checkpoint(ctx.out_dir / "checkpoints" / "latest.pt", "BtoA", cfg.device)
+        translated = translator.translate(test.images, progress=True)
+        names = list(classes.names)
+        result.update(
+            split="test", images=len(test), images_in_split=in_split, negatives=negatives_from,
+            person_score=person_score_by_class(scorer, translated, test.labels, names),
+            controls={"untranslated_sources": person_score_by_class(scorer, test.images, test.labels, names)["overall"],
+                      "held_out_person_crops": info["person_control_score"], "held_out_person_crops_count":
+                      info["person_control"]},
+            classifier={k: v for k, v in info.items() if k != "config"} | {"file": PERSON_SCORER},
+        )
+        if o.judge:
+            from fertransfer.classify.models import load_classifier, predict_labels
+
+            judge = load_classifier(ctx.path(o.judge), device=cfg.device)
+            if list(judge.classes) != names:
+                raise StageError(f"[cyclegan].judge {o.judge}: its classes {list(judge.classes)} are not domain "
+                                 f"B's {names}")
+            result["judge"] = {"model": o.judge, **judge_at_judge_size(
+                lambda x: predict_labels(judge, x)[0], translated, test.images, test.labels, names, judge.size,
+                judge.channels)}
+    finally:
+        torch.set_num_threads(threads)
+    # Saved with what a reader of its scores needs to know (its controls, a warning), for classify.
+    about = {"person_crops": len(person), "held_out_person_crops": info["person_control_score"],
+             "held_out_person_crops_count": info["person_control"], "warning": result.get("warning")}
+    torch.save({**scorer.state_dict(), "about": about}, ctx.out_dir / PERSON_SCORER)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    agreement = (result.get("judge") or {}).get("judge_agreement", {}).get("overall")
+    ctx.log.info("person score on %d translated test images: %.3f (controls: untranslated %.3f, held-out person "
+                 "crops %s)%s", len(test), result["person_score"]["overall"], result["controls"]["untranslated_sources"],
+                 result["controls"]["held_out_person_crops"],
+                 "" if agreement is None else f"; judge agreement {agreement:.3f}")
+    return result
+
+
+def _not_computed(ctx: StageContext, result: dict) -> dict:
+    """No person score: the reason in the log, the manifest and person_score.pt (which classify reads)."""
+    import torch
+
+    ctx.log.warning("person score not computed: %s", result["not_computed"])
+    torch.save({"not_computed": result["not_computed"]}, ctx.out_dir / PERSON_SCORER)
+    return result
+
+
 def _run_torchrun(ctx: StageContext, cfg, data: dict, expression_model: str | None) -> dict:
     """Launch the same training loop in `processes` ranks with torchrun; rank 0's summary."""
     import json
@@ -174,11 +293,15 @@ def run(ctx: StageContext) -> dict:
         expression = ExpressionConsistency(classifier) if classifier is not None else None
         summary = train(cfg, domains, ctx.out_dir, resume=ctx.resuming, expression=expression)
         domains_sources = domains.sources
+    if o.processes > 1:
+        domains = load_domains(**data)  # the held-out images, again (each rank loaded its own)
+    translation = _translation_scores(ctx, cfg, domains.held_a, domains.held_b)
+    ctx.timings["translation_scores_seconds"] = translation.get("seconds", 0.0)
     ctx.timings["train_seconds"] = summary.get("train_seconds", 0.0)
 
     out = ctx.out_dir
     plot_losses(out / "losses.csv", out / "loss_curve.png")
-    final_grid = out / "samples" / f"step_{cfg.steps:06d}.png"
+    final_grid = out / "samples" / f"step_{summary.get('steps', cfg.steps):06d}.png"
     if final_grid.exists():
         shutil.copyfile(final_grid, out / "samples" / "final.png")
     with open(out / "swd.csv", newline="") as handle:
@@ -201,6 +324,7 @@ def run(ctx: StageContext) -> dict:
         "generator": cfg.generator if cfg.model != "autoencoder" else f"shared encoder, bottleneck {cfg.bottleneck}",
         "domains": domains_sources or {"A": data["faces"], "B": data["fer"]},
         "swd": swd_table,
+        "translation": translation,
         "expression_classifier": expression_info,
         "checkpoint": "checkpoints/latest.pt",
         "sample_grid": "samples/final.png" if (out / "samples" / "final.png").exists() else None,
@@ -213,8 +337,15 @@ def _ferplus_path(ctx: StageContext) -> str | None:
     return str(ctx.path(ctx.data.ferplus)) if ctx.data.labels == "ferplus" else None
 
 
+def _consumes(options: CycleganOptions, data: DataOptions) -> list[Consumes]:
+    """The person's faces ([data] faces, else extract's); with extract's faces also its labelled
+    person_test/ when there is one: held-out crops for the person score."""
+    needs = [Consumes("extract.faces", data.faces)]
+    return needs if data.faces else [*needs, Consumes("extract.person_test", optional=True)]
+
+
 def _inputs(options: CycleganOptions) -> list[str]:
-    return [options.expression_classifier] if options.expression_classifier else []
+    return [p for p in (options.expression_classifier, options.judge) if p]
 
 
 def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> list[str]:
@@ -232,6 +363,7 @@ def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append(f"model = \"{options.model}\" reads PatchNCE features from a ResNet generator's encoder; "
                         f"generator {options.generator!r} has none: use one of "
                         f"{', '.join(g for g in GENERATORS if g.startswith('resnet'))}")
+
     if options.lambda_expression > 0 and not options.expression_classifier and data.fer:
         fer = Path(data.fer).expanduser()
         fer = fer if fer.is_absolute() else config_dir / fer
@@ -254,8 +386,8 @@ STAGE = Stage(
     run=run,
     outputs=("checkpoints/latest.pt", "losses.csv", "swd.csv"),
     description="CycleGAN between the person's faces (A) and FER images (B): checkpoints, samples, SWD",
-    consumes=lambda options, data: [Consumes("extract.faces", data.faces)],
-    produces={"generator": "checkpoints/latest.pt"},
+    consumes=_consumes,
+    produces={"generator": "checkpoints/latest.pt", "person_scorer": PERSON_SCORER},
     inputs=_inputs,
     data_keys=("fer", "labels", "ferplus", "faces"),
     check=_check,

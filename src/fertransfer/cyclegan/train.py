@@ -98,8 +98,9 @@ class TrainConfig:
     lr: float = _option("lr")
     beta1: float = 0.5
     batch_size: int = _option("batch_size")
-    steps: int = _option("steps")
+    steps: int = _option("steps")  # with a time budget: the upper bound
     decay_steps: int | None = _option("decay_steps")  # None: the second half of training
+    time_budget_minutes: float = _option("time_budget_minutes")  # > 0: steps resolved from the measured speed
     flip: bool = True
     checkpoint_every: int = _option("checkpoint_every")
     keep_checkpoints: int = _option("keep_checkpoints")
@@ -124,11 +125,32 @@ class LinearDecay:
     """LR factor: 1 for the first steps, then linearly down to (almost) zero at the end."""
 
     def __init__(self, steps: int, decay_steps: int):
-        self.constant = steps - decay_steps
-        self.decay_steps = decay_steps
+        self.resize(steps, decay_steps)
+
+    def resize(self, steps: int, decay_steps: int) -> None:
+        """A new length (a time budget resolved into steps): the schedulers hold this very object."""
+        self.decay_steps = min(decay_steps, steps)
+        self.constant = steps - self.decay_steps
 
     def __call__(self, step: int) -> float:
         return 1.0 - max(0, step - self.constant) / float(self.decay_steps + 1)
+
+
+CALIBRATION_STEPS = 50  # steps timed before a time budget is turned into a number of steps
+CALIBRATION_SKIP = 5  # the first steps (allocations, oneDNN's first calls) are not timed
+
+
+def budget_steps(budget_seconds: float, elapsed: float, done: int, seconds_per_step: float, upper: int) -> int:
+    """The steps a time budget holds: those done plus what the time left buys at the measured
+    speed, less 5% for the sample grids, SWD and checkpoints; at most `upper`, at least `done`."""
+    left = max(0.0, budget_seconds - elapsed) * 0.95
+    return int(min(upper, max(done, done + left // max(seconds_per_step, 1e-9))))
+
+
+def calibration_step(cfg: TrainConfig) -> int:
+    """The step at which a time budget is resolved: before the first checkpoint, so that every
+    checkpoint carries it (resume is exact) and while the learning rate is still constant."""
+    return max(1, min(CALIBRATION_STEPS, cfg.checkpoint_every, cfg.steps))
 
 
 class Generators(nn.Module):
@@ -448,7 +470,12 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         net.to(device, memory_format=memory_format)
     objective.make_optimizers()  # after .to(device): Adam's state lives with the parameters
     G_AB, G_BA = nets["G_AB"], nets["G_BA"]
-    decay = LinearDecay(cfg.steps, cfg.decay_steps if cfg.decay_steps is not None else cfg.steps // 2)
+    # The run's length: cfg.steps, or with a time budget what it resolved to (recorded in every
+    # checkpoint and the summary, so a resumed run keeps the very same schedule).
+    total = cfg.steps
+    budget: dict | None = None
+    decay_steps = lambda steps: cfg.decay_steps if cfg.decay_steps is not None else steps // 2  # noqa: E731
+    decay = LinearDecay(total, decay_steps(total))
     schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, decay) for name, opt in objective.optimizers.items()}
     pools = objective.pools
 
@@ -473,6 +500,10 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 log.warning("checkpoint made with %d process(es), now %d: batches and pools start afresh",
                             len(per_rank), world)
             start = resumed_from = int(state["step"])
+            budget = state.get("budget")
+            if budget is not None:
+                total = int(budget["steps"])
+                decay.resize(total, decay_steps(total))
             if main_process:
                 log.info("resuming from step %d", start)
         elif main_process:
@@ -496,6 +527,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 "optimizers": {name: opt.state_dict() for name, opt in objective.optimizers.items()},
                 "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
                 "rng": gathered,
+                "budget": budget,
             }, keep=cfg.keep_checkpoints)
         if world > 1:
             dist.barrier()
@@ -546,13 +578,19 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         swd_log = CsvLog(out_dir / "swd.csv", SWD_COLUMNS, keep_until)
         writer = _tensorboard(out_dir)
 
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    progress = progress_bar(range(start, end), initial=start, total=cfg.steps, desc="cyclegan", unit="step",
+    # A budget not yet resolved (a fresh run; or a checkpoint of a run without one) is resolved after
+    # a few timed steps of this run.
+    resolve_at = start + calibration_step(cfg) if cfg.time_budget_minutes > 0 and budget is None else None
+    end = total if stop_at is None else min(total, stop_at)
+    progress = progress_bar(range(start, cfg.steps), initial=start, total=total, desc="cyclegan", unit="step",
                     disable=not main_process, dynamic_ncols=True)
     t_start = time.perf_counter()
     train_seconds = 0.0
+    timed = [0.0, 0]  # seconds and steps after the first CALIBRATION_SKIP, for the budget
     last_swd = None
     for step in progress:
+        if step >= end:
+            break
         t0 = time.perf_counter()
         real_A = to_device(sample_batch(domains.train_a, rng, cfg.batch_size, cfg.image_size, cfg.flip), a)
         real_B = to_device(sample_batch(domains.train_b, rng, cfg.batch_size, cfg.image_size, cfg.flip), b)
@@ -563,6 +601,24 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         done = step + 1
         step_seconds = time.perf_counter() - t0
         train_seconds += step_seconds
+        if resolve_at is not None and step - start >= min(CALIBRATION_SKIP, resolve_at - start - 1):
+            timed[0] += step_seconds
+            timed[1] += 1
+        if done == resolve_at:  # the time budget becomes a number of steps, once, on every rank alike
+            per_step = timed[0] / max(1, timed[1])
+            resolved = [budget_steps(cfg.time_budget_minutes * 60, time.perf_counter() - t_start, done, per_step,
+                                     cfg.steps)]
+            if world > 1:
+                dist.broadcast_object_list(resolved, src=0)
+            total = resolved[0]
+            budget = {"minutes": cfg.time_budget_minutes, "steps": total, "upper_bound": cfg.steps,
+                      "resolved_at_step": done, "seconds_per_step": round(per_step, 4)}
+            decay.resize(total, decay_steps(total))
+            end = total if stop_at is None else min(total, stop_at)
+            progress.total = total
+            if main_process:
+                log.info("time budget %.1f min at %.3f s/step: %d steps (upper bound %d)", cfg.time_budget_minutes,
+                         per_step, total, cfg.steps)
 
         # 3. Book-keeping (rank 0): losses, samples + SWD, checkpoints.
         if main_process:
@@ -574,8 +630,8 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                     writer.add_scalar(f"loss/{k}", v, done)
             if done % 10 == 0 or done == end:
                 progress.set_postfix({k: f"{losses[k]:.3f}" for k in objective.shown})
-            if done % cfg.sample_every == 0 or done == cfg.steps:
-                result = evaluate(done, with_swd=cfg.swd_every_sample or done == cfg.steps)
+            if done % cfg.sample_every == 0 or done == total:
+                result = evaluate(done, with_swd=cfg.swd_every_sample or done == total)
                 if result is not None:
                     swd_log.write(result)
                     last_swd = result
@@ -583,7 +639,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                         for k, v in result.items():
                             if k != "step":
                                 writer.add_scalar(f"swd/{k}", v, done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if done % cfg.checkpoint_every == 0 or done == total:
             checkpoint(done)
         if after_step is not None:
             after_step(done)
@@ -598,7 +654,8 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         steps_run = end - start
         summary = {
             "steps": end,
-            "steps_planned": cfg.steps,
+            "steps_planned": total,
+            "time_budget": budget,
             "steps_this_run": steps_run,
             "resumed_from_step": resumed_from,
             "processes": world,

@@ -191,6 +191,7 @@ def headline_section(run_dir: Path) -> str:
     if swd:
         facts.append(f"SWD FER &rarr; person x1e3: {swd['translated']:.1f} translated vs {swd['untranslated']:.1f} "
                      f"untranslated (step {cyclegan['swd']['step']})")
+    facts += [html.escape(line) for line in cyclegan_translation_lines(cyclegan)]
     expression = cyclegan.get("expression_classifier")
     if expression:
         facts.append(f"expression-loss classifier: {_percent(expression.get('held_out_accuracy'))} on "
@@ -201,7 +202,10 @@ def headline_section(run_dir: Path) -> str:
             f"judge on {figures['images']} translated {html.escape(split)} images: <b>agreement "
             f"{_percent(figures['judge_agreement']['overall'])}</b>, label preserved "
             f"{_percent(figures['label_preservation']['overall'])}, judge accuracy on the sources "
-            f"{_percent(figures['source_accuracy']['overall'])}")
+            f"{_percent(figures['source_accuracy']['overall'])}{html.escape(_person_note(figures))}")
+    warning = ((classify.get("translation_judge") or {}).get("person_score") or {}).get("warning")
+    if warning and not cyclegan.get("translation", {}).get("warning"):
+        facts.append(f"<b>warning</b>: {html.escape(warning)}")
     if classify.get("gallery"):
         facts.append(f'<a href="classify/{classify["gallery"]}">translation gallery with the judge\'s figures</a>')
     if facts:
@@ -271,15 +275,45 @@ def person_section(run_dir: Path, classify: dict) -> list[str]:
     return parts
 
 
+def _person_note(figures: dict) -> str:
+    """', person score X (untranslated sources Y)' when the judge's figures carry it."""
+    if "person_score" not in figures:
+        return ""
+    return (f", person score {_percent(figures['person_score']['overall'])} (untranslated sources "
+            f"{_percent(figures.get('person_score_on_sources'))})")
+
+
+def cyclegan_translation_lines(cyclegan: dict) -> list[str]:
+    """The cyclegan stage's own reading of its final generator on FER's test split: the person score
+    with its controls (and judge agreement with [cyclegan] judge), or why it is missing."""
+    translation = cyclegan.get("translation") or {}
+    if translation.get("not_computed"):
+        return [f"person score not computed: {translation['not_computed']}"]
+    if "person_score" not in translation:
+        return []
+    controls = translation.get("controls") or {}
+    line = (f"cyclegan on {translation['images']} translated {translation.get('split', 'test')} images: person score "
+            f"{_percent(translation['person_score']['overall'])} (controls: untranslated "
+            f"{_percent(controls.get('untranslated_sources'))}, {controls.get('held_out_person_crops_count')} held-out "
+            f"person crops {_percent(controls.get('held_out_person_crops'))})")
+    judge = translation.get("judge")
+    if judge:
+        line += f", judge agreement {_percent(judge['judge_agreement']['overall'])}"
+    lines = [line]
+    if translation.get("warning"):
+        lines.append(f"warning: {translation['warning']}")
+    return lines
+
+
 def headline_text(run_dir: str | Path) -> list[str]:
     """The headline figures as plain lines, for the end of `pipeline run all` and `pipeline demo`."""
     classify = _summary(Path(run_dir), "classify")
-    lines = []
+    lines = cyclegan_translation_lines(_summary(Path(run_dir), "cyclegan"))
     for split, figures in ((classify.get("translation_judge") or {}).get("splits") or {}).items():
         lines.append(f"judge on {figures['images']} translated {split} images: agreement "
                      f"{_percent(figures['judge_agreement']['overall'])}, label preserved "
                      f"{_percent(figures['label_preservation']['overall'])} (judge accuracy on the sources "
-                     f"{_percent(figures['source_accuracy']['overall'])})")
+                     f"{_percent(figures['source_accuracy']['overall'])}){_person_note(figures)}")
     for name, row in (classify.get("train_sets") or {}).items():
         if "person_frames" in row:  # mean ± std over seeds and the clip interval
             person = (f", person {_points(row['person_frames'])}%"

@@ -1,0 +1,263 @@
+"""The frontier between keeping the expression and reaching the person, as one picture.
+
+    PYTHONPATH=src python experiments/frontier.py -c examples/mead_M030.toml \\
+        --judge ../runs/fer2013_cnn/classify/real/model \\
+        --set generator=resnet_6blocks,resnet_6blocks_residual_resize --set lambda_expression=0,1 \\
+        --common steps=2000 threads=1
+
+Runs the cyclegan stage once per setting of a grid on one person's config and plots judge
+agreement (y) against the person score (x) on translated FER PrivateTest, one labelled point per
+setting; writes frontier.csv, frontier.json and frontier.png. A setting is a set of [cyclegan]
+options over the config's own: `--set KEY=V1,V2,...` (repeatable; the grid is their product),
+or a TOML file (`--grid FILE`) with `[grid]` (key = [values], a product) and/or
+`[[settings]]` tables (one setting each, `name` optional); `--common KEY=VALUE ...` applies to
+every setting (sizes, steps, threads, an `expression_classifier` trained once).
+
+Each setting runs in `<run dir>/frontier/<setting>/` (its config beside it as setting.json)
+with the person's extract stage shared (linked, run once in the run dir): the runner's
+fingerprints skip a setting whose cyclegan stage is already done, so a rerun or a larger grid
+reuses finished points, and an interrupted setting resumes from its checkpoint. The judge is
+`--judge`, else the config's [cyclegan] or [classify] judge, else the run's classify/real/model.
+A setting that fails is reported and the others go on; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import tomllib
+
+from fertransfer.errors import StageError
+from fertransfer.pipelines.config import ConfigError, load_config, parse_config, resolve
+from fertransfer.pipelines.runner import read_manifest, run_pipeline
+
+log = logging.getLogger("frontier")
+
+COLUMNS = ("setting", "person_score", "judge_agreement", "swd_translated", "swd_untranslated", "swd_change",
+           "person_control", "untranslated_control", "person_crops", "images", "steps", "train_seconds", "warning",
+           "error")
+
+
+def parse_value(text: str):
+    """A TOML value (1, 0.5, true, "x", [1, 2]); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def grid_settings(sets: list[str], grid_file: Path | None) -> list[dict]:
+    """The settings: the product of `--set` lists and the file's [grid], plus its [[settings]]."""
+    axes: dict[str, list] = {}
+    explicit: list[dict] = []
+    if grid_file is not None:
+        data = tomllib.loads(grid_file.read_text())
+        unknown = set(data) - {"grid", "settings"}
+        if unknown:
+            raise ValueError(f"{grid_file}: unknown table(s) {sorted(unknown)} (known: grid, settings)")
+        for key, values in (data.get("grid") or {}).items():
+            axes[key] = values if isinstance(values, list) else [values]
+        explicit = [dict(s) for s in data.get("settings") or []]
+    for text in sets:
+        key, value = parse_assignment(text)
+        axes[key] = [parse_value(v) for v in value.split(",")]
+    product = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
+    settings = product + explicit
+    return settings or [{}]  # no grid: the config's own setting, alone
+
+
+def setting_name(setting: dict) -> str:
+    """A label and folder name: the setting's options, or its given `name`."""
+    if "name" in setting:
+        return str(setting["name"])
+    if not setting:
+        return "config"
+    return ",".join(f"{k}={v}" for k, v in setting.items())
+
+
+def folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", name).replace(",", "__").replace("=", "-")
+
+
+def find_judge(config, given: str | None) -> Path | None:
+    if given:
+        return Path(given).resolve()
+    for stage in ("cyclegan", "classify"):
+        value = getattr(config.options(stage), "judge", "") if stage in config.sections else ""
+        if value:
+            return resolve(config.base_dir, value).resolve()
+    model = config.run_dir / "classify" / "real" / "model"
+    return model.resolve() if model.is_dir() else None
+
+
+def setting_config(data: dict, config_path: Path, folder: Path, overrides: dict):
+    """The person's config with its run dir moved to `folder` and the setting's [cyclegan] options."""
+    data = {section: dict(values) for section, values in data.items()}
+    data.setdefault("run", {})["dir"] = str(folder.resolve())
+    data["cyclegan"] = {**data.get("cyclegan", {}), **overrides}
+    config, problems = parse_config(data, config_path.resolve())
+    if problems:
+        raise ConfigError([f"setting {setting_name(overrides)}: {p}" for p in problems])
+    return config, data["cyclegan"]
+
+
+def point(name: str, summary: dict) -> dict:
+    """One row of the frontier from a finished cyclegan manifest's summary."""
+    translation = summary.get("translation") or {}
+    controls = translation.get("controls") or {}
+    swd = (summary.get("swd") or {}).get("BtoA") or {}
+    judge = translation.get("judge") or {}
+    row = {
+        "setting": name,
+        "person_score": (translation.get("person_score") or {}).get("overall"),
+        "judge_agreement": (judge.get("judge_agreement") or {}).get("overall"),
+        "swd_translated": swd.get("translated"), "swd_untranslated": swd.get("untranslated"),
+        "swd_change": (round(swd["translated"] / swd["untranslated"] - 1, 4) if swd.get("untranslated") else None),
+        "person_control": controls.get("held_out_person_crops"),
+        "untranslated_control": controls.get("untranslated_sources"),
+        "person_crops": translation.get("person_crops"), "images": translation.get("images"),
+        "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
+        "warning": translation.get("warning") or translation.get("not_computed"), "error": None,
+    }
+    per_class = {"person_score": (translation.get("person_score") or {}).get("per_class"),
+                 "judge_agreement": (judge.get("judge_agreement") or {}).get("per_class")}
+    return {**row, "per_class": per_class, "time_budget": summary.get("time_budget")}
+
+
+def plot(points: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
+    shown = [p for p in points if p["person_score"] is not None and p["judge_agreement"] is not None]
+    for p in shown:
+        ax.scatter(p["person_score"], p["judge_agreement"], s=36)
+        ax.annotate(p["setting"], (p["person_score"], p["judge_agreement"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    controls = [p["untranslated_control"] for p in shown if p["untranslated_control"] is not None]
+    if controls:
+        ax.axvline(sum(controls) / len(controls), color="0.6", linestyle=":", label="untranslated FER (control)")
+    ax.axhline(0.85, color="tab:green", linestyle="--", linewidth=0.8, label="targets: agreement 0.85, person 0.8")
+    ax.axvline(0.8, color="tab:green", linestyle="--", linewidth=0.8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("person score (share of translated PrivateTest taken for the person)")
+    ax.set_ylabel("judge agreement on translated PrivateTest")
+    missing = len(points) - len(shown)
+    ax.set_title(title + (f" ({missing} setting(s) without both figures)" if missing else ""), fontsize=9)
+    ax.legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: str | None = None,
+                 out: Path | None = None, dry_run: bool = False) -> list[dict]:
+    config_path = Path(config_path)
+    base = load_config(config_path)
+    data = tomllib.loads(config_path.read_text())
+    judge_path = find_judge(base, judge)
+    if judge_path is None:
+        raise StageError("no judge: give --judge (a classify-stage model trained on real FER), set [classify] judge, "
+                         f"or run the config's classify stage first ({base.run_dir / 'classify' / 'real' / 'model'})")
+    out = Path(out) if out else base.run_dir / "frontier"
+    uses_extract = not base.data.faces
+    # Every setting's config first: a misspelt option stops the run before any training.
+    planned = []
+    for setting in settings:
+        name = setting_name(setting)
+        overrides = {**common, **{k: v for k, v in setting.items() if k != "name"}, "judge": str(judge_path)}
+        folder = out / folder_name(name)
+        planned.append((name, folder, *setting_config(data, config_path, folder, overrides)))
+    names = [name for name, *_ in planned]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two settings share a name: {names}")
+    if dry_run:
+        for name, folder, _, cyclegan in planned:
+            print(f"{name}: {folder}\n  [cyclegan] {json.dumps(cyclegan)}")
+        print(f"judge: {judge_path}; extract: {base.run_dir / 'extract' if uses_extract else 'not used'}")
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    if uses_extract:
+        run_pipeline(base, "extract")  # once, shared by every setting (skipped when done)
+    points = []
+    for number, (name, folder, config, cyclegan) in enumerate(planned, 1):
+        log.info("setting %d/%d: %s", number, len(planned), name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "setting.json").write_text(json.dumps({"name": name, "cyclegan": cyclegan}, indent=1))
+            if uses_extract and not (folder / "extract").exists():
+                (folder / "extract").symlink_to((base.run_dir / "extract").resolve(), target_is_directory=True)
+            (status,) = run_pipeline(config, "cyclegan")
+            summary = (status.manifest or read_manifest(folder / "cyclegan") or {}).get("summary") or {}
+            points.append(point(name, summary))
+        except Exception as error:  # noqa: BLE001 - one failed setting must not lose the others
+            log.error("setting %s failed: %s: %s", name, type(error).__name__, error)
+            message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            points.append({**{c: None for c in COLUMNS}, "setting": name, "error": message})
+        write_outputs(points, out, f"{config_path.name}: judge agreement against person score")
+    return points
+
+
+def write_outputs(points: list[dict], out: Path, title: str) -> None:
+    with open(out / "frontier.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(points)
+    (out / "frontier.json").write_text(json.dumps(points, indent=1, default=str))
+    plot(points, out / "frontier.png", title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", required=True, type=Path, help="the person's pipeline.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a [cyclegan] option and its values (repeatable; the grid is the product)")
+    parser.add_argument("--grid", type=Path, help="TOML with [grid] (key = [values]) and/or [[settings]] tables")
+    parser.add_argument("--common", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="[cyclegan] options for every setting (e.g. steps=2000 threads=1)")
+    parser.add_argument("--judge", help="a classify-stage model trained on real FER")
+    parser.add_argument("--out", type=Path, help="where the settings and the plot go (default: <run dir>/frontier)")
+    parser.add_argument("--dry-run", action="store_true", help="check and print the settings; run nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        settings = grid_settings(args.set, args.grid)
+        common = {k: parse_value(v) for k, v in map(parse_assignment, args.common)}
+        points = run_frontier(args.config, settings, common, args.judge, args.out, args.dry_run)
+        if args.dry_run:
+            return 0
+    except (ConfigError, StageError, ValueError, OSError, tomllib.TOMLDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for p in points:
+        if p["error"]:
+            print(f"{p['setting']}: FAILED: {p['error']}")
+        else:
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            print(f"{p['setting']}: person score {fmt(p['person_score'])}, judge agreement "
+                  f"{fmt(p['judge_agreement'])}, SWD change {fmt(p['swd_change'])}, {p['steps']} steps"
+                  + (f" [{p['warning']}]" if p["warning"] else ""))
+    out = args.out or load_config(args.config).run_dir / "frontier"
+    print(f"frontier: {out / 'frontier.png'} ({out / 'frontier.csv'}, {out / 'frontier.json'})")
+    return 1 if any(p["error"] for p in points) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

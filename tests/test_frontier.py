@@ -1,0 +1,106 @@
+"""experiments/frontier.py on the demo at tiny sizes: a grid of cyclegan settings, one point each,
+finished settings reused on a second run, a misspelt option stopping it before any training."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fertransfer.demo import DemoVideoSpec, make_demo_video, make_smiley_dataset
+from fertransfer.pipelines.config import default_config_text
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "frontier.py"
+spec = importlib.util.spec_from_file_location("frontier", SCRIPT)
+frontier = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(frontier)
+
+TINY = {
+    "run": {"dir": "run", "device": "cpu"},
+    "data": {"fer": "data/smileys"},
+    "extract": {"inputs": ["data/lecture.mp4"], "min_face_size": 40, "min_face_px": 48, "samples": 4},
+    "cyclegan": {"image_size": 16, "ngf": 4, "ndf": 4, "n_layers": 2, "steps": 4,
+                 "checkpoint_every": 4, "sample_every": 4, "swd_images": 16, "sample_images": 2,
+                 "lambda_expression": 0.0, "eval_images": 30, "person_score_steps": 30, "threads": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
+    from fertransfer.classify.models import save_classifier
+    from fertransfer.data import FER
+
+    folder = tmp_path_factory.mktemp("frontier")
+    make_demo_video(folder / "data" / "lecture.mp4", DemoVideoSpec(frames=48))
+    make_smiley_dataset(folder / "data" / "smileys", train_images=70, test_images=70)
+    (folder / "pipeline.toml").write_text(default_config_text(TINY))
+    torch.manual_seed(0)
+    save_classifier(CnnClassifier(FaceNet(7, 1, 4), list(FER.names), 1, 16, CnnConfig(width=4, crop=14)),
+                    folder / "judge")
+    return folder
+
+
+def test_grid_settings_from_the_command_line_and_a_file(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[grid]\nlambda_identity = [0, 0.5]\n[[settings]]\nname = "paper"\ngenerator = "resnet_6blocks"\n')
+    settings = frontier.grid_settings(["generator=unet,resnet_9blocks"], grid)
+    assert settings[:2] == [{"lambda_identity": 0, "generator": "unet"}, {"lambda_identity": 0, "generator": "resnet_9blocks"}]
+    assert len(settings) == 5 and settings[-1] == {"name": "paper", "generator": "resnet_6blocks"}
+    assert frontier.setting_name(settings[0]) == "lambda_identity=0,generator=unet"
+    assert frontier.grid_settings([], None) == [{}]
+    assert frontier.parse_value("0.5") == 0.5 and frontier.parse_value("unet") == "unet"
+
+
+def test_frontier_on_the_demo(demo, capsys):
+    config = demo / "pipeline.toml"
+    args = ["-c", str(config), "--judge", str(demo / "judge"), "--set", "lambda_identity=0,0.5",
+            "--common", "steps=4"]
+    assert frontier.main(args) == 0
+    out = demo / "run" / "frontier"
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    assert [r["setting"] for r in rows] == ["lambda_identity=0", "lambda_identity=0.5"]
+    for row in rows:
+        assert 0 <= float(row["person_score"]) <= 1 and 0 <= float(row["judge_agreement"]) <= 1
+        assert row["steps"] == "4" and not row["error"]
+    points = json.loads((out / "frontier.json").read_text())
+    assert points[0]["per_class"]["person_score"] and points[0]["per_class"]["judge_agreement"]
+    assert (out / "frontier.png").stat().st_size > 1000
+    assert "lambda_identity=0.5: person score" in capsys.readouterr().out
+    # The extract stage ran once, in the person's run dir, and both settings read it.
+    assert (demo / "run" / "extract" / "manifest.json").is_file()
+    assert (out / "lambda_identity-0" / "extract").resolve() == (demo / "run" / "extract").resolve()
+    # Again, with one more setting: the finished ones are reused, not retrained.
+    manifest = out / "lambda_identity-0" / "cyclegan" / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    assert frontier.main([*args[:4], "--set", "lambda_identity=0,0.5,1", "--common", "steps=4"]) == 0
+    assert manifest.stat().st_mtime_ns == before
+    assert len(list(csv.DictReader((out / "frontier.csv").open()))) == 3
+
+
+def test_a_misspelt_option_stops_before_any_training(demo, capsys):
+    args = ["-c", str(demo / "pipeline.toml"), "--judge", str(demo / "judge"), "--set", "lambda_identiy=0,1",
+            "--out", str(demo / "misspelt")]
+    assert frontier.main(args) == 2
+    assert "lambda_identiy" in capsys.readouterr().err
+    assert not list((demo / "misspelt").glob("*/cyclegan"))
+    # A dry run checks and prints the settings, and runs nothing.
+    dry = ["-c", str(demo / "pipeline.toml"), "--judge", str(demo / "judge"), "--set", "lambda_identity=0,1",
+           "--out", str(demo / "dry"), "--dry-run"]
+    assert frontier.main(dry) == 0
+    assert "lambda_identity=1: " in capsys.readouterr().out and not (demo / "dry").exists()
+
+
+def test_the_example_grid_names_real_options():
+    import dataclasses
+
+    from fertransfer.cyclegan.stage import GENERATORS, CycleganOptions
+
+    settings = frontier.grid_settings([], SCRIPT.parents[1] / "examples" / "frontier_grid.toml")
+    known = {f.name for f in dataclasses.fields(CycleganOptions)}
+    assert len(settings) == 4 and all(set(s) - {"name"} <= known for s in settings)
+    assert all(s["generator"] in GENERATORS for s in settings)
