@@ -69,6 +69,8 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
     for name in ("epochs", "batch_size", "width", "max_trials"):
         if getattr(options, name) < 1:
             problems.append(f"{name}: must be at least 1, got {getattr(options, name)}")
+    if options.engine == "autokeras":
+        problems += _check_autokeras(options)
     if options.size < 16:
         problems.append(f"size: {options.size} px is too small for the CNN (at least 16)")
     if not 0 <= options.ema < 1:
@@ -76,6 +78,36 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
     for name in ("time_budget_minutes", "train_limit", "patience", "weight_decay", "label_smoothing"):
         if getattr(options, name) < 0:
             problems.append(f"{name}: must not be negative, got {getattr(options, name)}")
+    return problems
+
+
+def _check_autokeras(options: ClassifyOptions) -> list[str]:
+    """The search's own settings, and a time budget that holds at least one trial."""
+    from .automl import SECONDS_PER_TRIAL_IMAGE, SPACES, smallest_budget_minutes
+
+    if options.automl_space not in SPACES:  # the config's choices catch it first; this guards the API
+        return [f"automl_space: unknown search space {options.automl_space!r}; known: {', '.join(SPACES)}"]
+    problems = []
+    if not 0 < options.automl_search_share <= 1:
+        problems.append(f"automl_search_share: a share in (0, 1], got {options.automl_search_share}")
+    for name in ("automl_trial_images", "automl_final_epochs"):
+        if getattr(options, name) < 0:
+            problems.append(f"{name}: must not be negative, got {getattr(options, name)}")
+    if problems or options.time_budget_minutes <= 0:
+        return problems
+    # One trial's images: fer_cnn's subset, or (convblock) the whole set, FER2013's 28,709 unless limited.
+    images = options.automl_trial_images if options.automl_space == "fer_cnn" else 0
+    images = min(x for x in (images, options.train_limit) if x > 0) if images or options.train_limit else 28709
+    need = smallest_budget_minutes(options.automl_space, options.epochs, images, options.automl_search_share)
+    if options.time_budget_minutes < need:
+        cost = SECONDS_PER_TRIAL_IMAGE[options.automl_space] * 1000
+        share = (f" of which automl_search_share {options.automl_search_share} searches"
+                 if options.automl_space == "fer_cnn" else "")
+        problems.append(
+            f"time_budget_minutes: {options.time_budget_minutes} min is too small for one {options.automl_space} "
+            f"trial of {options.epochs} epoch(s) on {images} images{share}: at about {cost:.0f} ms per image and "
+            f"epoch (one CPU thread) it needs at least {need:.1f} min; raise it, or lower epochs or "
+            f"automl_trial_images/train_limit")
     return problems
 
 
@@ -91,7 +123,9 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
     cnn = CnnConfig(**{name: getattr(options, name) for name in CNN_OPTIONS}, crop=max(8, options.size - options.size // 12))
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
-                             batch_size=options.batch_size)
+                             batch_size=options.batch_size, space=options.automl_space,
+                             trial_images=options.automl_trial_images, search_share=options.automl_search_share,
+                             final_epochs=options.automl_final_epochs)
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 
@@ -257,7 +291,14 @@ def run(ctx: StageContext) -> dict:
         if trained.history:
             plot_history(trained.history, ctx.out_dir / f"curves_{slug}.png", f"{name} ({metrics['engine']})",
                          trained.info.get("best_epoch"))
-        pictures = (f"confusion_{slug}.png", f"confusion_{slug}_person.png", f"curves_{slug}.png")
+        search = trained.info.get("search")
+        if search and search.get("trials"):
+            from .automl import plot_search
+
+            plot_search(search["trials"], ctx.out_dir / f"search_{slug}.png",
+                        f"{name}: AutoKeras {search['space']} search, {len(search['trials'])} trials")
+        pictures = (f"confusion_{slug}.png", f"confusion_{slug}_person.png", f"curves_{slug}.png",
+                    f"search_{slug}.png")
         metrics["pictures"] = [p for p in pictures if (ctx.out_dir / p).exists()]
         metrics["history"] = trained.history
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
@@ -282,7 +323,7 @@ def run(ctx: StageContext) -> dict:
     ex.plot_comparison(rows, ctx.out_dir / "comparison.png", final)
     (ctx.out_dir / "metrics.json").write_text(json.dumps({k: {s: v for s, v in m.items() if s != "history"}
                                                           for k, m in results.items()}, indent=2, default=float))
-    parts = [report_markdown(name, metrics) for name, metrics in results.items()]
+    parts = [report_markdown(name, metrics) + _search_markdown(metrics) for name, metrics in results.items()]
     (ctx.out_dir / "report.md").write_text("\n\n".join([*parts, "# comparison\n\n" + table + "\n![comparison](comparison.png)\n"]))
 
     scored = {**evaluation, **({"person": person} if person is not None else {})}
@@ -299,11 +340,37 @@ def run(ctx: StageContext) -> dict:
                    **{f"{s}_macro_f1": round(m[s]["macro_f1"], 4) for s in ("val", "test", "person") if s in m}}
             for name, m in results.items()
         },
+        **_search_summary(results),
         "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in scored.items()},
         "pictures": ["comparison.png", *[p for m in results.values() for p in m["pictures"]]],
         "translation_judge": judge,
         "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
     }
+
+
+def _search_summary(results: dict[str, dict]) -> dict:
+    """The AutoKeras search per training set for the manifest: what was kept and every trial."""
+    from .automl import trial_table
+
+    searches = {}
+    for name, metrics in results.items():
+        search = metrics["training"].get("search")
+        if search:
+            searches[name] = {**{k: v for k, v in search.items() if k not in ("trials", "final_history")},
+                              "trials": trial_table(search["trials"])}
+    return {"automl_search": searches} if searches else {}
+
+
+def _search_markdown(metrics: dict) -> str:
+    from .automl import trial_markdown
+
+    search = metrics["training"].get("search")
+    if not search:
+        return ""
+    kept = (f"kept: the final run (epoch {search.get('final_best_epoch')}, val {search.get('final_val_acc')})"
+            if search.get("kept") == "final" else f"kept: trial {search.get('best_trial')}'s model")
+    return (f"\n\n## AutoKeras search ({search['space']}): {len(search['trials'])} trials, {kept}\n\n"
+            + trial_markdown(search["trials"]))
 
 
 def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
