@@ -14,7 +14,7 @@ run cut short by its time limit still leaves what it measured:
 4. classify: the CNN's training images/s in fp32 and bf16 (bench/classify_bench.py's bench);
 5. demo: `pipeline run all` of the built-in demo with `device` set, its stage timings.
 
---tiny shrinks every size (16/32 px, width 4, a few steps, the demo cut to a few steps and one
+--tiny shrinks every size (32/48 px, width 4, a few steps, the demo cut to a few steps and one
 training set) so the test suite can run the parts on a CPU.
 """
 
@@ -77,7 +77,7 @@ def cyclegan(device: str, tiny: bool) -> dict:
     (its own peak memory), in this one with --tiny."""
     from cyclegan_bench import one_case, run_in_subprocess
 
-    sizes, batch, ngf, warmup, steps = ((16, 32), 1, 4, 1, 2) if tiny else ((64, 128), 4, 64, 3, 12)
+    sizes, batch, ngf, warmup, steps = ((32, 48), 1, 4, 1, 2) if tiny else ((64, 128), 4, 64, 3, 12)
     cases = {}
     for size in sizes:
         for precision in ("fp32", "bf16"):

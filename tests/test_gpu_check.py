@@ -37,9 +37,9 @@ def test_measuring_parts_run_tiny_on_the_cpu(tmp_path):
     findings = run_check(tmp_path, "cyclegan", "classify")
     assert findings["tiny"] and findings["environment"]["device"] == "cpu"
     cases = findings["cyclegan"]["cases"]
-    assert set(cases) == {"16px fp32", "16px bf16", "32px fp32", "32px bf16"}
+    assert set(cases) == {"32px fp32", "32px bf16", "48px fp32", "48px bf16"}
     assert all(case["seconds_per_step"] > 0 and case["peak_mb"] > 0 for case in cases.values()), cases
-    assert set(findings["cyclegan"]["bf16_vs_fp32"]) == {"16px", "32px"}
+    assert set(findings["cyclegan"]["bf16_vs_fp32"]) == {"32px", "48px"}
     assert all(row["images_per_s"] > 0 for row in findings["classify"].values())
     text = (tmp_path / "findings.md").read_text()
     assert "## CycleGAN training step" in text and "## Classify CNN training" in text

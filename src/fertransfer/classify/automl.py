@@ -25,10 +25,12 @@ BLOCKS = ("vanilla", "resnet", "xception")
 # halving (automl_space.py); convblock, AutoKeras's own blocks (BLOCKS) with its greedy tuner.
 SPACES = ("fer_cnn", "convblock")
 
-# Seconds per training image and epoch of the fer_cnn space's default trial (width 32, depth 4,
-# Keras 3 on torch, one CPU thread; validation included as a share), measured with
-# bench/automl_cost.py; it sizes the smallest time budget that holds one trial.
-SECONDS_PER_TRIAL_IMAGE = {"fer_cnn": 0.006, "convblock": 0.004}
+# Seconds per training image and epoch, validation included as a share: fer_cnn's default trial
+# (width 32, depth 4; Keras 3 on torch, fp32, one thread of the 2-core Xeon: 56 images per
+# CPU-second, bench/automl_cost.py, docs/benchmarks.md), and AutoKeras's first ConvBlock (89-133 s
+# per FER2013 epoch on one loaded thread, docs/results.md). They size the smallest time budget that
+# holds one trial; a wider trial costs more (width 48: 55 ms), a narrower one less (16, depth 3: 8 ms).
+SECONDS_PER_TRIAL_IMAGE = {"fer_cnn": 0.025, "convblock": 0.005}
 
 
 def smallest_budget_minutes(space: str, epochs: int, trial_images: int, search_share: float) -> float:
