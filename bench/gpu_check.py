@@ -67,8 +67,8 @@ def cuda_tests(out: Path, timeout: float) -> dict:
             kind = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
             outcome[case.get("name")] = kind
         result["tests"] = outcome
-        for kind in ("passed", "failure", "error", "skipped"):
-            result[kind] = sum(v == kind for v in outcome.values())
+        for kind, count in (("passed", "passed"), ("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
+            result[count] = sum(v == kind for v in outcome.values())
     return result
 
 
@@ -152,9 +152,9 @@ def markdown(findings: dict) -> str:
             lines += [f"## {part}: failed", "", f"    {findings.pop(part)['error']}", ""]
     tests = findings.get("tests")
     if tests:
-        lines += ["## Tests marked cuda", "", f"passed {tests.get('passed', 0)}, failed {tests.get('failure', 0)}, "
-                  f"errors {tests.get('error', 0)}, skipped {tests.get('skipped', 0)}"
-                  + (f" ({tests['error']})" if isinstance(tests.get("error"), str) else ""), ""]
+        lines += ["## Tests marked cuda", "", f"passed {tests.get('passed', 0)}, failed {tests.get('failed', 0)}, "
+                  f"errors {tests.get('errors', 0)}, skipped {tests.get('skipped', 0)} (pytest exit code "
+                  f"{tests.get('exit_code')}; log: cuda_tests.log)", ""]
         lines += [f"- {name}: {kind}" for name, kind in tests.get("tests", {}).items()] + [""]
     gan = findings.get("cyclegan")
     if gan:

@@ -12,6 +12,7 @@ import pytest
 from fertransfer.classify.automl import AutoKerasConfig, smallest_budget_minutes, train_autokeras
 from fertransfer.classify.stage import ClassifyOptions
 from fertransfer.pipelines.config import ConfigError, default_config_text, load_config
+from fertransfer.pipelines.options import DataOptions
 
 CLASSES = ["a", "b", "c"]
 
@@ -66,17 +67,18 @@ def test_a_budget_too_small_for_one_trial_says_the_smallest_that_fits():
     options = ClassifyOptions(engine="autokeras", epochs=3, automl_trial_images=4000, time_budget_minutes=1.0)
     need = smallest_budget_minutes("fer_cnn", 3, 4000, options.automl_search_share)
     assert need > 1.0
-    problems = STAGE.check(options, None)
+    problems = STAGE.check(options, None, DataOptions())
     assert any(f"at least {need:.1f} min" in p and p.startswith("time_budget_minutes") for p in problems), problems
-    assert not STAGE.check(ClassifyOptions(engine="autokeras", epochs=3, time_budget_minutes=need + 0.1), None)
+    fits = ClassifyOptions(engine="autokeras", epochs=3, time_budget_minutes=need + 0.1)
+    assert not STAGE.check(fits, None, DataOptions())
     # the cnn engine has no trials to fit
-    assert not STAGE.check(ClassifyOptions(engine="cnn", epochs=3, time_budget_minutes=1.0), None)
+    assert not STAGE.check(ClassifyOptions(engine="cnn", epochs=3, time_budget_minutes=1.0), None, DataOptions())
 
 
 def test_an_unknown_search_space_lists_the_known_ones(tmp_path):
     config = tmp_path / "pipeline.toml"
-    config.write_text(default_config_text({"classify": {"fer": str(tmp_path), "engine": "autokeras",
-                                                        "automl_space": "nasnet"}}))
+    config.write_text(default_config_text({"data": {"fer": str(tmp_path)},
+                                           "classify": {"engine": "autokeras", "automl_space": "nasnet"}}))
     with pytest.raises(ConfigError, match=r"automl_space: 'nasnet' is not one of fer_cnn, convblock"):
         load_config(config)
 
@@ -88,8 +90,8 @@ def test_stage_lists_the_trials_in_the_manifest_and_the_report(tmp_path, smileys
     folder = tmp_path / "run"
     config = tmp_path / "pipeline.toml"
     config.write_text(default_config_text({
-        "run": {"dir": "run", "device": "cpu"},
-        "classify": {"fer": str(smileys), "engine": "autokeras", "max_trials": 2, "epochs": 1, "batch_size": 16,
+        "run": {"dir": "run", "device": "cpu"}, "data": {"fer": str(smileys)},
+        "classify": {"engine": "autokeras", "max_trials": 2, "epochs": 1, "batch_size": 16,
                      "train_limit": 42, "automl_trial_images": 21, "automl_final_epochs": 1, "size": 24}}))
     assert run_stage(load_config(config), "classify").state == "done"
     summary = json.loads((folder / "classify" / MANIFEST).read_text())["summary"]

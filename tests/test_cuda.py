@@ -39,7 +39,8 @@ def tiny_domains(seed: int = 0) -> Domains:
 
 def tiny_gan(**overrides) -> TrainConfig:
     values = dict(image_size=16, load_size=18, ngf=4, ndf=4, n_layers=2, steps=8, checkpoint_every=4,
-                  sample_every=4, sample_images=2, threads=1, deterministic=True, device="cuda")
+                  sample_every=4, sample_images=2, threads=1, deterministic=True, device="cuda",
+                  lambda_expression=0.0)
     return TrainConfig(**{**values, **overrides})
 
 

@@ -295,6 +295,8 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
                  ", ".join(f"{k} {t[k]}" for k in SPACE), t["epochs"], t["val_acc"], t["seconds"])
     best_hp = search.tuner.oracle.get_trial(best_trial["trial"]).hyperparameters
     info = {"space": "fer_cnn", "trial_images": len(subset), "search_seconds": round(search_seconds, 1),
+            # AutoKeras's own time around the trials' fits (setup, model builds, checkpoints)
+            "search_overhead_seconds": round(search_seconds - sum(t["seconds"] for t in trials), 1),
             "best_trial": best_trial["trial"], "best_hyperparameters": {k: best_trial[k] for k in SPACE},
             "best_trial_val_acc": best_trial["val_acc"]}
 
