@@ -77,7 +77,7 @@ def cyclegan(device: str, tiny: bool) -> dict:
     (its own peak memory), in this one with --tiny."""
     from cyclegan_bench import one_case, run_in_subprocess
 
-    sizes, batch, ngf, warmup, steps = ((32, 48), 1, 4, 1, 2) if tiny else ((64, 128), 4, 64, 3, 12)
+    sizes, batch, ngf, warmup, steps = ((32, 48), 1, 4, 0, 1) if tiny else ((64, 128), 4, 64, 3, 12)
     cases = {}
     for size in sizes:
         for precision in ("fp32", "bf16"):
