@@ -10,13 +10,14 @@ downloads. Trials live under the stage folder; the best model is exported as `.k
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .keras_env import _keras, deadline_callback
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,6 @@ def standardise(images: np.ndarray) -> np.ndarray:
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     std = x.std(axis=(1, 2, 3), keepdims=True)
     return (x - mean) / (std + 1.0)
-
-
-def _keras():
-    """keras and autokeras, with the torch backend chosen before keras is first imported."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    if keras.backend.backend() != "torch":
-        raise RuntimeError(f"keras was already imported with the {keras.backend.backend()} backend; set KERAS_BACKEND=torch")
-    import autokeras as ak
-
-    return keras, ak
 
 
 @dataclass
@@ -102,23 +91,6 @@ class AutoKerasClassifier:
         keras, ak = _keras()
         model = keras.models.load_model(folder / meta["file"], custom_objects=ak.CUSTOM_OBJECTS, compile=False)
         return cls(model, list(meta["classes"]), meta["channels"], meta["size"], AutoKerasConfig(**meta["config"]))
-
-
-def deadline_callback(deadline: float, tuner):
-    """A callback that stops the running trial at `deadline` (time.monotonic) and lets the
-    tuner start no more trials."""
-    keras, _ = _keras()
-
-    class Deadline(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if time.monotonic() > deadline:
-                self.model.stop_training = True
-
-        def on_train_end(self, logs=None):
-            if time.monotonic() > deadline:
-                tuner.oracle.max_trials = len(tuner.oracle.trials)
-
-    return Deadline()
 
 
 @dataclass

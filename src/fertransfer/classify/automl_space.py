@@ -8,7 +8,7 @@ pooling, dropout) with its width, depth and dropout, and the training-time augme
 graph's own `learning_rate`, narrowed to the values that train this network (see
 `compile_hyperparameters`). All weights start from scratch; nothing is downloaded.
 
-Importing this module imports keras with the torch backend (automl._keras), so it is only
+Importing this module imports keras with the torch backend (keras_env._keras), so it is only
 imported where the search runs.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .automl import _keras, deadline_callback
+from .keras_env import _keras, deadline_callback
 
 log = logging.getLogger(__name__)
 
