@@ -27,11 +27,11 @@ BLOCKS = ("vanilla", "resnet", "xception")
 SPACES = ("fer_cnn", "convblock")
 
 # Seconds per training image and epoch, validation included as a share: fer_cnn's default trial
-# (width 32, depth 4; Keras 3 on torch, fp32, one thread of the 2-core Xeon: 56 images per
-# CPU-second, bench/automl_cost.py, docs/benchmarks.md), and AutoKeras's first ConvBlock (89-133 s
-# per FER2013 epoch on one loaded thread, docs/results.md). They size the smallest time budget that
-# holds one trial; a wider trial costs more (width 48: 55 ms), a narrower one less (16, depth 3: 8 ms).
-SECONDS_PER_TRIAL_IMAGE = {"fer_cnn": 0.025, "convblock": 0.005}
+# (width 32, depth 4; Keras 3 on torch, fp32, one thread of a 2-core AMD EPYC at load 2.4: 62
+# images/s, bench/automl_cost.py, docs/benchmarks.md), and AutoKeras's first ConvBlock (89-133 s per
+# FER2013 epoch on one loaded thread, docs/results.md). They size the smallest time budget that
+# holds one trial; a wider trial costs more (width 48: 31 ms), a narrower one less (16, depth 3: 5 ms).
+SECONDS_PER_TRIAL_IMAGE = {"fer_cnn": 0.018, "convblock": 0.005}
 
 
 def smallest_budget_minutes(space: str, epochs: int, trial_images: int, search_share: float) -> float:
