@@ -165,11 +165,13 @@ def test_upstream_only_when_augment_sets_or_a_judge_are_named():
 
 
 def test_autokeras_engine_tiny(smileys, tmp_path):
-    # A time budget adds a callback: the case that broke AutoKeras' refit (see automl.py).
-    out, summary = run_classify(tmp_path, fer=str(smileys), engine="autokeras", max_trials=1, epochs=1,
-                                time_budget_minutes=5.0,
-                                train_limit=40, batch_size=16)
+    # AutoKeras's own ConvBlock search (the fer_cnn space has tests/test_automl.py). A time budget
+    # adds a callback: the case that broke AutoKeras' refit (see automl.py).
+    out, summary = run_classify(tmp_path, fer=str(smileys), engine="autokeras", automl_space="convblock",
+                                max_trials=1, epochs=1, time_budget_minutes=5.0, train_limit=40, batch_size=16)
     assert summary["train_sets"]["real"]["train_images"] <= 42
+    trials = summary["automl_search"]["real"]["trials"]
+    assert len(trials) == 1 and trials["trial 0"]["epochs"] == 1  # its epoch recorded, as every trial's
     assert (out / "real" / "model" / "model.keras").is_file()
     assert (out / "real" / "trials").is_dir()  # the search's trials stay in the stage folder
     model = load_classifier(out / "real" / "model")

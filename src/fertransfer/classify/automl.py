@@ -10,7 +10,6 @@ downloads. Trials live under the stage folder; the best model is exported as `.k
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -18,9 +17,28 @@ from pathlib import Path
 
 import numpy as np
 
+from .keras_env import _keras, deadline_callback
+
 log = logging.getLogger(__name__)
 
 BLOCKS = ("vanilla", "resnet", "xception")
+# The search spaces: fer_cnn, the project's CNN family as a custom block with successive
+# halving (automl_space.py); convblock, AutoKeras's own blocks (BLOCKS) with its greedy tuner.
+SPACES = ("fer_cnn", "convblock")
+
+# Seconds per training image and epoch, validation included as a share: fer_cnn's default trial
+# (width 32, depth 4; Keras 3 on torch, fp32, one thread of a 2-core AMD EPYC at load 2.4: 62
+# images/s, bench/automl_cost.py, docs/benchmarks.md), and AutoKeras's first ConvBlock (89-133 s per
+# FER2013 epoch on one loaded thread, docs/results.md). They size the smallest time budget that
+# holds one trial; a wider trial costs more (width 48: 31 ms), a narrower one less (16, depth 3: 5 ms).
+SECONDS_PER_TRIAL_IMAGE = {"fer_cnn": 0.018, "convblock": 0.005}
+
+
+def smallest_budget_minutes(space: str, epochs: int, trial_images: int, search_share: float) -> float:
+    """The budget whose search share holds one trial of `epochs` epochs on `trial_images` images
+    (an estimate from SECONDS_PER_TRIAL_IMAGE)."""
+    share = search_share if space == "fer_cnn" else 1.0
+    return epochs * trial_images * SECONDS_PER_TRIAL_IMAGE[space] / 60 / share
 
 
 def standardise(images: np.ndarray) -> np.ndarray:
@@ -32,25 +50,17 @@ def standardise(images: np.ndarray) -> np.ndarray:
     return (x - mean) / (std + 1.0)
 
 
-def _keras():
-    """keras and autokeras, with the torch backend chosen before keras is first imported."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    if keras.backend.backend() != "torch":
-        raise RuntimeError(f"keras was already imported with the {keras.backend.backend()} backend; set KERAS_BACKEND=torch")
-    import autokeras as ak
-
-    return keras, ak
-
-
 @dataclass
 class AutoKerasConfig:
     max_trials: int = 3
     epochs: int = 10  # per trial; each trial also stops early on validation loss
     time_budget_minutes: float = 0.0  # 0 = no limit; ends the running trial and the search
-    block: str = "vanilla"  # vanilla (ConvBlock), resnet or xception, all from scratch
+    block: str = "vanilla"  # convblock space: vanilla (ConvBlock), resnet or xception, all from scratch
     batch_size: int = 64
+    space: str = "fer_cnn"  # fer_cnn (the CNN family, successive halving) or convblock (AutoKeras's greedy)
+    trial_images: int = 4000  # fer_cnn: training images per trial, stratified (0: all)
+    search_share: float = 0.35  # fer_cnn: share of the time budget for the trials; the rest retrains the best
+    final_epochs: int = 30  # fer_cnn: epochs of the best configuration's run on all images (0: keep the trial)
 
 
 @dataclass
@@ -83,21 +93,12 @@ class AutoKerasClassifier:
         return cls(model, list(meta["classes"]), meta["channels"], meta["size"], AutoKerasConfig(**meta["config"]))
 
 
-def deadline_callback(deadline: float, tuner):
-    """A callback that stops the running trial at `deadline` (time.monotonic) and lets the
-    tuner start no more trials."""
-    keras, _ = _keras()
-
-    class Deadline(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if time.monotonic() > deadline:
-                self.model.stop_training = True
-
-        def on_train_end(self, logs=None):
-            if time.monotonic() > deadline:
-                tuner.oracle.max_trials = len(tuner.oracle.trials)
-
-    return Deadline()
+@dataclass
+class SearchResult:
+    classifier: AutoKerasClassifier
+    history: list[dict]  # per epoch of the model kept (fer_cnn: its final run; convblock: the search's last fit)
+    seconds: float
+    info: dict  # the space, every trial (hyperparameters, epochs, val accuracy, seconds), what was kept
 
 
 def train_autokeras(
@@ -109,12 +110,36 @@ def train_autokeras(
     config: AutoKerasConfig,
     work_dir: Path,
     seed: int = 0,
-) -> tuple[AutoKerasClassifier, list[dict], float]:
-    """Search, keep the trial best on validation; returns (classifier, history of the best, seconds)."""
+) -> SearchResult:
+    """Search the configured space, keep the model best on validation."""
+    if config.space not in SPACES:
+        raise ValueError(f"search space must be one of {', '.join(SPACES)}, got {config.space!r}")
     if config.block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {config.block!r}")
     keras, ak = _keras()
     keras.utils.set_random_seed(seed)
+    t0 = time.monotonic()
+    eye = np.eye(len(classes), dtype=np.float32)
+    x_train, y_train = standardise(train_images), eye[train_labels]
+    x_val, y_val = standardise(val_images), eye[val_labels]
+    verbose = 1 if sys.stdout.isatty() else 2  # a live progress bar in a terminal; one line per epoch in logs
+    if config.space == "fer_cnn":
+        from .automl_space import search_fer_cnn
+
+        model, rows, info = search_fer_cnn(x_train, y_train, x_val, y_val, len(classes), config, work_dir, seed, verbose)
+    else:
+        model, rows, info = _search_convblock(x_train, y_train, x_val, y_val, len(classes), config, work_dir, seed,
+                                              verbose)
+    classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1], config)
+    return SearchResult(classifier, rows, time.monotonic() - t0, info)
+
+
+def _search_convblock(x_train, y_train, x_val, y_val, num_classes: int, config: AutoKerasConfig, work_dir: Path,
+                      seed: int, verbose: int):
+    """AutoKeras's image classifier graph with its own block, greedy tuner; (model, history, info)."""
+    keras, ak = _keras()
+    from .automl_space import trial_recorder, trial_rows
+
     t0 = time.monotonic()
     inputs = ak.ImageInput()
     x = ak.Normalization()(inputs)
@@ -125,32 +150,84 @@ def train_autokeras(
         x = ak.ResNetBlock(pretrained=False)(x)
     else:
         x = ak.XceptionBlock(pretrained=False)(x)
-    outputs = ak.ClassificationHead(num_classes=len(classes), multi_label=False)(x)
+    outputs = ak.ClassificationHead(num_classes=num_classes, multi_label=False)(x)
     search = ak.AutoModel(
         inputs=inputs, outputs=outputs, max_trials=config.max_trials, directory=str(work_dir),
         project_name="search", overwrite=True, seed=seed, tuner="greedy",
     )
-    eye = np.eye(len(classes), dtype=np.float32)
-    keras, _ = _keras()
     # With any callback but no EarlyStopping, AutoKeras 3.0.0 refits the best model after the
     # search and crashes ('list' object has no attribute 'on_batch_end': its
     # _remove_early_stopping nests the list). An EarlyStopping that never fires (patience =
     # epochs) skips that refit; the best trial's model, chosen on validation data, is kept.
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.epochs + 1)]
+    records: dict = {}
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.epochs + 1),
+                 trial_recorder(search.tuner, records)]
     if config.time_budget_minutes > 0:
         callbacks.append(deadline_callback(t0 + config.time_budget_minutes * 60, search.tuner))
-    history = search.fit(
-        standardise(train_images), eye[train_labels], epochs=config.epochs, batch_size=config.batch_size,
-        validation_data=(standardise(val_images), eye[val_labels]), callbacks=callbacks,
-        # A live progress bar in a terminal; one line per epoch in logs.
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    search.fit(x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
+               validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
     model = search.export_model()
-    rows = []
-    h = getattr(history, "history", {}) or {}
-    for i in range(len(h.get("loss", []))):
-        rows.append({"epoch": i + 1, "train_loss": h["loss"][i], "train_acc": h.get("accuracy", [np.nan] * (i + 1))[i],
-                     "val_loss": h.get("val_loss", [np.nan] * (i + 1))[i],
-                     "val_acc": h.get("val_accuracy", [np.nan] * (i + 1))[i]})
-    classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1], config)
-    return classifier, rows, time.monotonic() - t0
+    trials = trial_rows(search.tuner, records, space=None)
+    best = search.tuner.oracle.get_best_trials(1)
+    best_id = best[0].trial_id if best else None
+    # The history of the kept trial, recorded epoch by epoch (also when the budget cut it short)
+    rows = next((t["history"] for t in trials if t["trial"] == best_id), [])
+    info = {"space": "convblock", "block": config.block, "best_trial": best_id, "kept": "trial",
+            "search_seconds": round(time.monotonic() - t0, 1), "trials": trials}
+    return model, rows, info
+
+
+# --- the search in the report -------------------------------------------------------------
+
+TRIAL_COLUMNS_LEFT_OUT = ("history",)
+
+
+def trial_table(trials: list[dict]) -> dict[str, dict]:
+    """The trials as {trial id: row} with the same scalar columns in every row (the manifest's
+    table; report.html renders it as a grid)."""
+    return {f"trial {t['trial']}": {k: ("" if v is None else v) for k, v in t.items()
+                                    if k not in TRIAL_COLUMNS_LEFT_OUT and k != "trial"} for t in trials}
+
+
+def trial_markdown(trials: list[dict]) -> str:
+    """The trials as a Markdown table, for report.md."""
+    table = trial_table(trials)
+    if not table:
+        return ""
+    columns = list(next(iter(table.values())))
+    lines = ["| trial | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, row in table.items():
+        lines.append(f"| {name.split()[-1]} | " + " | ".join(str(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_search(trials: list[dict], path: Path, title: str) -> None:
+    """Val accuracy of every trial against the search's elapsed time, marked by its epochs; a line
+    joins a continued trial to its parent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ends, elapsed = {}, 0.0
+    for t in trials:
+        elapsed += float(t.get("seconds") or 0)
+        ends[t["trial"]] = (elapsed / 60, t["val_acc"])
+    scored = [t for t in trials if t["val_acc"] is not None]
+    epochs = sorted({t["epochs_total"] for t in scored})
+    for i, n in enumerate(epochs):
+        points = [ends[t["trial"]] for t in scored if t["epochs_total"] == n]
+        ax.scatter(*zip(*points), color=f"C{i}", label=f"{n} epoch(s)", zorder=3)
+    for t in scored:
+        parent = ends.get(t.get("continues") or "")
+        if parent and parent[1] is not None:
+            ax.plot([parent[0], ends[t["trial"]][0]], [parent[1], t["val_acc"]], color="#999", lw=0.8, zorder=2)
+    ax.set_xlabel("search time (min)")
+    ax.set_ylabel("val accuracy (best epoch)")
+    ax.set_title(title)
+    if epochs:
+        ax.legend(fontsize=8, title="trial length")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -99,13 +99,16 @@ def train_flat(
     if settings.engine == "autokeras":
         from .automl import train_autokeras
 
-        classifier, history, seconds = train_autokeras(
+        result = train_autokeras(
             train.images, train.labels, val.images, val.labels, classes, settings.automl, work_dir / "trials",
             seed=settings.seed,
         )
+        history = result.history
         best = int(np.nanargmax([r["val_acc"] for r in history])) + 1 if history else None
-        return Trained(classifier, history, {"best_epoch": best, "stopped": "search finished", "seconds": seconds,
-                                             "epochs_run": len(history)})
+        search = result.info
+        stopped = "search finished" if search.get("kept") == "trial" else "final run finished"
+        return Trained(result.classifier, history, {"best_epoch": best, "stopped": stopped, "seconds": result.seconds,
+                                                    "epochs_run": len(history), "search": search})
     raise ValueError(f"unknown engine '{settings.engine}'")
 
 

@@ -61,9 +61,20 @@ class ClassifyOptions:
     ema: float = option(0.999, "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
                         "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
     bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
-    max_trials: int = option(3, "autokeras: models tried.", ge=1)
-    automl_block: str = option("vanilla", "autokeras: the searched block, always trained from scratch.",
-                               choices=("vanilla", "resnet", "xception"))
+    max_trials: int = option(3, "autokeras: models tried (fer_cnn: trials of the successive halving, each "
+                             "continuation counted).", ge=1)
+    automl_space: str = option("fer_cnn", "autokeras: the search space: fer_cnn, this project's CNN family (width, "
+                               "depth, dropout, label smoothing, crop/flip, learning rate) in short trials on "
+                               "`automl_trial_images` images, the best retrained on all; convblock, AutoKeras's own "
+                               "`automl_block` with its greedy tuner.", choices=("fer_cnn", "convblock"))
+    automl_block: str = option("vanilla", "autokeras, convblock space: the searched block, always trained from "
+                               "scratch.", choices=("vanilla", "resnet", "xception"))
+    automl_trial_images: int = option(4000, "autokeras, fer_cnn: training images per trial, stratified (0: all); "
+                                      "`epochs` is a trial's most epochs.", ge=0)
+    automl_search_share: float = option(0.35, "autokeras, fer_cnn: share of `time_budget_minutes` for the trials; "
+                                        "the rest trains the best configuration on every training image.", gt=0, le=1)
+    automl_final_epochs: int = option(30, "autokeras, fer_cnn: epochs of the best configuration's final run on "
+                                      "every training image (a time budget ends it sooner; 0: keep the trial).", ge=0)
     train_limit: int = option(0, "Use at most this many training images per set, stratified (0: all); for quick runs.", ge=0)
     oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
     leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")

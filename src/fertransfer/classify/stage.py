@@ -78,6 +78,8 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append(f"person_model: '{options.person_model}' is not one of train_sets {options.train_sets}")
     if options.footage not in ("", EXTRACT):
         problems.append(f"footage: \"{EXTRACT}\" or empty, got \"{options.footage}\"")
+    if options.engine == "autokeras":
+        problems += _check_autokeras(options)
     if options.engine != "cnn" and (options.steps or options.eval_every):
         problems.append(f"steps, eval_every: options of the cnn engine (engine = \"{options.engine}\" has epochs "
                         "and time_budget_minutes)")
@@ -85,6 +87,31 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
     left_out = {classes.names[i] for i in map(classes.index, options.leave_out) if i is not None}
     problems += protocol.init_problems(options.init, config_dir, options.engine, options.two_tier,
                                        [c for c in classes.names if c not in left_out], options.size, options.channels)
+    return problems
+
+
+def _check_autokeras(options: ClassifyOptions) -> list[str]:
+    """The search's own settings, and a time budget that holds at least one trial."""
+    from .automl import SECONDS_PER_TRIAL_IMAGE, SPACES, smallest_budget_minutes
+
+    if options.automl_space not in SPACES:  # the config's choices catch it first; this guards the API
+        return [f"automl_space: unknown search space {options.automl_space!r}; known: {', '.join(SPACES)}"]
+    problems = []
+    if options.time_budget_minutes <= 0:
+        return problems
+    # One trial's images: fer_cnn's subset, or (convblock) the whole set, FER2013's 28,709 unless limited.
+    images = options.automl_trial_images if options.automl_space == "fer_cnn" else 0
+    images = min(x for x in (images, options.train_limit) if x > 0) if images or options.train_limit else 28709
+    need = smallest_budget_minutes(options.automl_space, options.epochs, images, options.automl_search_share)
+    if options.time_budget_minutes < need:
+        cost = SECONDS_PER_TRIAL_IMAGE[options.automl_space] * 1000
+        share = (f" of which automl_search_share {options.automl_search_share} searches"
+                 if options.automl_space == "fer_cnn" else "")
+        problems.append(
+            f"time_budget_minutes: {options.time_budget_minutes} min is too small for one {options.automl_space} "
+            f"trial of {options.epochs} epoch(s) on {images} images{share}: at about {cost:.0f} ms per image and "
+            f"epoch (one CPU thread) it needs at least {need:.1f} min; raise it, or lower epochs or "
+            f"automl_trial_images/train_limit")
     return problems
 
 
@@ -102,7 +129,9 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                     max_steps=options.steps)
     automl = AutoKerasConfig(max_trials=options.max_trials, epochs=options.epochs,
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
-                             batch_size=options.batch_size)
+                             batch_size=options.batch_size, space=options.automl_space,
+                             trial_images=options.automl_trial_images, search_share=options.automl_search_share,
+                             final_epochs=options.automl_final_epochs)
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 
@@ -252,6 +281,13 @@ def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, se
             drawn.append(f"curves_{pictures}.png")
             plot_history(trained.history, ctx.out_dir / drawn[-1], f"{name} ({metrics['engine']})",
                          trained.info.get("best_epoch"))
+        search = trained.info.get("search")
+        if search and search.get("trials"):
+            from .automl import plot_search
+
+            drawn.append(f"search_{pictures}.png")
+            plot_search(search["trials"], ctx.out_dir / drawn[-1],
+                        f"{name}: AutoKeras {search['space']} search, {len(search['trials'])} trials")
     metrics["pictures"] = drawn
     metrics["history"] = trained.history
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
@@ -487,7 +523,7 @@ def run(ctx: StageContext) -> dict:
                               **({"person": person_stats[name]} if person_stats else {})}}
         for name, runs in results.items()} | ({"init": init_metrics} if init_metrics else {}),
         indent=2, default=float))
-    parts = [report_markdown(name, runs[0]) for name, runs in results.items()]
+    parts = [report_markdown(name, runs[0]) + _search_markdown(runs[0]) for name, runs in results.items()]
     (ctx.out_dir / "report.md").write_text("\n\n".join([*parts, "# comparison\n\n" + table + "\n![comparison](comparison.png)\n"
                                                         "\n![over seeds](comparison_seeds.png)\n"]))
 
@@ -503,6 +539,7 @@ def run(ctx: StageContext) -> dict:
         **({"person_clips": {"clips": clips.count, "warnings": clips.warnings}} if clips else {}),
         "train_sets": {name: _set_summary(runs, fer_stats[name], person_stats and person_stats[name], final)
                        for name, runs in results.items()},
+        **_search_summary({name: runs[0] for name, runs in results.items()}),
         "majority_baseline_accuracy": {s: round(float(np.mean(d.labels == majority)), 4) for s, d in scored.items()},
         "pictures": ["comparison.png", "comparison_seeds.png", *[p for runs in results.values() for p in runs[0]["pictures"]]],
         "translation_judge": judge,
@@ -586,6 +623,31 @@ def _person_model(ctx: StageContext, options: ClassifyOptions, results: dict[str
                                              ctx.artifact("extract.faces"), ctx.out_dir / FOOTAGE_DIR, name)
         ctx.log.info("footage: %d faces predicted by the person model", summary["footage"]["faces"])
     return summary
+
+
+def _search_summary(results: dict[str, dict]) -> dict:
+    """The AutoKeras search per training set for the manifest: what was kept and every trial."""
+    from .automl import trial_table
+
+    searches = {}
+    for name, metrics in results.items():
+        search = metrics["training"].get("search")
+        if search:
+            searches[name] = {**{k: v for k, v in search.items() if k not in ("trials", "final_history")},
+                              "trials": trial_table(search["trials"])}
+    return {"automl_search": searches} if searches else {}
+
+
+def _search_markdown(metrics: dict) -> str:
+    from .automl import trial_markdown
+
+    search = metrics["training"].get("search")
+    if not search:
+        return ""
+    kept = (f"kept: the final run (epoch {search.get('final_best_epoch')}, val {search.get('final_val_acc')})"
+            if search.get("kept") == "final" else f"kept: trial {search.get('best_trial')}'s model")
+    return (f"\n\n## AutoKeras search ({search['space']}): {len(search['trials'])} trials, {kept}\n\n"
+            + trial_markdown(search["trials"]))
 
 
 def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:

@@ -1,0 +1,326 @@
+"""The `fer_cnn` AutoKeras search space: the project's CNN family as an AutoKeras block.
+
+`FerCnnBlock` builds the architecture of classify/cnn.py's FaceNet in Keras layers (VGG
+blocks of two 3x3 conv + BatchNorm + ReLU, max-pooling between blocks, global average
+pooling, dropout) with its width, depth and dropout, and the training-time augmentation
+(random crop as a shift of up to a few pixels, horizontal flip), as hyperparameters;
+`FerClassificationHead` adds label smoothing to the loss; the learning rate of Adam is the
+graph's own `learning_rate`, narrowed to the values that train this network (see
+`compile_hyperparameters`). All weights start from scratch; nothing is downloaded.
+
+Importing this module imports keras with the torch backend (keras_env._keras), so it is only
+imported where the search runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .keras_env import _keras, deadline_callback
+
+log = logging.getLogger(__name__)
+
+keras, ak = _keras()
+
+# The values searched, in one place: the manifest and the docs read them from here.
+SPACE: dict[str, list] = {
+    "width": [16, 24, 32, 48],  # channels of the first block, doubled per block
+    "depth": [2, 3, 4],  # VGG blocks (FaceNet has 4)
+    "dropout": [0.0, 0.2, 0.4],  # before the classifier
+    "shift": [0, 2, 4],  # random crop: a shift of up to this many pixels (FaceNet: 44-px crops of 48)
+    "flip": [False, True],  # random horizontal flip
+    "label_smoothing": [0.0, 0.1, 0.2],
+    "learning_rate": [3e-3, 1e-3, 3e-4],  # Adam's, in the trials and at the start of the final run
+}
+DEFAULTS = {"width": 32, "depth": 4, "dropout": 0.2, "shift": 2, "flip": True, "label_smoothing": 0.1,
+            "learning_rate": 1e-3}
+
+
+class FerCnnBlock(ak.Block):
+    """FaceNet's family: `depth` VGG blocks of width `width` * 2^i, augmentation in front."""
+
+    def build(self, hp, inputs=None):
+        x = keras.tree.flatten(inputs)[0]
+        width = hp.Choice("width", SPACE["width"], default=DEFAULTS["width"])
+        depth = hp.Choice("depth", SPACE["depth"], default=DEFAULTS["depth"])
+        dropout = hp.Choice("dropout", SPACE["dropout"], default=DEFAULTS["dropout"])
+        shift = hp.Choice("shift", SPACE["shift"], default=DEFAULTS["shift"])
+        flip = hp.Boolean("flip", default=DEFAULTS["flip"])
+        # Augmentation layers act in training only; at inference the whole face goes through
+        # (global pooling makes the network indifferent to the input size).
+        if flip:
+            x = keras.layers.RandomFlip("horizontal")(x)
+        if shift:
+            size = int(x.shape[1])
+            x = keras.layers.RandomTranslation(shift / size, shift / size, fill_mode="reflect")(x)
+        for i in range(depth):
+            for _ in range(2):
+                x = keras.layers.Conv2D(width * 2**i, 3, padding="same", use_bias=False)(x)
+                x = keras.layers.BatchNormalization()(x)
+                x = keras.layers.ReLU()(x)
+            if i < depth - 1:
+                x = keras.layers.MaxPooling2D(2)(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout)(x)
+        return x
+
+
+class FerClassificationHead(ak.ClassificationHead):
+    """AutoKeras's classification head with label smoothing as a hyperparameter (and no
+    dropout of its own: the block has it)."""
+
+    def __init__(self, **kwargs):
+        kwargs["dropout"] = 0.0
+        super().__init__(**kwargs)
+
+    def build(self, hp, inputs=None):
+        smoothing = hp.Choice("label_smoothing", SPACE["label_smoothing"], default=DEFAULTS["label_smoothing"])
+        # The graph compiles with the head's loss after every block is built.
+        self.loss = type(self.infer_loss())(label_smoothing=smoothing)
+        return super().build(hp, inputs)
+
+
+def compile_hyperparameters():
+    """The graph's compile-time hyperparameters, narrowed: Adam (a constant rate ranks short
+    trials fairly; the final run adds warm-up and cosine decay) over the rates in SPACE.
+    Registered before the graph asks for them, so the graph's wider choices are not used."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("optimizer", "adam")
+    hp.Choice("learning_rate", SPACE["learning_rate"], default=DEFAULTS["learning_rate"])
+    return hp
+
+
+def fer_cnn_graph(num_classes: int):
+    """(inputs, outputs) of the AutoModel: image in, the block, the head."""
+    inputs = ak.ImageInput()
+    x = FerCnnBlock(name="fer_cnn")(inputs)
+    outputs = FerClassificationHead(num_classes=num_classes, multi_label=False, name="head")(x)
+    return inputs, outputs
+
+
+def plain_values(values: dict) -> dict:
+    """A trial's hyperparameters without the scopes AutoKeras adds (fer_cnn/width -> width)."""
+    return {name.rsplit("/", 1)[-1] if not name.startswith("tuner/") else name: value
+            for name, value in values.items()}
+
+
+# --- the search: successive halving on a subset, then the best configuration on all images ----
+
+
+class FerHyperband(ak.tuners.Hyperband):
+    """AutoKeras's Hyperband (successive halving over brackets: many 1-epoch trials, the best
+    continued for more epochs), with the continuation repaired: AutoKeras 3.0.0's tuner never
+    writes the build config keras-tuner 1.4 reads back before loading a trial's weights
+    (FileNotFoundError .../build_config.json). A functional model is built when made, so the
+    checkpoint loads directly."""
+
+    def _build_hypermodel(self, hp):
+        import keras_tuner
+
+        model = keras_tuner.Tuner._build_hypermodel(self, hp)
+        if "tuner/trial_id" in hp.values:
+            model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
+        return model
+
+
+def trial_recorder(tuner, records: dict):
+    """A callback that writes each trial's epochs (history rows) and seconds into `records`
+    (trial id -> dict), whether the trial ends by its epochs or by the budget. keras-tuner
+    deep-copies callbacks per trial; `records` is reached through the closure, not copied."""
+
+    class TrialRecorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            trial = next(iter(tuner.oracle.ongoing_trials.values()), None)
+            self.record = records.setdefault(trial.trial_id if trial else "?", {"epochs": [], "seconds": 0.0})
+            self.start = self.epoch_start = time.monotonic()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.record["epochs"].append(history_row(epoch + 1, logs or {}, time.monotonic() - self.epoch_start))
+
+        def on_train_end(self, logs=None):
+            self.record["seconds"] += time.monotonic() - self.start
+
+    return TrialRecorder()
+
+
+def history_row(epoch: int, logs: dict, seconds: float, lr: float | None = None) -> dict:
+    """One epoch in the project's history format (classify.evaluate.plot_history reads it)."""
+    row = {"epoch": epoch, "train_loss": float(logs.get("loss", np.nan)), "train_acc": float(logs.get("accuracy", np.nan)),
+           "val_loss": float(logs.get("val_loss", np.nan)), "val_acc": float(logs.get("val_accuracy", np.nan)),
+           "seconds": round(seconds, 2)}
+    if lr is not None:
+        row["lr"] = lr
+    return row
+
+
+def trial_rows(tuner, records: dict, space: dict | None = SPACE) -> list[dict]:
+    """Every trial, in the order run: its hyperparameters (those of `space`; None: every one any
+    trial has), the epochs it trained (continued trials start from their parent's weights), its
+    best val accuracy, seconds and status. Every row has the same keys."""
+    rows = []
+    trials = {trial_id: plain_values(trial.hyperparameters.values) for trial_id, trial in tuner.oracle.trials.items()}
+    if space is None:
+        space = dict.fromkeys(name for values in trials.values() for name in values if not name.startswith("tuner/"))
+    for trial_id, trial in tuner.oracle.trials.items():
+        values = trials[trial_id]
+        record = records.get(trial_id, {"epochs": [], "seconds": 0.0})
+        accuracies = [r["val_acc"] for r in record["epochs"] if not np.isnan(r["val_acc"])]
+        row = {"trial": trial_id, **{name: values.get(name) for name in SPACE},
+               "continues": values.get("tuner/trial_id", ""),
+               "epochs": len(record["epochs"]), "epochs_total": int(values.get("tuner/epochs", len(record["epochs"]))),
+               "val_acc": round(max(accuracies), 4) if accuracies else None,
+               "seconds": round(record["seconds"], 1), "status": str(trial.status).lower(),
+               "history": record["epochs"]}
+        rows.append(row)
+    return rows
+
+
+def budget_schedule(lr: float, epochs: int, steps_per_epoch: int, budget_seconds: float, warmup: float = 0.05):
+    """The CNN engine's schedule for the final run: linear warm-up, then cosine to zero over
+    *progress*, the larger of the share of steps and the share of the time budget used; training
+    stops when progress reaches 1, so a time-limited run still anneals."""
+    import math
+
+    total = max(1, epochs * steps_per_epoch)
+
+    class BudgetCosine(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start, self.step, self.lr = time.monotonic(), 0, lr
+
+        def progress(self) -> float:
+            p = self.step / total
+            if budget_seconds > 0:
+                p = max(p, (time.monotonic() - self.start) / budget_seconds)
+            return p
+
+        def on_train_batch_begin(self, batch, logs=None):
+            p = self.progress()
+            if p >= 1.0:
+                self.model.stop_training = True
+            if p < warmup:
+                self.lr = lr * max(p / warmup, 0.02)
+            else:
+                self.lr = lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (p - warmup) / (1 - warmup))))
+            self.model.optimizer.learning_rate.assign(self.lr)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if self.progress() >= 1.0:
+                self.model.stop_training = True
+
+    return BudgetCosine()
+
+
+def keep_best(final_history: list[dict], schedule):
+    """A callback that records each epoch of the final run and keeps the weights of the best
+    validation epoch (as the CNN engine does)."""
+
+    class KeepBest(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.best_acc, self.best_epoch, self.best_weights = -1.0, 0, None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = history_row(epoch + 1, logs or {}, time.monotonic() - self.epoch_start, schedule.lr)
+            final_history.append(row)
+            log.info("final run epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f, lr %.5f, %.0f s",
+                     row["epoch"], row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"],
+                     row["seconds"])
+            if row["val_acc"] > self.best_acc:
+                self.best_acc, self.best_epoch, self.best_weights = row["val_acc"], row["epoch"], self.model.get_weights()
+
+    return KeepBest()
+
+
+def stratified_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of about `count` images with the class shares of `labels` (all when count <= 0)."""
+    if count <= 0 or count >= len(labels):
+        return np.arange(len(labels))
+    from fertransfer.data import stratified_split
+
+    return np.sort(stratified_split(labels, count / len(labels), seed)[1])
+
+
+def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                   num_classes: int, config, work_dir: Path, seed: int, verbose: int):
+    """Successive halving over the space on a stratified subset, then the best configuration
+    trained on every image for the rest of the budget; selection on the validation split only.
+
+    x_* are standardised float images, y_* one-hot labels. Returns (model, final history, info).
+    """
+    t0 = time.monotonic()
+    budget = config.time_budget_minutes * 60.0
+    labels = y_train.argmax(1)
+    subset = stratified_subset(labels, config.trial_images, seed)
+    inputs, outputs = fer_cnn_graph(num_classes)
+    search = ak.AutoModel(
+        inputs=inputs, outputs=outputs, max_trials=config.max_trials, directory=str(work_dir), project_name="search",
+        overwrite=True, seed=seed, tuner=FerHyperband, objective="val_accuracy",
+        hyperparameters=compile_hyperparameters(), tune_new_entries=True, max_epochs=config.epochs, factor=3,
+        # brackets again until max_trials or the budget ends the search (one pass of the brackets
+        # may hold fewer trials: a single one when trials are 1 epoch long)
+        hyperband_iterations=config.max_trials,
+    )
+    records: dict = {}
+    # An EarlyStopping that never fires keeps AutoKeras from refitting after the search (see automl.py).
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.epochs + 1),
+                 trial_recorder(search.tuner, records)]
+    if budget > 0:
+        callbacks.append(deadline_callback(t0 + budget * config.search_share, search.tuner))
+    log.info("fer_cnn search: up to %d trials of at most %d epochs on %d of %d training images%s", config.max_trials,
+             config.epochs, len(subset), len(labels),
+             f", {budget * config.search_share / 60:.1f} of the budget's {budget / 60:.1f} min" if budget else "")
+    search.fit(x_train[subset], y_train[subset], epochs=config.epochs, batch_size=config.batch_size,
+               validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
+    trials = trial_rows(search.tuner, records)
+    search_seconds = time.monotonic() - t0
+    scored = [t for t in trials if t["val_acc"] is not None]
+    if not scored:
+        raise RuntimeError("the search ended before any trial finished an epoch; give it a larger time budget")
+    best_trial = max(scored, key=lambda t: t["val_acc"])
+    for t in trials:
+        log.info("trial %s: %s, %d epoch(s), val acc %s, %.0f s", t["trial"],
+                 ", ".join(f"{k} {t[k]}" for k in SPACE), t["epochs"], t["val_acc"], t["seconds"])
+    best_hp = search.tuner.oracle.get_trial(best_trial["trial"]).hyperparameters
+    info = {"space": "fer_cnn", "trial_images": len(subset), "search_seconds": round(search_seconds, 1),
+            # AutoKeras's own time around the trials' fits (setup, model builds, checkpoints)
+            "search_overhead_seconds": round(search_seconds - sum(t["seconds"] for t in trials), 1),
+            "best_trial": best_trial["trial"], "best_hyperparameters": {k: best_trial[k] for k in SPACE},
+            "best_trial_val_acc": best_trial["val_acc"]}
+
+    final_history: list[dict] = []
+    remaining = budget - (time.monotonic() - t0) if budget > 0 else 0.0
+    model, kept = None, "trial"
+    if config.final_epochs > 0 and (budget <= 0 or remaining > 0):
+        model = search.tuner.hypermodel.build(best_hp)
+        steps = -(-len(labels) // config.batch_size)
+        schedule = budget_schedule(best_trial["learning_rate"], config.final_epochs, steps, max(0.0, remaining))
+        best = keep_best(final_history, schedule)
+        log.info("final run: trial %s's configuration on all %d images, %d epochs%s", best_trial["trial"], len(labels),
+                 config.final_epochs, f" or {remaining / 60:.1f} min" if budget > 0 else "")
+        model.fit(x_train, y_train, epochs=config.final_epochs, batch_size=config.batch_size,
+                  validation_data=(x_val, y_val), callbacks=[schedule, best], verbose=verbose)
+        if best.best_weights is not None and best.best_acc >= best_trial["val_acc"]:
+            model.set_weights(best.best_weights)
+            kept = "final"
+            info.update(final_best_epoch=best.best_epoch, final_val_acc=round(best.best_acc, 4))
+    history = final_history
+    if kept == "trial":  # the final run did not run, or did not beat the trial on val
+        model = search.tuner.load_model(search.tuner.oracle.get_trial(best_trial["trial"]))
+        history = best_trial["history"]
+        info["final_history"] = final_history
+    info.update(kept=kept, final_epochs_run=len(final_history), seconds=round(time.monotonic() - t0, 1))
+    info["trials"] = trials
+    return model, history, info

@@ -1,0 +1,104 @@
+"""The AutoKeras search spaces on tiny data: the fer_cnn block builds and trains, every trial
+and its hyperparameters are recorded, a budget cut keeps the history, and bad settings are
+config errors that say what would fit or what is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fertransfer.classify.automl import AutoKerasConfig, smallest_budget_minutes, train_autokeras
+from fertransfer.classify.stage import ClassifyOptions
+from fertransfer.pipelines.config import ConfigError, default_config_text, load_config
+from fertransfer.pipelines.options import DataOptions
+
+CLASSES = ["a", "b", "c"]
+
+
+def tiny_data(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes a CNN tells apart in an epoch or two: dark, mid-grey and bright squares."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    images = (labels[:, None, None, None] * 100 + rng.integers(0, 40, (n, size, size, 1))).astype(np.uint8)
+    return images, labels
+
+
+def test_fer_cnn_search_records_every_trial_and_keeps_the_best(tmp_path):
+    from fertransfer.classify.automl_space import SPACE
+
+    x, y = tiny_data(36)
+    xv, yv = tiny_data(12, seed=1)
+    config = AutoKerasConfig(max_trials=2, epochs=1, batch_size=12, trial_images=24, final_epochs=1)
+    result = train_autokeras(x, y, xv, yv, CLASSES, config, tmp_path / "trials", seed=0)
+    info = result.info
+    assert info["space"] == "fer_cnn" and info["trial_images"] == 24
+    assert len(info["trials"]) == 2
+    for trial in info["trials"]:
+        # the block's and the head's hyperparameters, plain (no scopes), each within the space
+        assert all(trial[name] in SPACE[name] for name in SPACE)
+        assert trial["epochs"] == 1 and len(trial["history"]) == 1
+        assert 0 <= trial["val_acc"] <= 1 and trial["seconds"] > 0
+    assert info["best_hyperparameters"] == {k: info["trials"][int(info["best_trial"])][k] for k in SPACE}
+    assert info["final_epochs_run"] == 1 and info["kept"] in ("final", "trial")
+    assert result.history and {"epoch", "train_loss", "val_acc"} <= set(result.history[0])
+    probs = result.classifier.predict_proba(xv)
+    assert probs.shape == (12, 3) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_a_trial_the_budget_stops_keeps_its_history(tmp_path):
+    # A budget of about a second: the first trial is stopped in its first epoch, the search ends,
+    # and what it trained is still recorded (the ConvBlock search recorded 0 epochs then).
+    x, y = tiny_data(48)
+    xv, yv = tiny_data(12, seed=1)
+    config = AutoKerasConfig(max_trials=5, epochs=3, batch_size=4, trial_images=0, final_epochs=0,
+                             time_budget_minutes=0.02, search_share=0.5)
+    result = train_autokeras(x, y, xv, yv, CLASSES, config, tmp_path / "trials", seed=0)
+    trials = result.info["trials"]
+    assert 1 <= len(trials) < 5
+    assert trials[0]["epochs"] >= 1 and trials[0]["history"][0]["val_acc"] >= 0
+    assert result.info["kept"] == "trial" and result.history == trials[int(result.info["best_trial"])]["history"]
+
+
+def test_a_budget_too_small_for_one_trial_says_the_smallest_that_fits():
+    from fertransfer.classify.stage import STAGE
+
+    options = ClassifyOptions(engine="autokeras", epochs=3, automl_trial_images=4000, time_budget_minutes=1.0)
+    need = smallest_budget_minutes("fer_cnn", 3, 4000, options.automl_search_share)
+    assert need > 1.0
+    problems = STAGE.check(options, None, DataOptions())
+    assert any(f"at least {need:.1f} min" in p and p.startswith("time_budget_minutes") for p in problems), problems
+    fits = ClassifyOptions(engine="autokeras", epochs=3, time_budget_minutes=need + 0.1)
+    assert not STAGE.check(fits, None, DataOptions())
+    # the cnn engine has no trials to fit
+    assert not STAGE.check(ClassifyOptions(engine="cnn", epochs=3, time_budget_minutes=1.0), None, DataOptions())
+
+
+def test_an_unknown_search_space_lists_the_known_ones(tmp_path):
+    config = tmp_path / "pipeline.toml"
+    config.write_text(default_config_text({"data": {"fer": str(tmp_path)},
+                                           "classify": {"engine": "autokeras", "automl_space": "nasnet"}}))
+    with pytest.raises(ConfigError, match=r"automl_space: 'nasnet' is not one of fer_cnn, convblock"):
+        load_config(config)
+
+
+def test_stage_lists_the_trials_in_the_manifest_and_the_report(tmp_path, smileys):
+    from fertransfer.pipelines.report import write_report
+    from fertransfer.pipelines.runner import MANIFEST, run_stage
+
+    folder = tmp_path / "run"
+    config = tmp_path / "pipeline.toml"
+    config.write_text(default_config_text({
+        "run": {"dir": "run", "device": "cpu"}, "data": {"fer": str(smileys)},
+        "classify": {"engine": "autokeras", "max_trials": 2, "epochs": 1, "batch_size": 16,
+                     "train_limit": 42, "automl_trial_images": 21, "automl_final_epochs": 1, "size": 24}}))
+    assert run_stage(load_config(config), "classify").state == "done"
+    summary = json.loads((folder / "classify" / MANIFEST).read_text())["summary"]
+    search = summary["automl_search"]["real"]
+    assert search["space"] == "fer_cnn" and len(search["trials"]) == 2
+    assert {"width", "depth", "learning_rate", "epochs", "val_acc", "seconds"} <= set(search["trials"]["trial 0"])
+    assert (folder / "classify" / "search_real.png").is_file()
+    assert "AutoKeras search (fer_cnn): 2 trials" in (folder / "classify" / "report.md").read_text()
+    page = write_report(folder).read_text()
+    assert "trial 1" in page and "search_real.png" in page
