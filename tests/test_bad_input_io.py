@@ -453,3 +453,17 @@ def test_videos_are_measured_before_their_frames_are_decoded(demo_video):
     capture, info = open_capture(str(demo_video))
     capture.release()
     assert fps > 0 and info.width * info.height <= MAX_PIXELS
+
+
+def test_a_dangling_link_in_an_input_folder_leaves_the_fingerprint_working(tmp_path, caplog):
+    from fertransfer.pipelines.runner import content_fingerprint, stat_fingerprint
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(b"image bytes")
+    before = (stat_fingerprint(folder), content_fingerprint(folder))
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    with caplog.at_level(logging.WARNING):
+        after = (stat_fingerprint(folder), content_fingerprint(folder))
+    assert after == before  # the broken link has no content: the input is what it was
+    assert "gone.jpg: a broken link, left out of the input's fingerprint" in caplog.text

@@ -67,6 +67,9 @@ def _files_below(path: Path) -> list[tuple[str, str]]:
         subdirs.sort()
         for name in sorted(names):
             full = os.path.join(directory, name)
+            if not os.path.exists(full):  # a dangling symlink: no content to fingerprint (the data layer skips it too)
+                log.warning("%s: a broken link, left out of the input's fingerprint", full)
+                continue
             files.append((os.path.relpath(full, path), full))
     return files
 
