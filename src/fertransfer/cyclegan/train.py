@@ -153,6 +153,43 @@ def calibration_step(cfg: TrainConfig) -> int:
     return max(1, min(CALIBRATION_STEPS, cfg.checkpoint_every, cfg.steps))
 
 
+class TimeBudget:
+    """`time_budget_minutes` turned into a number of steps, once, from the speed of the first timed
+    steps of a run; what it resolved to is kept in every checkpoint, so a resumed run keeps it."""
+
+    def __init__(self, cfg: TrainConfig, start: int, resolved: dict | None):
+        self.cfg, self.resolved = cfg, resolved
+        # Not yet resolved (a fresh run; or a checkpoint of a run without one): after a few timed steps.
+        self.resolve_at = start + calibration_step(cfg) if cfg.time_budget_minutes > 0 and resolved is None else None
+        self.first_timed = start + min(CALIBRATION_SKIP, calibration_step(cfg) - 1)
+        self.seconds, self.steps = 0.0, 0
+
+    @property
+    def total(self) -> int:
+        """The run's length: the resolved budget, else cfg.steps."""
+        return int(self.resolved["steps"]) if self.resolved else self.cfg.steps
+
+    def observe(self, step: int, step_seconds: float, elapsed: float, world: int) -> bool:
+        """Time one step; True when this step resolved the budget (every rank gets rank 0's figure)."""
+        if self.resolve_at is None:
+            return False
+        if step >= self.first_timed:
+            self.seconds += step_seconds
+            self.steps += 1
+        done = step + 1
+        if done != self.resolve_at:
+            return False
+        cfg = self.cfg
+        per_step = self.seconds / max(1, self.steps)
+        resolved = [budget_steps(cfg.time_budget_minutes * 60, elapsed, done, per_step, cfg.steps)]
+        if world > 1:
+            dist.broadcast_object_list(resolved, src=0)
+        self.resolved = {"minutes": cfg.time_budget_minutes, "steps": resolved[0], "upper_bound": cfg.steps,
+                         "resolved_at_step": done, "seconds_per_step": round(per_step, 4)}
+        self.resolve_at = None
+        return True
+
+
 class Generators(nn.Module):
     """Both generators in one forward, so that DDP sees one call per step.
 
@@ -393,6 +430,50 @@ def sample_grid(rows: list[list[np.ndarray]], labels: list[str], min_tile: int =
     return grid
 
 
+class Sampler:
+    """The sample grids (a fixed batch of held-out faces) and SWD on the held-out sets (rank 0)."""
+
+    def __init__(self, cfg: TrainConfig, domains: Domains, out_dir: Path, device: torch.device, autocast):
+        rows = max(1, min(cfg.sample_images, len(domains.held_a), len(domains.held_b)))
+        self.fixed_a, self.fixed_b = domains.held_a[:rows], domains.held_b[:rows]
+        self.cfg, self.domains, self.device, self.autocast = cfg, domains, device, autocast
+        self.samples_dir = out_dir / "samples"
+        self.untranslated: dict[str, float] = {}
+
+    def __call__(self, G_AB: nn.Module, G_BA: nn.Module, step: int, with_swd: bool) -> dict | None:
+        """Write samples/step_<step>.png; with_swd: also return the SWD row for swd.csv."""
+        a, b, device, autocast, seed = self.cfg.a_channels, self.cfg.b_channels, self.device, self.autocast, self.cfg.seed
+        for net in (G_AB, G_BA):
+            net.eval()
+        fake_b = translate_array(G_AB, self.fixed_a, a, device, autocast)
+        fake_a = translate_array(G_BA, self.fixed_b, b, device, autocast)
+        rec_a = translate_array(G_BA, fake_b, b, device, autocast)
+        rec_b = translate_array(G_AB, fake_a, a, device, autocast)
+        tiles = [[self.fixed_a[i], fake_b[i], rec_a[i], self.fixed_b[i], fake_a[i], rec_b[i]]
+                 for i in range(len(self.fixed_a))]
+        grid = sample_grid(tiles, ["A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"])
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        write_png(self.samples_dir / f"step_{step:06d}.png", grid)
+        result = None
+        if with_swd:
+            held_a, held_b = self.domains.held_a, self.domains.held_b
+            translated_b = translate_array(G_AB, held_a, a, device, autocast)
+            translated_a = translate_array(G_BA, held_b, b, device, autocast)
+            if not self.untranslated:
+                self.untranslated["AtoB"] = swd(_channels_np(held_a, b), held_b, seed=seed)["mean"]
+                self.untranslated["BtoA"] = swd(_channels_np(held_b, a), held_a, seed=seed)["mean"]
+            result = {
+                "step": step,
+                "AtoB_translated": round(swd(translated_b, held_b, seed=seed)["mean"], 3),
+                "AtoB_untranslated": round(self.untranslated["AtoB"], 3),
+                "BtoA_translated": round(swd(translated_a, held_a, seed=seed)["mean"], 3),
+                "BtoA_untranslated": round(self.untranslated["BtoA"], 3),
+            }
+        for net in (G_AB, G_BA):
+            net.train()
+        return result
+
+
 # --- distributed set-up ----------------------------------------------------------------
 
 
@@ -470,12 +551,9 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         net.to(device, memory_format=memory_format)
     objective.make_optimizers()  # after .to(device): Adam's state lives with the parameters
     G_AB, G_BA = nets["G_AB"], nets["G_BA"]
-    # The run's length: cfg.steps, or with a time budget what it resolved to (recorded in every
-    # checkpoint and the summary, so a resumed run keeps the very same schedule).
-    total = cfg.steps
-    budget: dict | None = None
+    # The run's length: cfg.steps, or with a time budget what it resolved to (TimeBudget).
     decay_steps = lambda steps: cfg.decay_steps if cfg.decay_steps is not None else steps // 2  # noqa: E731
-    decay = LinearDecay(total, decay_steps(total))
+    decay = LinearDecay(cfg.steps, decay_steps(cfg.steps))
     schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, decay) for name, opt in objective.optimizers.items()}
     pools = objective.pools
 
@@ -483,6 +561,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
     ckpt_dir = out_dir / "checkpoints"
     start = 0
     resumed_from = None
+    resolved_budget = None
     if resume:
         state = load_newest_valid(ckpt_dir, cfg.architecture(), map_location=device)
         if state is not None:
@@ -500,10 +579,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 log.warning("checkpoint made with %d process(es), now %d: batches and pools start afresh",
                             len(per_rank), world)
             start = resumed_from = int(state["step"])
-            budget = state.get("budget")
-            if budget is not None:
-                total = int(budget["steps"])
-                decay.resize(total, decay_steps(total))
+            resolved_budget = state.get("budget")
             if main_process:
                 log.info("resuming from step %d", start)
         elif main_process:
@@ -527,47 +603,12 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
                 "optimizers": {name: opt.state_dict() for name, opt in objective.optimizers.items()},
                 "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
                 "rng": gathered,
-                "budget": budget,
+                "budget": budget.resolved,
             }, keep=cfg.keep_checkpoints)
         if world > 1:
             dist.barrier()
 
-    # Evaluation pieces (rank 0): a fixed batch for the grids, the held-out sets for SWD.
-    rows = max(1, min(cfg.sample_images, len(domains.held_a), len(domains.held_b)))
-    fixed_a, fixed_b = domains.held_a[:rows], domains.held_b[:rows]
-    untranslated = {}
-    samples_dir = out_dir / "samples"
-
-    def evaluate(step: int, with_swd: bool) -> dict | None:
-        """Write samples/step_<step>.png; with_swd: also return the SWD row for swd.csv."""
-        for net in (G_AB, G_BA):
-            net.eval()
-        fake_b = translate_array(G_AB, fixed_a, a, device, autocast)
-        fake_a = translate_array(G_BA, fixed_b, b, device, autocast)
-        rec_a = translate_array(G_BA, fake_b, b, device, autocast)
-        rec_b = translate_array(G_AB, fake_a, a, device, autocast)
-        tiles = [[fixed_a[i], fake_b[i], rec_a[i], fixed_b[i], fake_a[i], rec_b[i]] for i in range(len(fixed_a))]
-        grid = sample_grid(tiles, ["A", "G(A)", "F(G(A))", "B", "F(B)", "G(F(B))"])
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        write_png(samples_dir / f"step_{step:06d}.png", grid)
-        result = None
-        if with_swd:
-            held_a, held_b = domains.held_a, domains.held_b
-            translated_b = translate_array(G_AB, held_a, a, device, autocast)
-            translated_a = translate_array(G_BA, held_b, b, device, autocast)
-            if not untranslated:
-                untranslated["AtoB"] = swd(_channels_np(held_a, b), held_b, seed=cfg.seed)["mean"]
-                untranslated["BtoA"] = swd(_channels_np(held_b, a), held_a, seed=cfg.seed)["mean"]
-            result = {
-                "step": step,
-                "AtoB_translated": round(swd(translated_b, held_b, seed=cfg.seed)["mean"], 3),
-                "AtoB_untranslated": round(untranslated["AtoB"], 3),
-                "BtoA_translated": round(swd(translated_a, held_a, seed=cfg.seed)["mean"], 3),
-                "BtoA_untranslated": round(untranslated["BtoA"], 3),
-            }
-        for net in (G_AB, G_BA):
-            net.train()
-        return result
+    evaluate = Sampler(cfg, domains, out_dir, device, autocast)
 
     loss_log = swd_log = None
     writer = None
@@ -578,15 +619,14 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         swd_log = CsvLog(out_dir / "swd.csv", SWD_COLUMNS, keep_until)
         writer = _tensorboard(out_dir)
 
-    # A budget not yet resolved (a fresh run; or a checkpoint of a run without one) is resolved after
-    # a few timed steps of this run.
-    resolve_at = start + calibration_step(cfg) if cfg.time_budget_minutes > 0 and budget is None else None
+    budget = TimeBudget(cfg, start, resolved_budget)
+    total = budget.total
+    decay.resize(total, decay_steps(total))
     end = total if stop_at is None else min(total, stop_at)
     progress = progress_bar(range(start, cfg.steps), initial=start, total=total, desc="cyclegan", unit="step",
                     disable=not main_process, dynamic_ncols=True)
     t_start = time.perf_counter()
     train_seconds = 0.0
-    timed = [0.0, 0]  # seconds and steps after the first CALIBRATION_SKIP, for the budget
     last_swd = None
     for step in progress:
         if step >= end:
@@ -601,24 +641,14 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         done = step + 1
         step_seconds = time.perf_counter() - t0
         train_seconds += step_seconds
-        if resolve_at is not None and step - start >= min(CALIBRATION_SKIP, resolve_at - start - 1):
-            timed[0] += step_seconds
-            timed[1] += 1
-        if done == resolve_at:  # the time budget becomes a number of steps, once, on every rank alike
-            per_step = timed[0] / max(1, timed[1])
-            resolved = [budget_steps(cfg.time_budget_minutes * 60, time.perf_counter() - t_start, done, per_step,
-                                     cfg.steps)]
-            if world > 1:
-                dist.broadcast_object_list(resolved, src=0)
-            total = resolved[0]
-            budget = {"minutes": cfg.time_budget_minutes, "steps": total, "upper_bound": cfg.steps,
-                      "resolved_at_step": done, "seconds_per_step": round(per_step, 4)}
+        if budget.observe(step, step_seconds, time.perf_counter() - t_start, world):
+            total = budget.total
             decay.resize(total, decay_steps(total))
             end = total if stop_at is None else min(total, stop_at)
             progress.total = total
             if main_process:
                 log.info("time budget %.1f min at %.3f s/step: %d steps (upper bound %d)", cfg.time_budget_minutes,
-                         per_step, total, cfg.steps)
+                         budget.resolved["seconds_per_step"], total, cfg.steps)
 
         # 3. Book-keeping (rank 0): losses, samples + SWD, checkpoints.
         if main_process:
@@ -631,7 +661,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
             if done % 10 == 0 or done == end:
                 progress.set_postfix({k: f"{losses[k]:.3f}" for k in objective.shown})
             if done % cfg.sample_every == 0 or done == total:
-                result = evaluate(done, with_swd=cfg.swd_every_sample or done == total)
+                result = evaluate(G_AB, G_BA, done, with_swd=cfg.swd_every_sample or done == total)
                 if result is not None:
                     swd_log.write(result)
                     last_swd = result
@@ -655,7 +685,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         summary = {
             "steps": end,
             "steps_planned": total,
-            "time_budget": budget,
+            "time_budget": budget.resolved,
             "steps_this_run": steps_run,
             "resumed_from_step": resumed_from,
             "processes": world,
