@@ -275,6 +275,30 @@ class TrainResult:
     steps: int = 0  # optimizer steps taken
 
 
+def _initial_network(classes: list[str], channels: int, config: CnnConfig, init: CnnClassifier | None) -> FaceNet:
+    """A FaceNet from random weights, or from `init`'s (fine-tuning), which must match it."""
+    model = FaceNet(len(classes), channels, config.width, config.dropout)
+    if init is not None:
+        if list(init.classes) != list(classes) or init.channels != channels or init.config.width != config.width:
+            raise ValueError(f"the initial model has classes [{', '.join(init.classes)}], {init.channels} channel(s), "
+                             f"width {init.config.width}; this training has [{', '.join(classes)}], {channels} "
+                             f"channel(s), width {config.width}")
+        model.load_state_dict(init.model.state_dict())
+    return model
+
+
+def _optimizer(model: nn.Module, config: CnnConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW; no weight decay on biases and norms."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    raise ValueError(f"optimizer must be sgd or adamw, got {config.optimizer!r}")
+
+
 def train_cnn(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -308,23 +332,8 @@ def train_cnn(
     channels, size = train_images.shape[3], train_images.shape[1]
     if size < config.crop:
         raise ValueError(f"images are {size}x{size}, smaller than the crop size {config.crop}")
-    model = FaceNet(len(classes), channels, config.width, config.dropout)
-    if init is not None:
-        if list(init.classes) != list(classes) or init.channels != channels or init.config.width != config.width:
-            raise ValueError(f"the initial model has classes [{', '.join(init.classes)}], {init.channels} channel(s), "
-                             f"width {init.config.width}; this training has [{', '.join(classes)}], {channels} "
-                             f"channel(s), width {config.width}")
-        model.load_state_dict(init.model.state_dict())
-    model = model.to(dev).to(memory_format=torch.channels_last)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    elif config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    else:
-        raise ValueError(f"optimizer must be sgd or adamw, got {config.optimizer!r}")
+    model = _initial_network(classes, channels, config, init).to(dev).to(memory_format=torch.channels_last)
+    optimizer = _optimizer(model, config)
     classifier = CnnClassifier(model, list(classes), channels, size, config, dev)
     # The average follows the weights and BatchNorm statistics step by step; late in a short
     # schedule it is often a better model than the last weights, at the cost of one extra
