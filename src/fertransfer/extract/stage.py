@@ -319,7 +319,7 @@ def run(ctx: StageContext) -> dict:
 
     from fertransfer.data.images import write_jpeg
 
-    from .core import FILTERS, FilterSettings, Framing
+    from .core import FilterSettings, Framing
     from .detect import FaceDetector
     from .filters import DuplicateFilter
     from .template import TEMPLATE_FILE, TemplateError, load_template
@@ -392,30 +392,8 @@ def run(ctx: StageContext) -> dict:
         )
 
     done = [c for c in per_input.values() if c["status"] != "failed"]
-    totals = {key: sum(c[key] for c in done) for key in
-              ("frames_read", "frames_sampled", "frames_with_face", "frames_with_one_face", "faces_detected", "other_faces",
-               "kept", "footage", "test", "gap_dropped")}
-    totals["filtered"] = {name: sum(c["filtered"][name] for c in done) for name in FILTERS}
-    totals.update(inputs=len(per_input), failed_inputs=len(failed), no_face_inputs=len(no_face),
-                  truncated_inputs=sum(1 for c in done if c["status"] == "truncated"),
-                  labelled_inputs=sum(1 for c in per_input.values() if c["label"]),
-                  unlabelled_inputs=sum(1 for c in per_input.values() if not c["label"]))
-    if failed and not done:
-        which = "the only input could not be read" if len(failed) == 1 else f"none of the {len(failed)} inputs could be read"
-        raise StageError(f"{which} ({'; '.join(failed[:3])}"
-                         f"{'; ...' if len(failed) > 3 else ''}); check [extract].inputs")
-    if failed and o.strict:
-        raise StageError(f"{len(failed)} of {len(per_input)} inputs could not be read ([extract].strict = true): "
-                         f"{'; '.join(failed[:3])}{'; ...' if len(failed) > 3 else ''}")
-    if totals["faces_detected"] == 0:
-        raise StageError(
-            f"no face found in any input ({totals['frames_sampled']} frames sampled from {len(done)} inputs"
-            f"{', ' + str(len(failed)) + ' unreadable' if failed else ''}); check [extract].inputs and min_face_size"
-        )
-    if totals["kept"] == 0:
-        raise StageError(f"all {totals['faces_detected']} faces found were filtered out ({totals['filtered']}); relax the [extract] filters")
-    if totals["footage"] == 0:
-        raise StageError(f"no footage crops: all {totals['kept']} kept crops are test crops; lower [extract].holdout")
+    totals = _totals(per_input, failed, no_face)
+    _refuse_empty(totals, failed, len(done), len(per_input), o.strict)
 
     with open(ctx.out_dir / "faces.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
@@ -466,6 +444,42 @@ def run(ctx: StageContext) -> dict:
             "frames_per_s": round(totals["frames_read"] / seconds, 2) if seconds else None,
         },
     }
+
+
+def _totals(per_input: dict[str, dict], failed: list[str], no_face: list[str]) -> dict:
+    """The manifest's counts over every input that could be read."""
+    from .core import FILTERS
+
+    done = [c for c in per_input.values() if c["status"] != "failed"]
+    totals = {key: sum(c[key] for c in done) for key in
+              ("frames_read", "frames_sampled", "frames_with_face", "frames_with_one_face", "faces_detected", "other_faces",
+               "kept", "footage", "test", "gap_dropped")}
+    totals["filtered"] = {name: sum(c["filtered"][name] for c in done) for name in FILTERS}
+    totals.update(inputs=len(per_input), failed_inputs=len(failed), no_face_inputs=len(no_face),
+                  truncated_inputs=sum(1 for c in done if c["status"] == "truncated"),
+                  labelled_inputs=sum(1 for c in per_input.values() if c["label"]),
+                  unlabelled_inputs=sum(1 for c in per_input.values() if not c["label"]))
+    return totals
+
+
+def _refuse_empty(totals: dict, failed: list[str], readable: int, inputs: int, strict: bool) -> None:
+    """A StageError when the run found nothing usable (or, with `strict`, lost an input), naming why."""
+    if failed and not readable:
+        which = "the only input could not be read" if len(failed) == 1 else f"none of the {len(failed)} inputs could be read"
+        raise StageError(f"{which} ({'; '.join(failed[:3])}"
+                         f"{'; ...' if len(failed) > 3 else ''}); check [extract].inputs")
+    if failed and strict:
+        raise StageError(f"{len(failed)} of {inputs} inputs could not be read ([extract].strict = true): "
+                         f"{'; '.join(failed[:3])}{'; ...' if len(failed) > 3 else ''}")
+    if totals["faces_detected"] == 0:
+        raise StageError(
+            f"no face found in any input ({totals['frames_sampled']} frames sampled from {readable} inputs"
+            f"{', ' + str(len(failed)) + ' unreadable' if failed else ''}); check [extract].inputs and min_face_size"
+        )
+    if totals["kept"] == 0:
+        raise StageError(f"all {totals['faces_detected']} faces found were filtered out ({totals['filtered']}); relax the [extract] filters")
+    if totals["footage"] == 0:
+        raise StageError(f"no footage crops: all {totals['kept']} kept crops are test crops; lower [extract].holdout")
 
 
 def _inputs(options: ExtractOptions) -> list[str]:
