@@ -185,6 +185,85 @@ def write_gallery(
     }
 
 
+def _translate_splits(out_dir: Path, dataset: LabelledDataset, forward: Generator, settings: BuildSettings,
+                      checkpoint: str, log: logging.Logger,
+                      warnings: list[str]) -> tuple[dict[str, ImageSet], dict[str, list[Path]]]:
+    """Every split translated and written, with labels.csv: (images per split, their files per split)."""
+    class_names = dataset.class_names
+    translated: dict[str, ImageSet] = {}
+    translated_paths: dict[str, list[Path]] = {}
+    rows: list[dict] = []
+    for split in settings.splits:
+        source = dataset[split]
+        for name, count in class_counts(source.labels, class_names).items():
+            if count == 0:
+                warnings.append(f"class '{name}' has no images in split '{split}'")
+                log.warning("%s: %s", dataset.source, warnings[-1])
+        images = translate_images(source.images, forward.fn, forward.spec, settings.batch_size,
+                                  desc=f"translating {split}")
+        translated[split] = ImageSet(images, source.labels, source.files)
+        translated_paths[split] = write_translated(out_dir, split, translated[split], class_names, checkpoint,
+                                                   settings.image_format, rows)
+    write_labels_csv(out_dir / LABELS_CSV, rows)
+    return translated, translated_paths
+
+
+def _write_sets(out_dir: Path, dataset: LabelledDataset, translated: dict[str, ImageSet],
+                translated_paths: dict[str, list[Path]], forward: Generator, settings: BuildSettings,
+                rng: np.random.Generator) -> tuple[dict[str, dict], list[str]]:
+    """The training sets named in settings.sets, from the train split and its translations:
+    (per set its folder, counts and sources; the classes the train split lacks)."""
+    class_names, spec = dataset.class_names, forward.spec
+    real, synthetic = dataset["train"], translated["train"]
+    pools = {"real": real, "translated": synthetic}
+    recipes = []
+    counts = real.counts(len(class_names))
+    extra, notes = balance_plan(counts, settings.balanced_target, class_names)
+    skipped_classes = [class_names[c] for c in np.flatnonzero(counts == 0)]
+    target = int(settings.balanced_target) or int(counts.max())
+    for name in settings.sets:
+        if name == "real":
+            recipes.append(real_set(real))
+        elif name == "synthetic":
+            recipes.append(synthetic_set(synthetic))
+        elif name == "real+synthetic":
+            recipes.append(real_synthetic_set(real, synthetic, settings.synthetic_ratio, len(class_names), rng))
+        elif name == "balanced":
+            more = lambda images: translate_images(  # noqa: E731
+                images, forward.fn, spec, settings.batch_size, desc="balanced: extra translations"
+            )
+            result = balanced_set(real, synthetic, extra, more, rng, notes)
+            pools["gan_extra"] = result.extra
+            recipes.append(result.recipe)
+        elif name == "classic":
+            prepare = lambda images: conform(images, spec.image_size, spec.out_channels)  # noqa: E731
+            result = classic_set(real, extra, rng, notes, prepare)
+            pools["classic_extra"] = result.extra
+            recipes.append(result.recipe)
+    written = {("translated", i): p for i, p in enumerate(translated_paths["train"])}
+    writer = SetWriter(
+        out_dir,
+        pools,
+        class_names,
+        settings.image_format,
+        convert={"real": lambda images: conform(images, spec.image_size, spec.out_channels)},
+        written=written,
+    )
+    summary: dict[str, dict] = {}
+    for recipe in recipes:
+        per_class = writer.write(recipe, native_pools=frozenset({"real"}) if recipe.name == "real" else frozenset())
+        summary[recipe.name] = {
+            "folder": f"sets/{set_folder(recipe.name)}",
+            "counts": per_class,
+            "total": int(sum(per_class.values())),
+            "from": {pool: int(len(index)) for pool, index in recipe.parts.items()},
+            **({"notes": recipe.notes} if recipe.notes else {}),
+        }
+        if recipe.name in ("balanced", "classic"):
+            summary[recipe.name]["target_per_class"] = target
+    return summary, skipped_classes
+
+
 def build_outputs(
     out_dir: Path,
     run_dir: Path,
@@ -217,22 +296,9 @@ def build_outputs(
     warnings: list[str] = []
 
     # 1. Translate every split, keeping label and source file.
-    translated: dict[str, ImageSet] = {}
-    translated_paths: dict[str, list[Path]] = {}
-    rows: list[dict] = []
-    seconds = 0.0
-    for split in settings.splits:
-        source = dataset[split]
-        for name, count in class_counts(source.labels, class_names).items():
-            if count == 0:
-                warnings.append(f"class '{name}' has no images in split '{split}'")
-                log.warning("%s: %s", dataset.source, warnings[-1])
-        t0 = time.perf_counter()
-        images = translate_images(source.images, forward.fn, spec, settings.batch_size, desc=f"translating {split}")
-        seconds += time.perf_counter() - t0
-        translated[split] = ImageSet(images, source.labels, source.files)
-        translated_paths[split] = write_translated(out_dir, split, translated[split], class_names, checkpoint, ext, rows)
-    write_labels_csv(out_dir / LABELS_CSV, rows)
+    t0 = time.perf_counter()
+    translated, translated_paths = _translate_splits(out_dir, dataset, forward, settings, checkpoint, log, warnings)
+    seconds = time.perf_counter() - t0
     total = sum(len(t) for t in translated.values())
     timings["translate_s"] = seconds
     log.info("translated %d images in %.1f s (%.1f images/s)", total, seconds, total / max(seconds, 1e-9))
@@ -242,57 +308,13 @@ def build_outputs(
     skipped_classes: list[str] = []
     if settings.sets:
         t0 = time.perf_counter()
-        real, synthetic = dataset["train"], translated["train"]
-        pools = {"real": real, "translated": synthetic}
-        recipes = []
-        counts = real.counts(len(class_names))
-        extra, notes = balance_plan(counts, settings.balanced_target, class_names)
-        skipped_classes = [class_names[c] for c in np.flatnonzero(counts == 0)]
-        target = int(settings.balanced_target) or int(counts.max())
-        for name in settings.sets:
-            if name == "real":
-                recipes.append(real_set(real))
-            elif name == "synthetic":
-                recipes.append(synthetic_set(synthetic))
-            elif name == "real+synthetic":
-                recipes.append(real_synthetic_set(real, synthetic, settings.synthetic_ratio, len(class_names), rng))
-            elif name == "balanced":
-                more = lambda images: translate_images(  # noqa: E731
-                    images, forward.fn, spec, settings.batch_size, desc="balanced: extra translations"
-                )
-                result = balanced_set(real, synthetic, extra, more, rng, notes)
-                pools["gan_extra"] = result.extra
-                recipes.append(result.recipe)
-            elif name == "classic":
-                prepare = lambda images: conform(images, spec.image_size, spec.out_channels)  # noqa: E731
-                result = classic_set(real, extra, rng, notes, prepare)
-                pools["classic_extra"] = result.extra
-                recipes.append(result.recipe)
-        written = {("translated", i): p for i, p in enumerate(translated_paths["train"])}
-        writer = SetWriter(
-            out_dir,
-            pools,
-            class_names,
-            ext,
-            convert={"real": lambda images: conform(images, spec.image_size, spec.out_channels)},
-            written=written,
-        )
-        for recipe in recipes:
-            per_class = writer.write(recipe, native_pools=frozenset({"real"}) if recipe.name == "real" else frozenset())
-            sets_summary[recipe.name] = {
-                "folder": f"sets/{set_folder(recipe.name)}",
-                "counts": per_class,
-                "total": int(sum(per_class.values())),
-                "from": {pool: int(len(index)) for pool, index in recipe.parts.items()},
-                **({"notes": recipe.notes} if recipe.notes else {}),
-            }
-            if recipe.name in ("balanced", "classic"):
-                sets_summary[recipe.name]["target_per_class"] = target
+        sets_summary, skipped_classes = _write_sets(out_dir, dataset, translated, translated_paths, forward,
+                                                    settings, rng)
         timings["sets_s"] = time.perf_counter() - t0
 
     # 3. Gallery.
     gallery_split = gallery_split_of(settings.splits)
-    judge = None
+    judge = None  # the judge's figures are classify's, which rebuilds the gallery with them
     gallery = None
     if settings.gallery_examples > 0:
         t0 = time.perf_counter()
