@@ -138,6 +138,14 @@ def point(name: str, summary: dict) -> dict:
     return {**row, "per_class": per_class, "time_budget": summary.get("time_budget")}
 
 
+def included_point(name: str, run_dir: str) -> dict:
+    """The point of a run folder whose cyclegan stage is done (--include)."""
+    manifest = read_manifest(Path(run_dir) / "cyclegan")
+    if not manifest or "summary" not in manifest:
+        raise ValueError(f"--include {name}={run_dir}: no finished cyclegan stage there")
+    return point(name, manifest["summary"])
+
+
 def plot(points: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -234,15 +242,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="[cyclegan] options for every setting (e.g. steps=2000 threads=1)")
     parser.add_argument("--judge", help="a classify-stage model trained on real FER")
     parser.add_argument("--out", type=Path, help="where the settings and the plot go (default: <run dir>/frontier)")
+    parser.add_argument("--include", action="append", default=[], metavar="NAME=RUN_DIR",
+                        help="also plot a finished run's cyclegan stage as the point NAME (repeatable), e.g. the "
+                             "person's own `pipeline run all`")
     parser.add_argument("--dry-run", action="store_true", help="check and print the settings; run nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         settings = grid_settings(args.set, args.grid)
         common = {k: parse_value(v) for k, v in map(parse_assignment, args.common)}
+        included = [included_point(*parse_assignment(text)) for text in args.include]
         points = run_frontier(args.config, settings, common, args.judge, args.out, args.dry_run)
         if args.dry_run:
             return 0
+        if included:
+            points = included + points
+            write_outputs(points, args.out or load_config(args.config).run_dir / "frontier",
+                          f"{args.config.name}: judge agreement against person score")
     except (ConfigError, StageError, ValueError, OSError, tomllib.TOMLDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -80,6 +80,13 @@ def test_frontier_on_the_demo(demo, capsys):
     assert frontier.main([*args[:4], "--set", "lambda_identity=0,0.5,1", "--common", "steps=4"]) == 0
     assert manifest.stat().st_mtime_ns == before
     assert len(list(csv.DictReader((out / "frontier.csv").open()))) == 3
+    # A finished run of the person's own pipeline joins the picture as a named point.
+    assert frontier.main([*args[:4], "--set", "lambda_identity=0", "--common", "steps=4",
+                          "--include", f"own run={out / 'lambda_identity-0.5'}"]) == 0
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    assert [r["setting"] for r in rows] == ["own run", "lambda_identity=0"] and rows[0]["steps"] == "4"
+    assert frontier.main([*args[:4], "--include", f"nothing={demo / 'judge'}"]) == 2
+    assert "--include nothing=" in capsys.readouterr().err
 
 
 def test_a_misspelt_option_stops_before_any_training(demo, capsys):
