@@ -175,7 +175,7 @@ def test_every_numeric_option_declares_a_range():
 def test_init_writes_each_range_in_the_comments(tmp_path):
     assert main(["init", str(tmp_path)]) == 0
     text = (tmp_path / "pipeline.toml").read_text()
-    assert "# Training steps in all. Range: >= 1.\nsteps = 5000" in text
+    assert "# Training steps in all (with time_budget_minutes: the most it may run). Range: >= 1.\nsteps = 5000" in text
     assert "Adam learning rate (beta1 0.5). Range: > 0.\nlr = 0.0002" in text
     assert "Range: >= 32 and <= 1024.\ncrop_size = 128" in text
 

@@ -46,7 +46,7 @@ class ClassifyOptions:
     finetune_lr: float = option(0.005, "With `init`: the fine-tuning's peak learning rate (after warm-up, then "
                                 "cosine decay), the same for every set.", gt=0)
     seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
-                                     "with its difference from 'real' paired by seed (unset: [run] seed alone).")
+                                     "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)
     bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "
                             "(0: no intervals).", ge=0)
     batch_size: int = option(64, "Images per training step.", ge=1)
