@@ -154,10 +154,11 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
     shown = [p for p in points if p["person_score"] is not None and p["judge_agreement"] is not None]
-    for p in shown:
+    # Labels of points close together (settings that barely differ) alternate above and below.
+    for rank, p in enumerate(sorted(shown, key=lambda p: (p["judge_agreement"], p["person_score"]))):
         ax.scatter(p["person_score"], p["judge_agreement"], s=36)
         ax.annotate(p["setting"], (p["person_score"], p["judge_agreement"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+                    xytext=(4, 4 if rank % 2 else -10), textcoords="offset points")
     controls = [p["untranslated_control"] for p in shown if p["untranslated_control"] is not None]
     if controls:
         ax.axvline(sum(controls) / len(controls), color="0.6", linestyle=":", label="untranslated FER (control)")
