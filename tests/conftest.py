@@ -37,3 +37,21 @@ def demo_video(tmp_path_factory) -> Path:
     from fertransfer.demo.video import DemoVideoSpec, make_demo_video
 
     return make_demo_video(tmp_path_factory.mktemp("video") / "lecture.mp4", DemoVideoSpec(frames=96))
+
+
+@pytest.fixture(scope="session")
+def make_project(tmp_path_factory):
+    """A factory of small project folders: data/lecture.mp4 (the demo video), data/smileys and a
+    pipeline.toml written from `config` (a dict of sections, the rest at their defaults)."""
+    from fertransfer.demo.smileys import make_smiley_dataset
+    from fertransfer.demo.video import DemoVideoSpec, make_demo_video
+    from fertransfer.pipelines.config import default_config_text
+
+    def make(name: str, config: dict, frames: int, train_images: int, test_images: int) -> Path:
+        folder = tmp_path_factory.mktemp(name)
+        make_demo_video(folder / "data" / "lecture.mp4", DemoVideoSpec(frames=frames))
+        make_smiley_dataset(folder / "data" / "smileys", train_images=train_images, test_images=test_images)
+        (folder / "pipeline.toml").write_text(default_config_text(config))
+        return folder
+
+    return make

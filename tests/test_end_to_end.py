@@ -33,12 +33,8 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("e2e")
-    make_demo_video(folder / "data" / "lecture.mp4", DemoVideoSpec(frames=60))
-    make_smiley_dataset(folder / "data" / "smileys", train_images=140, test_images=70)
-    (folder / "pipeline.toml").write_text(default_config_text(TINY))
-    return folder
+def project(make_project) -> Path:
+    return make_project("e2e", TINY, frames=60, train_images=140, test_images=70)
 
 
 def manifest(project: Path, stage: str) -> dict:

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fertransfer.demo import DemoVideoSpec, make_demo_video, make_smiley_dataset
-from fertransfer.pipelines.config import default_config_text
-
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "frontier.py"
 spec = importlib.util.spec_from_file_location("frontier", SCRIPT)
 frontier = importlib.util.module_from_spec(spec)
@@ -30,15 +27,12 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
+def demo(make_project) -> Path:
     from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
     from fertransfer.classify.models import save_classifier
     from fertransfer.data import FER
 
-    folder = tmp_path_factory.mktemp("frontier")
-    make_demo_video(folder / "data" / "lecture.mp4", DemoVideoSpec(frames=48))
-    make_smiley_dataset(folder / "data" / "smileys", train_images=70, test_images=70)
-    (folder / "pipeline.toml").write_text(default_config_text(TINY))
+    folder = make_project("frontier", TINY, frames=48, train_images=70, test_images=70)
     torch.manual_seed(0)
     save_classifier(CnnClassifier(FaceNet(7, 1, 4), list(FER.names), 1, 16, CnnConfig(width=4, crop=14)),
                     folder / "judge")
