@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from fertransfer.classify.cnn import (
+from fertransfer.expression.cnn import (
     CnnConfig,
     FaceNet,
     ema_update_with_warmup,

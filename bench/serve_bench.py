@@ -41,10 +41,10 @@ import cv2
 import numpy as np
 import torch
 
-from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
 from fertransfer.classify.predict import FaceDetector, load_checked_classifier, predict_image
 from fertransfer.data import FER_CLASSES
 from fertransfer.demo.video import webcam_frame
+from fertransfer.expression.cnn import CnnClassifier, CnnConfig, FaceNet
 from fertransfer.pipelines.runner import machine_description
 from fertransfer.serve.app import image_from_bytes
 
@@ -115,8 +115,8 @@ def http_bench(args: argparse.Namespace) -> None:
     """The real server over HTTP: the bomb's 413, then a burst of concurrent camera frames."""
     from starlette.testclient import TestClient
 
-    from fertransfer.classify.models import save_classifier
     from fertransfer.classify.predict import whole_image
+    from fertransfer.expression.models import save_classifier
     from fertransfer.serve.app import create_app
 
     bomb = png_bomb(30000, 30000)

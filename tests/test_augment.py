@@ -16,10 +16,12 @@ from fertransfer.augment.builders import (
     real_synthetic_set,
     synthetic_set,
 )
-from fertransfer.augment.core import GeneratorSpec, check_generator_fits, judge_translations, translate_images
-from fertransfer.augment.transforms import classic_augment, conform, random_crop_flip
+from fertransfer.augment.core import GeneratorSpec, check_generator_fits, translate_images
+from fertransfer.augment.transforms import classic_augment, random_crop_flip
 from fertransfer.data.classes import FER
 from fertransfer.data.datasets import ImageSet
+from fertransfer.data.images import conform
+from fertransfer.expression.judge import judge_translations
 from fertransfer.pipelines.stage import StageError
 
 NAMES = FER.names

@@ -20,9 +20,8 @@ from fertransfer.augment import stage as augment_stage
 from fertransfer.augment.build import BuildSettings, build_outputs, load_fer
 from fertransfer.augment.cli import check_output_dir
 from fertransfer.augment.io import file_stem
-from fertransfer.augment.transforms import conform
 from fertransfer.data import FER, load_dataset
-from fertransfer.data.images import read_image, write_jpeg
+from fertransfer.data.images import conform, read_image, write_jpeg
 from fertransfer.pipelines import load_config, run_pipeline
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.stage import StageError

@@ -23,12 +23,12 @@ import cv2
 import numpy as np
 import pytest
 
-from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
-from fertransfer.classify.models import save_classifier
 from fertransfer.classify.predict import whole_image
 from fertransfer.data import FER_CLASSES, load_image_folder
 from fertransfer.data.images import MAX_PIXELS, ImageTooLarge, UnreadableImage, decode_image, image_size, read_image
 from fertransfer.errors import StageError
+from fertransfer.expression.cnn import CnnClassifier, CnnConfig, FaceNet
+from fertransfer.expression.models import save_classifier
 from fertransfer.pipelines.cli import main
 from fertransfer.serve.app import create_app
 from fertransfer.serve.guard import SECURITY_HEADERS

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fertransfer.classify.experiments import leave_out, oversample
-from fertransfer.classify.models import coarse_groups, load_classifier
 from fertransfer.classify.stage import ClassifyOptions, run
 from fertransfer.data import FER_CLASSES, ImageSet, load_dataset, write_png
+from fertransfer.expression.models import coarse_groups, load_classifier
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.config import default_config_text, load_config
 from fertransfer.pipelines.options import DataOptions, RunOptions
@@ -246,7 +246,7 @@ def test_cnn_learns_the_smileys(smileys, tmp_path):
 
 
 def test_training_resumes_from_a_checkpoint(smileys):
-    from fertransfer.classify.cnn import CnnConfig, train_cnn
+    from fertransfer.expression.cnn import CnnConfig, train_cnn
 
     data = load_dataset(smileys)
     train, val = data["train"].subset(np.arange(64)), data["val"]
@@ -264,7 +264,7 @@ def test_training_resumes_from_a_checkpoint(smileys):
 
 
 def test_weight_average_is_scored_and_can_be_turned_off(smileys):
-    from fertransfer.classify.cnn import CnnConfig, train_cnn
+    from fertransfer.expression.cnn import CnnConfig, train_cnn
 
     data = load_dataset(smileys)
     train, val = data["train"].subset(np.arange(64)), data["val"]
@@ -279,8 +279,8 @@ def test_old_model_with_input_blur_still_loads(smileys, tmp_path):
     """Models saved while `input_blur` existed carry it in model.json and cnn.pt; it is ignored."""
     import torch
 
-    from fertransfer.classify.cnn import CnnConfig, train_cnn
-    from fertransfer.classify.models import save_classifier
+    from fertransfer.expression.cnn import CnnConfig, train_cnn
+    from fertransfer.expression.models import save_classifier
 
     data = load_dataset(smileys)
     config = CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center")
@@ -429,7 +429,7 @@ def test_test_time_views_in_one_batch_equal_one_pass_per_view():
     import torch
     import torch.nn.functional as F
 
-    from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet, standardise, test_views, to_tensor
+    from fertransfer.expression.cnn import CnnClassifier, CnnConfig, FaceNet, standardise, test_views, to_tensor
 
     torch.manual_seed(0)
     config = CnnConfig(width=8, bf16="off")

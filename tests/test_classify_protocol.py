@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from fertransfer.classify.clips import Clips, clip_name, find_clips, person_statistics
-from fertransfer.classify.cnn import CnnConfig, train_cnn
-from fertransfer.classify.models import save_classifier
 from fertransfer.data import FER_CLASSES, load_dataset, write_png
+from fertransfer.expression.cnn import CnnConfig, train_cnn
+from fertransfer.expression.models import save_classifier
 from fertransfer.pipelines.config import ConfigError, default_config_text, load_config
 from fertransfer.pipelines.runner import check_before_run
 from fertransfer.pipelines.stage import StageError

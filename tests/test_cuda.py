@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fertransfer.classify.cnn import CnnConfig, FaceNet, train_cnn, use_bf16
-from fertransfer.classify.models import load_classifier, save_classifier
 from fertransfer.cyclegan.checkpoint import load_checkpoint
 from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.train import TrainConfig, train
 from fertransfer.cyclegan.translate import Translator
+from fertransfer.expression.cnn import CnnConfig, FaceNet, train_cnn, use_bf16
+from fertransfer.expression.models import load_classifier, save_classifier
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

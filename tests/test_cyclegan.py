@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
 from fertransfer.cyclegan.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -28,6 +27,7 @@ from fertransfer.cyclegan.testing import tiny_checkpoint
 from fertransfer.cyclegan.train import Discriminators, Generators, TrainConfig, structure_distance, train
 from fertransfer.cyclegan.translate import Translator
 from fertransfer.data import FER
+from fertransfer.expression.cnn import CnnClassifier, CnnConfig, FaceNet
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -384,7 +384,7 @@ def test_stage_reports_an_empty_domain(tmp_path, smileys):
 
 
 def test_stage_checks_the_expression_classifier(tmp_path, smileys):
-    from fertransfer.classify.models import save_classifier
+    from fertransfer.expression.models import save_classifier
     from fertransfer.pipelines.config import ConfigError, load_config
     from fertransfer.pipelines.runner import run_pipeline
     from fertransfer.pipelines.stage import StageError
@@ -456,7 +456,7 @@ PERSON_SCORE = dict(steps=4, checkpoint_every=4, sample_every=4, lambda_expressi
 
 
 def test_stage_reports_the_person_score_with_a_warning_and_the_judge(tmp_path, smileys, caplog):
-    from fertransfer.classify.models import save_classifier
+    from fertransfer.expression.models import save_classifier
     from fertransfer.pipelines.config import load_config
     from fertransfer.pipelines.runner import run_pipeline
 

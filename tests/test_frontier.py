@@ -28,9 +28,9 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def demo(make_project) -> Path:
-    from fertransfer.classify.cnn import CnnClassifier, CnnConfig, FaceNet
-    from fertransfer.classify.models import save_classifier
     from fertransfer.data import FER
+    from fertransfer.expression.cnn import CnnClassifier, CnnConfig, FaceNet
+    from fertransfer.expression.models import save_classifier
 
     folder = make_project("frontier", TINY, frames=48, train_images=70, test_images=70)
     torch.manual_seed(0)

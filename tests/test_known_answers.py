@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from fertransfer.classify.models import load_classifier, predict_labels
 from fertransfer.classify.stage import ClassifyOptions, run
 from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.train import TrainConfig, train
 from fertransfer.cyclegan.translate import Translator
 from fertransfer.data import FER, load_dataset, write_png
+from fertransfer.expression.models import load_classifier, predict_labels
 from fertransfer.pipelines.options import DataOptions, RunOptions
 from fertransfer.pipelines.stage import StageContext
 

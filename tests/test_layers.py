@@ -46,9 +46,9 @@ def imports_any(path: Path, packages: tuple[str, ...]) -> list[str]:
 
 
 def test_imported_modules_resolves_relative_imports():
-    source = PACKAGE / "augment" / "core.py"
+    source = PACKAGE / "augment" / "builders.py"
     assert "fertransfer.augment.transforms" in imported_modules(source)
-    assert "fertransfer.errors" in imported_modules(source)
+    assert "fertransfer.data.datasets" in imported_modules(source)
 
 
 def test_only_stage_modules_import_the_runner():
@@ -67,6 +67,31 @@ def test_data_imports_neither_the_runner_nor_a_stage():
     banned = ("fertransfer.pipelines",) + tuple(f"fertransfer.{name}" for name in STAGE_PACKAGES)
     offenders = {str(p.relative_to(PACKAGE)): imports_any(p, banned) for p in sorted((PACKAGE / "data").rglob("*.py"))}
     assert not any(offenders.values()), offenders
+
+
+def test_expression_classifier_imports_neither_the_runner_nor_a_stage():
+    """`fertransfer.expression` (the FER classifier, its saved models and the judge of translations)
+    is shared by cyclegan, augment and classify, so it sits below all of them."""
+    banned = ("fertransfer.pipelines",) + tuple(f"fertransfer.{name}" for name in STAGE_PACKAGES)
+    offenders = {str(p.relative_to(PACKAGE)): imports_any(p, banned)
+                 for p in sorted((PACKAGE / "expression").rglob("*.py"))}
+    assert not any(offenders.values()), offenders
+
+
+STAGE_ORDER = ("extract", "cyclegan", "augment", "classify")
+
+
+def test_stages_import_only_the_stages_that_run_before_them():
+    """The package graph follows the pipeline: classify may use augment's and cyclegan's code,
+    never the reverse, so no package-level cycle can form."""
+    offenders = {}
+    for position, name in enumerate(STAGE_ORDER):
+        later = tuple(f"fertransfer.{o}" for o in STAGE_ORDER[position + 1:])
+        for path in sorted((PACKAGE / name).rglob("*.py")):
+            found = imports_any(path, later)
+            if found:
+                offenders[str(path.relative_to(PACKAGE))] = found
+    assert not offenders, offenders
 
 
 def test_ground_floor_imports_no_other_fertransfer_module():

@@ -15,9 +15,9 @@ import pytest
 from sklearn.metrics import f1_score
 
 from fertransfer.classify.evaluate import score
-from fertransfer.classify.models import load_classifier, predict_labels
 from fertransfer.classify.timeline import plot_timeline, timeline_bins
 from fertransfer.data import FER_CLASSES, load_labelled_set, read_images, write_png
+from fertransfer.expression.models import load_classifier, predict_labels
 from fertransfer.pipelines.cli import build_parser, main
 from fertransfer.pipelines.stage import StageError
 from test_classify import run_classify, trained, write_person_set  # noqa: F401 (trained: a fixture)

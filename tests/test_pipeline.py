@@ -380,10 +380,11 @@ def test_option_rules_stop_the_run_before_any_stage(tmp_path, capsys, section, v
 def test_no_core_config_default_disagrees_with_the_option_it_mirrors():
     import dataclasses
 
-    from fertransfer.classify.cnn import CNN_OPTIONS, CnnConfig
+    from fertransfer.classify.options import CNN_OPTIONS
     from fertransfer.classify.stage import ClassifyOptions
     from fertransfer.cyclegan.stage import CycleganOptions, train_config
     from fertransfer.cyclegan.train import TrainConfig
+    from fertransfer.expression.config import CnnConfig
     from fertransfer.options import field_default
 
     for options, config, derived in ((CycleganOptions, TrainConfig, {"load_size"}), (ClassifyOptions, CnnConfig, set())):

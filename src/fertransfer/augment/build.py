@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fertransfer.data.datasets import DatasetError, ImageSet, LabelledDataset, load_dataset
-from fertransfer.data.images import UnreadableImage, is_image_file, read_image, read_images, write_png
+from fertransfer.data.images import UnreadableImage, conform, is_image_file, read_image, read_images, write_png
 from fertransfer.errors import StageError
 
 from . import SET_NAMES, set_folder
@@ -39,7 +39,6 @@ from .core import (
 )
 from .gallery import GalleryClass, gallery_html, gallery_mosaic, judge_split, pick_examples
 from .io import GALLERY_MARKER, LABELS_CSV, SetWriter, read_labels_csv, write_labels_csv, write_translated
-from .transforms import conform
 
 GALLERY_HTML = "gallery.html"
 GALLERY_PNG = "gallery.png"

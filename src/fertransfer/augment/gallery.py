@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .transforms import conform
+from fertransfer.data.images import conform
 
 ROW_NAMES = ("FER original", "translated", "cycled back")
 LABEL_WIDTH = 170

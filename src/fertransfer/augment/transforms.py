@@ -1,4 +1,4 @@
-"""Image transforms on uint8 (N, H, W, C) arrays: format conversion and the two augmentations.
+"""Image transforms on uint8 (N, H, W, C) arrays: the two augmentations of the training sets.
 
 `random_crop_flip` varies a FER source before it is translated again (the `balanced` set);
 `classic_augment` is ordinary augmentation (the `classic` set), the baseline that the GAN
@@ -9,19 +9,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from fertransfer.data.images import fit_square, to_channels
-
-
-def conform(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Images as (N, size, size, channels): centre-cropped square, resized, gray <-> RGB."""
-    if images.shape[1:] == (size, size, channels):
-        return images
-    out = np.empty((len(images), size, size, channels), np.uint8)
-    for i, image in enumerate(images):
-        converted = to_channels(image, channels)
-        out[i] = fit_square(converted, size).reshape(size, size, channels)
-    return out
 
 
 def _resize_back(crop: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:

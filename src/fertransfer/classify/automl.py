@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .keras_env import _keras, deadline_callback
+from fertransfer.expression.keras_model import AutoKerasClassifier, import_keras, standardise
+
+from .keras_env import deadline_callback
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,6 @@ def smallest_budget_minutes(space: str, epochs: int, trial_images: int, search_s
     return epochs * trial_images * SECONDS_PER_TRIAL_IMAGE[space] / 60 / share
 
 
-def standardise(images: np.ndarray) -> np.ndarray:
-    """Each image to zero mean and unit variance (float32), as the CNN engine does: brightness
-    and contrast differ between sources (FER2013, translated faces, the person's crops)."""
-    x = images.astype(np.float32)
-    mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    std = x.std(axis=(1, 2, 3), keepdims=True)
-    return (x - mean) / (std + 1.0)
-
-
 @dataclass
 class AutoKerasConfig:
     max_trials: int = 3
@@ -61,36 +54,6 @@ class AutoKerasConfig:
     trial_images: int = 4000  # fer_cnn: training images per trial, stratified (0: all)
     search_share: float = 0.35  # fer_cnn: share of the time budget for the trials; the rest retrains the best
     final_epochs: int = 30  # fer_cnn: epochs of the best configuration's run on all images (0: keep the trial)
-
-
-@dataclass
-class AutoKerasClassifier:
-    model: object  # the exported keras.Model
-    classes: list[str]
-    channels: int
-    size: int
-    config: AutoKerasConfig
-
-    engine = "autokeras"
-
-    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        if len(images) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
-        probs = np.asarray(self.model.predict(standardise(images), batch_size=batch_size, verbose=0))
-        if probs.ndim == 1 or probs.shape[1] == 1:  # a binary head gives P(class 1) only
-            p1 = probs.reshape(-1)
-            probs = np.stack([1 - p1, p1], axis=1)
-        return probs.astype(np.float32)
-
-    def save(self, folder: Path) -> dict:
-        self.model.save(folder / "model.keras")
-        return {"file": "model.keras", "config": asdict(self.config)}
-
-    @classmethod
-    def load(cls, folder: Path, meta: dict) -> AutoKerasClassifier:
-        keras, ak = _keras()
-        model = keras.models.load_model(folder / meta["file"], custom_objects=ak.CUSTOM_OBJECTS, compile=False)
-        return cls(model, list(meta["classes"]), meta["channels"], meta["size"], AutoKerasConfig(**meta["config"]))
 
 
 @dataclass
@@ -116,7 +79,7 @@ def train_autokeras(
         raise ValueError(f"search space must be one of {', '.join(SPACES)}, got {config.space!r}")
     if config.block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {config.block!r}")
-    keras, ak = _keras()
+    keras, ak = import_keras()
     keras.utils.set_random_seed(seed)
     t0 = time.monotonic()
     eye = np.eye(len(classes), dtype=np.float32)
@@ -130,14 +93,15 @@ def train_autokeras(
     else:
         model, rows, info = _search_convblock(x_train, y_train, x_val, y_val, len(classes), config, work_dir, seed,
                                               verbose)
-    classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1], config)
+    classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1],
+                                     asdict(config))
     return SearchResult(classifier, rows, time.monotonic() - t0, info)
 
 
 def _search_convblock(x_train, y_train, x_val, y_val, num_classes: int, config: AutoKerasConfig, work_dir: Path,
                       seed: int, verbose: int):
     """AutoKeras's image classifier graph with its own block, greedy tuner; (model, history, info)."""
-    keras, ak = _keras()
+    keras, ak = import_keras()
     from .automl_space import trial_recorder, trial_rows
 
     t0 = time.monotonic()

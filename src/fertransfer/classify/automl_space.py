@@ -1,6 +1,6 @@
 """The `fer_cnn` AutoKeras search space: the project's CNN family as an AutoKeras block.
 
-`FerCnnBlock` builds the architecture of classify/cnn.py's FaceNet in Keras layers (VGG
+`FerCnnBlock` builds the architecture of expression/cnn.py's FaceNet in Keras layers (VGG
 blocks of two 3x3 conv + BatchNorm + ReLU, max-pooling between blocks, global average
 pooling, dropout) with its width, depth and dropout, and the training-time augmentation
 (random crop as a shift of up to a few pixels, horizontal flip), as hyperparameters;
@@ -8,7 +8,7 @@ pooling, dropout) with its width, depth and dropout, and the training-time augme
 graph's own `learning_rate`, narrowed to the values that train this network (see
 `compile_hyperparameters`). All weights start from scratch; nothing is downloaded.
 
-Importing this module imports keras with the torch backend (keras_env._keras), so it is only
+Importing this module imports keras with the torch backend (fertransfer.expression.keras_model.import_keras), so it is only
 imported where the search runs.
 """
 
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .keras_env import _keras, deadline_callback
+from fertransfer.expression.keras_model import import_keras
+
+from .keras_env import deadline_callback
 
 log = logging.getLogger(__name__)
 
-keras, ak = _keras()
+keras, ak = import_keras()
 
 # The values searched, in one place: the manifest and the docs read them from here.
 SPACE: dict[str, list] = {

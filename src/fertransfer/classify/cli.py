@@ -13,7 +13,8 @@ from fertransfer.errors import StageError
 from fertransfer.paths import check_outputs_apart
 
 if TYPE_CHECKING:
-    from .models import Classifier
+    from fertransfer.expression.models import Classifier
+
     from .predict import FaceDetector
 
 
@@ -34,7 +35,8 @@ def add_model_arguments(p: argparse.ArgumentParser, min_face_size: int, run_help
 def chosen_model_folder(args: argparse.Namespace) -> Path:
     """--model's folder, else the person model of --run (`classify/person_model/`, the one
     `pipeline run all` names)."""
-    from .models import MODEL_JSON, find_model
+    from fertransfer.expression.models import MODEL_JSON, find_model
+
     from .product import PERSON_MODEL
 
     if args.model:
@@ -98,9 +100,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     know is left out with a warning; --strict refuses both, as before.
     """
     from fertransfer.data import DatasetError, class_set
+    from fertransfer.expression.models import find_model, load_classifier, predict_labels
 
     from .evaluate import headline, plot_confusion, score
-    from .models import find_model, load_classifier, predict_labels
     from .testsets import load_test_set
 
     model_path = find_model(Path(args.model))

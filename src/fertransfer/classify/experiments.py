@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from fertransfer.data import ImageSet
+from fertransfer.expression.cnn import CnnConfig
+from fertransfer.expression.models import Classifier, TwoTierClassifier, coarse_groups
 
 from .automl import AutoKerasConfig
-from .cnn import CnnConfig
-from .models import Classifier, TwoTierClassifier, coarse_groups
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def train_flat(
     """One classifier over `classes` with the chosen engine, selected on `val`; the cnn starts
     from `init`'s weights when given (fine-tuning)."""
     if settings.engine == "cnn":
-        from .cnn import train_cnn
+        from fertransfer.expression.cnn import train_cnn
 
         result = train_cnn(train.images, train.labels, val.images, val.labels, classes, settings.cnn,
                            seed=settings.seed, device=settings.device, checkpoint=checkpoint, resume=resume,

@@ -15,9 +15,9 @@ import numpy as np
 
 from fertransfer.data import read_images
 from fertransfer.errors import StageError
+from fertransfer.expression.models import Classifier, predict_labels
 from fertransfer.progress import progress
 
-from .models import Classifier, predict_labels
 from .timeline import plot_distribution, plot_timeline
 
 FOOTAGE_DIR = "footage"  # folder inside the classify stage's output

@@ -1,17 +1,27 @@
-"""The [classify] section: every knob of the stage and of its CNN, declared once.
+"""The [classify] section: every knob of the stage, declared once.
 
-`cnn.CnnConfig` takes the defaults of the options it shares from here (no torch here, so
-`pipeline init` and the runner read it without loading torch).
+The options the CNN shares take their defaults from `fertransfer.expression.config.CnnConfig`
+(no torch there either, so `pipeline init` and the runner read this without loading torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fertransfer.options import option
+from fertransfer.expression.config import CnnConfig
+from fertransfer.options import declared_default, option
 
 ENGINES = ("cnn", "autokeras")
 EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
+# The options the CNN takes as they are, CnnConfig fields of the same name (crop is derived from
+# `size`, max_steps is `steps`).
+CNN_OPTIONS = ("width", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "label_smoothing", "patience",
+               "time_budget_minutes", "tta", "ema", "bf16", "eval_every")
+
+
+def _cnn(name: str):
+    """The CNN's default for an option it shares with the stage: each knob declared once."""
+    return declared_default(CnnConfig, name)
 
 
 @dataclass
@@ -29,14 +39,14 @@ class ClassifyOptions:
     engine: str = option("cnn", "Classifier: the fixed CNN (PyTorch) or an AutoKeras search.", choices=ENGINES)
     channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
     size: int = option(48, "Input size of the classifier in pixels (images are resized).", ge=16, le=512)
-    epochs: int = option(30, "cnn: epochs (the schedule's length); autokeras: epochs per trial.", ge=1)
-    time_budget_minutes: float = option(0.0, "Wall-clock limit per training set (0 = none); training ends and "
+    epochs: int = option(_cnn("epochs"), "cnn: epochs (the schedule's length); autokeras: epochs per trial.", ge=1)
+    time_budget_minutes: float = option(_cnn("time_budget_minutes"), "Wall-clock limit per training set (0 = none); training ends and "
                                         "keeps the best-on-validation weights. A busy machine gets fewer steps done: "
                                         "for comparisons use `steps`.", ge=0)
-    steps: int = option(0, "cnn: optimizer steps per training set from scratch (0: `epochs` decide); the schedule "
+    steps: int = option(_cnn("max_steps"), "cnn: optimizer steps per training set from scratch (0: `epochs` decide); the schedule "
                         "(warm-up, cosine) is sized to it, so every set gets the same steps whatever the machine's "
                         "load (FER2013 at batch 64: 449 steps an epoch).", ge=0)
-    eval_every: int = option(0, "cnn: optimizer steps between validation passes, which select the kept weights "
+    eval_every: int = option(_cnn("eval_every"), "cnn: optimizer steps between validation passes, which select the kept weights "
                              "(0: at each epoch's end); always at the end too.", ge=0)
     init: str = option("", "Where training starts: \"\" from scratch; \"real\": train a model on [data] fer's train split "
                        "first (at `steps`/`epochs`, [run] seed; classify/init/) and fine-tune every set from it, "
@@ -49,18 +59,18 @@ class ClassifyOptions:
                                      "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)
     bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "
                             "(0: no intervals).", ge=0)
-    batch_size: int = option(64, "Images per training step.", ge=1)
-    width: int = option(48, "cnn: channels of the first of four blocks (doubled per block).", ge=1)
-    lr: float = option(0.05, "cnn: peak learning rate (after warm-up, then cosine decay).", gt=0)
-    optimizer: str = option("sgd", "cnn: SGD with Nesterov momentum, or AdamW.", choices=("sgd", "adamw"))
-    weight_decay: float = option(5e-4, "cnn: weight decay.", ge=0)
-    label_smoothing: float = option(0.1, "cnn: label smoothing of the cross-entropy loss.", ge=0, lt=1)
-    patience: int = option(8, "cnn: stop after this many epochs without a better validation accuracy (0: never).", ge=0)
-    tta: str = option("tencrop", "cnn: test-time averaging for the final val/test scores.",
+    batch_size: int = option(_cnn("batch_size"), "Images per training step.", ge=1)
+    width: int = option(_cnn("width"), "cnn: channels of the first of four blocks (doubled per block).", ge=1)
+    lr: float = option(_cnn("lr"), "cnn: peak learning rate (after warm-up, then cosine decay).", gt=0)
+    optimizer: str = option(_cnn("optimizer"), "cnn: SGD with Nesterov momentum, or AdamW.", choices=("sgd", "adamw"))
+    weight_decay: float = option(_cnn("weight_decay"), "cnn: weight decay.", ge=0)
+    label_smoothing: float = option(_cnn("label_smoothing"), "cnn: label smoothing of the cross-entropy loss.", ge=0, lt=1)
+    patience: int = option(_cnn("patience"), "cnn: stop after this many epochs without a better validation accuracy (0: never).", ge=0)
+    tta: str = option(_cnn("tta"), "cnn: test-time averaging for the final val/test scores.",
                       choices=("center", "flip", "tencrop"))
-    ema: float = option(0.999, "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
+    ema: float = option(_cnn("ema"), "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
                         "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
-    bf16: str = option("auto", "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
+    bf16: str = option(_cnn("bf16"), "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
     max_trials: int = option(3, "autokeras: models tried (fer_cnn: trials of the successive halving, each "
                              "continuation counted).", ge=1)
     automl_space: str = option("fer_cnn", "autokeras: the search space: fer_cnn, this project's CNN family (width, "

@@ -19,9 +19,8 @@ import numpy as np
 
 from fertransfer.data.images import MAX_PIXELS, fit_square, is_image_file, read_image, to_channels, write_jpeg
 from fertransfer.errors import StageError
+from fertransfer.expression.models import Classifier, predict_labels
 from fertransfer.progress import progress
-
-from .models import Classifier, predict_labels
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +120,7 @@ def load_checked_classifier(model: str | Path, classes: list[str] | None = None,
     """The model behind `--model`, refused (StageError) unless it has `classes` (default: FER2013's;
     `own_classes`: whatever it was trained on, e.g. a run's person model)."""
     from fertransfer.data import class_set
-
-    from .models import find_model, load_classifier
+    from fertransfer.expression.models import find_model, load_classifier
 
     model_path = find_model(Path(model))
     classifier = load_classifier(model_path, device=device)

@@ -56,7 +56,7 @@ def seed_folder(set_folder: Path, seed: int, seeds: list[int]) -> Path:
 
 def model_meta(path: Path) -> tuple[Path, dict]:
     """(model folder, its model.json) for a model folder or model.json; StageError when unreadable."""
-    from .models import MODEL_JSON, find_model
+    from fertransfer.expression.models import MODEL_JSON, find_model
 
     folder = find_model(path)
     try:

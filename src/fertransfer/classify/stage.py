@@ -121,9 +121,11 @@ def _inputs(options: ClassifyOptions) -> list[str]:
 
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
+    from fertransfer.expression.config import CnnConfig
+
     from .automl import AutoKerasConfig
-    from .cnn import CNN_OPTIONS, CnnConfig
     from .experiments import EngineSettings
+    from .options import CNN_OPTIONS
 
     cnn = CnnConfig(**{name: getattr(options, name) for name in CNN_OPTIONS}, crop=max(8, options.size - options.size // 12),
                     max_steps=options.steps)
@@ -220,11 +222,11 @@ def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, se
     from datetime import datetime, timezone
 
     from fertransfer.atomic import atomic_write
+    from fertransfer.expression.models import save_classifier, write_model_card
     from fertransfer.pipelines.runner import machine_description
 
     from . import experiments as ex
     from .evaluate import plot_confusion, plot_history
-    from .models import save_classifier, write_model_card
 
     kept_metrics = _kept_from_interrupted_run(ctx, folder / "metrics.json") if ctx.resuming else None
     if kept_metrics is not None:
@@ -305,8 +307,9 @@ def _score_model(classifier, scoring: _Scoring, folder: Path) -> dict:
     kept beside it for the per-clip figures."""
     import numpy as np
 
+    from fertransfer.expression.models import predict_labels
+
     from .evaluate import score
-    from .models import predict_labels
 
     metrics = {}
     for split, data in scoring.evaluation.items():
@@ -358,7 +361,7 @@ def _initial_model(ctx: StageContext, options: ClassifyOptions, real_train, sett
     """
     import dataclasses
 
-    from .models import load_classifier
+    from fertransfer.expression.models import load_classifier
 
     if not options.init:
         return None, None
@@ -606,9 +609,9 @@ def _person_model(ctx: StageContext, options: ClassifyOptions, results: dict[str
     """The model to use for the person, copied to person_model/ with its card; with `footage`, its
     predictions over extract's footage faces (distribution and timelines, footage/)."""
     from fertransfer.augment import set_folder
+    from fertransfer.expression.models import load_classifier
 
     from .footage import FOOTAGE_DIR, predict_footage
-    from .models import load_classifier
     from .product import person_model_set, publish_person_model
 
     name, why = person_model_set(options.person_model, list(results))
@@ -652,18 +655,17 @@ def _search_markdown(metrics: dict) -> str:
 
 def _translation_judge(ctx: StageContext, options: ClassifyOptions, classes, dropped: list[str]) -> dict | None:
     """What a classifier trained on real FER reads in augment's translations, per translated split
-    (see augment.core.judge_translations), and a copy of augment's gallery showing it.
+    (see expression.judge.judge_translations), and a copy of augment's gallery showing it.
 
     The judge is `options.judge` or this run's 'real' model; None without one or without augment.
     """
     import numpy as np
 
     from fertransfer.augment.build import read_sources
-    from fertransfer.augment.core import judge_at_judge_size
     from fertransfer.augment.io import read_labels_csv
     from fertransfer.data.images import read_images
-
-    from .models import load_classifier, predict_labels
+    from fertransfer.expression.judge import judge_at_judge_size
+    from fertransfer.expression.models import load_classifier, predict_labels
 
     labels_csv = ctx.artifacts.get("augment.translations")
     if labels_csv is None or dropped:

@@ -45,9 +45,9 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
     import numpy as np
     import torch
 
-    from fertransfer.classify.cnn import CnnConfig, train_cnn
-    from fertransfer.classify.models import load_classifier, predict_labels, save_classifier
     from fertransfer.data import load_dataset
+    from fertransfer.expression.cnn import CnnConfig, train_cnn
+    from fertransfer.expression.models import load_classifier, predict_labels, save_classifier
 
     from .data import domain_b_classes, holdout_split, load_fer
 
@@ -107,7 +107,7 @@ def _expression_classifier(ctx: StageContext, cfg) -> tuple[object | None, Path 
 def _readable_classifier(ctx: StageContext, folder: Path) -> bool:
     """Whether the expression classifier an interrupted run kept loads; if not, a warning names it
     and it is trained again."""
-    from fertransfer.classify.models import load_classifier
+    from fertransfer.expression.models import load_classifier
 
     if not (folder / "model.json").is_file():
         return False
@@ -151,8 +151,8 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
     import numpy as np
     import torch
 
-    from fertransfer.augment.core import judge_at_judge_size
     from fertransfer.data import load_dataset
+    from fertransfer.expression.judge import judge_at_judge_size
 
     from .data import domain_b_classes
     from .person_score import MIN_CROPS, PersonScoreConfig, crops_warning, person_score_by_class, train_person_scorer
@@ -205,7 +205,7 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
             classifier={k: v for k, v in info.items() if k != "config"} | {"file": PERSON_SCORER},
         )
         if o.judge:
-            from fertransfer.classify.models import load_classifier, predict_labels
+            from fertransfer.expression.models import load_classifier, predict_labels
 
             judge = load_classifier(ctx.path(o.judge), device=cfg.device)
             if list(judge.classes) != names:

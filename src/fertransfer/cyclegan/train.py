@@ -767,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     domains = load_domains(**spec["data"])
     expression = None
     if spec.get("expression_classifier"):
-        from fertransfer.classify.models import load_classifier
+        from fertransfer.expression.models import load_classifier
 
         expression = ExpressionConsistency(load_classifier(Path(spec["expression_classifier"])))
     summary = train(cfg, domains, Path(spec["out_dir"]), resume=spec["resume"], expression=expression)

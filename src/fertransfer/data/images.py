@@ -293,3 +293,14 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), array):
         raise OSError(f"{path}: could not write image")
+
+
+def conform(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Images as (N, size, size, channels): centre-cropped square, resized, gray <-> RGB."""
+    if images.shape[1:] == (size, size, channels):
+        return images
+    out = np.empty((len(images), size, size, channels), np.uint8)
+    for i, image in enumerate(images):
+        converted = to_channels(image, channels)
+        out[i] = fit_square(converted, size).reshape(size, size, channels)
+    return out

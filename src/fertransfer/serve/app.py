@@ -29,9 +29,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from fertransfer.classify.models import Classifier
 from fertransfer.classify.predict import Face, FacePrediction, predict_image
 from fertransfer.data.images import MAX_PIXELS, ImageTooLarge, UnreadableImage, decode_image
+from fertransfer.expression.models import Classifier
 
 from .guard import Guard
 

@@ -29,47 +29,11 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from fertransfer.devices import cpu_has_amx, resolve_device
-from fertransfer.options import declared_default
 from fertransfer.progress import progress as progress_bar
 
-from .options import ClassifyOptions
+from .config import CnnConfig
 
 log = logging.getLogger(__name__)
-
-
-# The [classify] options the CNN takes as they are (crop is derived from `size`).
-CNN_OPTIONS = ("width", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "label_smoothing", "patience",
-               "time_budget_minutes", "tta", "ema", "bf16", "eval_every")
-
-
-def _option(name: str):
-    """The [classify] option's default: each knob the CNN shares with the stage is declared once."""
-    return declared_default(ClassifyOptions, name)
-
-
-@dataclass
-class CnnConfig:
-    """Network width and training recipe; stored with the model so it can be rebuilt."""
-
-    width: int = _option("width")  # channels of the first block; doubled in each of the 4 blocks
-    dropout: float = 0.3
-    crop: int = 44  # random crops of this size are cut from the 48x48 input
-    epochs: int = _option("epochs")
-    batch_size: int = _option("batch_size")
-    lr: float = _option("lr")
-    weight_decay: float = _option("weight_decay")
-    momentum: float = 0.9
-    optimizer: str = _option("optimizer")  # sgd (Nesterov momentum) or adamw
-    warmup_epochs: float = 1.0
-    label_smoothing: float = _option("label_smoothing")
-    patience: int = _option("patience")  # validations (epochs) without a better validation accuracy before stopping; 0 = never
-    max_steps: int = _option("steps")  # optimizer steps, the schedule's length (0: `epochs` decide)
-    eval_every: int = _option("eval_every")  # steps between validations (0: at each epoch's end); always at the end too
-    warmup_share: float = 0.08  # with max_steps: the share of the steps spent warming up (1 of 12 epochs)
-    time_budget_minutes: float = _option("time_budget_minutes")  # 0 = no limit
-    tta: str = _option("tta")  # final evaluation: center, flip or tencrop
-    ema: float = _option("ema")  # decay of the weights' moving average per step; 0 = off
-    bf16: str = _option("bf16")  # auto (GPU, or CPU with AMX), on, off
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:

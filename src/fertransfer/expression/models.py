@@ -190,7 +190,7 @@ def load_classifier(path: Path, device: str = "cpu") -> Classifier:
 
             return CnnClassifier.load(folder, meta, device)
         if engine == "autokeras":
-            from .automl import AutoKerasClassifier
+            from .keras_model import AutoKerasClassifier
 
             return AutoKerasClassifier.load(folder, meta)
         return TwoTierClassifier.load(folder, meta, device)

@@ -1,0 +1,31 @@
+"""The CNN's network width and training recipe, without torch: the [classify] options take their
+defaults from here, so `pipeline init` and the runner read them without loading torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CnnConfig:
+    """Network width and training recipe; stored with the model so it can be rebuilt."""
+
+    width: int = 48  # channels of the first block; doubled in each of the 4 blocks
+    dropout: float = 0.3
+    crop: int = 44  # random crops of this size are cut from the 48x48 input
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) or adamw
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 8  # validations (epochs) without a better validation accuracy before stopping; 0 = never
+    max_steps: int = 0  # optimizer steps, the schedule's length (0: `epochs` decide)
+    eval_every: int = 0  # steps between validations (0: at each epoch's end); always at the end too
+    warmup_share: float = 0.08  # with max_steps: the share of the steps spent warming up (1 of 12 epochs)
+    time_budget_minutes: float = 0.0  # 0 = no limit
+    tta: str = "tencrop"  # final evaluation: center, flip or tencrop
+    ema: float = 0.999  # decay of the weights' moving average per step; 0 = off
+    bf16: str = "auto"  # auto (GPU, or CPU with AMX), on, off

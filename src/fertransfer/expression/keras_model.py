@@ -1,0 +1,65 @@
+"""A trained AutoKeras model as an expression classifier: load, predict, save.
+
+Keras runs on the torch backend, chosen before keras is first imported. The search that builds
+these models is the classify stage's (`fertransfer.classify.automl`); loading one needs only
+this module, so any stage can use an AutoKeras model as its judge.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def import_keras():
+    """keras and autokeras, with the torch backend chosen before keras is first imported."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(f"keras was already imported with the {keras.backend.backend()} backend; set KERAS_BACKEND=torch")
+    import autokeras as ak
+
+    return keras, ak
+
+
+def standardise(images: np.ndarray) -> np.ndarray:
+    """Each image to zero mean and unit variance (float32), as the CNN does: brightness and
+    contrast differ between sources (FER2013, translated faces, the person's crops)."""
+    x = images.astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / (std + 1.0)
+
+
+@dataclass
+class AutoKerasClassifier:
+    model: object  # the exported keras.Model
+    classes: list[str]
+    channels: int
+    size: int
+    search: dict = field(default_factory=dict)  # the search's settings, kept in model.json
+
+    engine = "autokeras"
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        probs = np.asarray(self.model.predict(standardise(images), batch_size=batch_size, verbose=0))
+        if probs.ndim == 1 or probs.shape[1] == 1:  # a binary head gives P(class 1) only
+            p1 = probs.reshape(-1)
+            probs = np.stack([1 - p1, p1], axis=1)
+        return probs.astype(np.float32)
+
+    def save(self, folder: Path) -> dict:
+        self.model.save(folder / "model.keras")
+        return {"file": "model.keras", "config": self.search}
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict) -> AutoKerasClassifier:
+        keras, ak = import_keras()
+        model = keras.models.load_model(folder / meta["file"], custom_objects=ak.CUSTOM_OBJECTS, compile=False)
+        return cls(model, list(meta["classes"]), meta["channels"], meta["size"], dict(meta.get("config", {})))
