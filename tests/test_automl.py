@@ -26,7 +26,7 @@ def tiny_data(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def test_fer_cnn_search_records_every_trial_and_keeps_the_best(tmp_path):
-    from fertransfer.classify.automl_space import SPACE
+    from fertransfer.classify.automl_space import BATCHNORM_MOMENTUM, SPACE
 
     x, y = tiny_data(36)
     xv, yv = tiny_data(12, seed=1)
@@ -45,6 +45,9 @@ def test_fer_cnn_search_records_every_trial_and_keeps_the_best(tmp_path):
     assert result.history and {"epoch", "train_loss", "val_acc"} <= set(result.history[0])
     probs = result.classifier.predict_proba(xv)
     assert probs.shape == (12, 3) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    # short trials are only comparable when BatchNorm's running statistics follow the training
+    norms = [layer for layer in result.classifier.model.layers if type(layer).__name__ == "BatchNormalization"]
+    assert norms and all(layer.momentum == BATCHNORM_MOMENTUM for layer in norms)
 
 
 def test_a_trial_the_budget_stops_keeps_its_history(tmp_path):
