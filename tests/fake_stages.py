@@ -1,7 +1,9 @@
-"""Two small stages for testing the runner without any real model.
+"""Small stages for testing the runner without any real model.
 
 `first` copies its input file's text, `second` reads first's output; either can be told to
-fail midway, like a stage interrupted by Ctrl-C or a crash.
+fail midway, like a stage interrupted by Ctrl-C or a crash. `passthrough(name)` stands in for a
+stage a test does not exercise, so that the fakes fill every place in the stage order
+(`PASSTHROUGH_MODULES` names the modules that hold one per stage).
 """
 
 from __future__ import annotations
@@ -70,3 +72,22 @@ SECOND = Stage(
     resume_point=lambda work: f"attempt {int((work / 'attempts.txt').read_text()) + 1}"
     if (work / "attempts.txt").exists() else None,
 )
+
+
+@dataclass
+class PassOptions:
+    note: str = option("ran", "Written to the stage's one output file.")
+
+
+def run_passthrough(ctx: StageContext) -> dict:
+    (ctx.out_dir / "ran.txt").write_text(ctx.options.note)
+    return {"note": ctx.options.note}
+
+
+def passthrough(name: str) -> Stage:
+    """A stage that reads nothing and writes `ran.txt`: fills `name`'s place in the stage order."""
+    return Stage(name=name, options=PassOptions, run=run_passthrough, description=f"pass-through test stage {name}")
+
+
+# The module of the pass-through stage for each stage name (tests/fake_pass_<name>.py).
+PASSTHROUGH_MODULES = {name: f"fake_pass_{name}" for name in ("cyclegan", "augment", "classify")}

@@ -2,8 +2,9 @@
 options out of range, a project moved or copied, a same-size change inside an output, partial
 state left unreadable by a crash, a stage that ends without its outputs, a crash while publishing.
 
-The stages here are fakes (tests/fake_slow.py, tests/fake_stages.py) except where a real stage's
-partial state is the point (classify's metrics.json, cyclegan's checkpoints and loss log).
+The stages here are fakes (tests/fake_slow.py for extract, pass-throughs from tests/fake_stages.py for
+the others) except where a real stage's partial state is the point (classify's metrics.json,
+cyclegan's checkpoints and loss log).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import fertransfer
+from fake_stages import PASSTHROUGH_MODULES
 from fertransfer.pipelines import load_config, registry, run_pipeline, stage_status
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.config import default_config_text
@@ -32,7 +34,8 @@ from fertransfer.pipelines.runner import SCHEME_EDGES, StageError, quick_hash
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(fertransfer.__file__).resolve().parents[1]
-NOT_BUILT = "fertransfer.not_a_module"
+# extract is the slow fake stage; the other stages are pass-throughs that read nothing of it.
+FAKE_MODULES = {"extract": "fake_slow", **PASSTHROUGH_MODULES}
 
 
 # --- one run at a time per run folder ----------------------------------------------------------
@@ -40,10 +43,9 @@ NOT_BUILT = "fertransfer.not_a_module"
 
 @pytest.fixture
 def slow_project(tmp_path, monkeypatch) -> Path:
-    """extract is the slow fake stage, waiting for `release`; the others are not built."""
-    monkeypatch.setitem(registry.STAGE_MODULES, "extract", "fake_slow")
-    for name in ("cyclegan", "augment", "classify"):
-        monkeypatch.setitem(registry.STAGE_MODULES, name, NOT_BUILT)
+    """extract is the slow fake stage, waiting for `release`; the others are pass-throughs."""
+    for name, module in FAKE_MODULES.items():
+        monkeypatch.setitem(registry.STAGE_MODULES, name, module)
     (tmp_path / "input.txt").write_text("hello")
     (tmp_path / "pipeline.toml").write_text(default_config_text({"run": {"dir": "out"},
                                                                  "extract": {"release": "release"}}))
@@ -53,8 +55,8 @@ def slow_project(tmp_path, monkeypatch) -> Path:
 def start_run(project: Path) -> subprocess.Popen:
     """`pipeline run all` in another process, with the same fake stages."""
     code = ("import sys; from fertransfer.pipelines import registry; "
-            f"registry.STAGE_MODULES.update(extract='fake_slow', cyclegan='{NOT_BUILT}', augment='{NOT_BUILT}', "
-            f"classify='{NOT_BUILT}'); from fertransfer.pipelines.cli import main; sys.exit(main(sys.argv[1:]))")
+            f"registry.STAGE_MODULES.update({FAKE_MODULES!r}); "
+            "from fertransfer.pipelines.cli import main; sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     log = open(project / "first.log", "w")
     return subprocess.Popen([sys.executable, "-c", code, "run", "all", "-c", str(project / "pipeline.toml")],
@@ -90,7 +92,8 @@ def test_a_second_run_on_one_run_folder_exits_at_once_and_the_first_loses_nothin
     finally:
         first.kill()
     stage = slow_project / "out" / "extract"
-    assert stage_status(load_config(config), "extract").state == "done"
+    states = {name: stage_status(load_config(config), name).state for name in registry.STAGE_ORDER}
+    assert states == dict.fromkeys(registry.STAGE_ORDER, "done")  # `run all` went on past the slow stage
     assert (stage / "first.txt").read_text() == "hello" and (stage / "second.txt").read_text() == "hello!"
     assert not (slow_project / "out" / "extract.partial").exists()
     assert (slow_project / "out" / LOCK_FILE).read_text() == ""  # released cleanly: nothing to warn about
@@ -136,9 +139,9 @@ def test_demo_and_gallery_take_the_lock_too(tmp_path, capsys):
 
 
 def numeric_options():
-    """(section, field, int or float) of every number option of [run] and the built stages (lists of
+    """(section, field, int or float) of every number option of [run] and the stages (lists of
     numbers included: their range holds for each item; a choice of numbers needs no range)."""
-    sections = [("run", RunOptions)] + [(stage.name, stage.options) for stage in registry.built_stages()]
+    sections = [("run", RunOptions)] + [(name, registry.get_stage(name).options) for name in registry.STAGE_ORDER]
     for section, cls in sections:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -220,9 +223,8 @@ def test_all_out_of_range_values_are_listed_in_one_message(tmp_path, capsys):
 
 @pytest.fixture
 def fake_project(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setitem(registry.STAGE_MODULES, "extract", "fake_slow")
-    for name in ("cyclegan", "augment", "classify"):
-        monkeypatch.setitem(registry.STAGE_MODULES, name, NOT_BUILT)
+    for name, module in FAKE_MODULES.items():
+        monkeypatch.setitem(registry.STAGE_MODULES, name, module)
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     (project / "data" / "input.txt").write_text("hello")

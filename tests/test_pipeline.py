@@ -1,4 +1,4 @@
-"""The stage runner, the config and the CLI, driven through two fake stages."""
+"""The stage runner, the config and the CLI, driven through fake stages (tests/fake_stages.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_stages import PASSTHROUGH_MODULES
 from fertransfer.pipelines import ConfigError, load_config, registry, run_pipeline, stage_status
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.config import default_config_text
@@ -14,11 +15,11 @@ from fertransfer.pipelines.config import default_config_text
 
 @pytest.fixture
 def fake_stages(monkeypatch):
-    """extract and cyclegan are the fake stages; augment and classify are not built."""
+    """extract and cyclegan are the fake stages under test; augment and classify are pass-throughs."""
     monkeypatch.setitem(registry.STAGE_MODULES, "extract", "fake_first")
     monkeypatch.setitem(registry.STAGE_MODULES, "cyclegan", "fake_second")
-    monkeypatch.setitem(registry.STAGE_MODULES, "augment", "fertransfer.not_a_module")
-    monkeypatch.setitem(registry.STAGE_MODULES, "classify", "fertransfer.not_a_module")
+    for name in ("augment", "classify"):
+        monkeypatch.setitem(registry.STAGE_MODULES, name, PASSTHROUGH_MODULES[name])
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_init_writes_every_option_with_a_comment(tmp_path, fake_stages, capsys):
     text = (tmp_path / "pipeline.toml").read_text()
     assert "# A text file to copy.\nsource = \"input.txt\"" in text
     assert "[cyclegan]\n# Appended to the first stage's text.\nsuffix = \"!\"" in text
-    assert "# [augment]: this stage is not built yet." in text
+    assert "# --- pass-through test stage augment\n[augment]\n# Written to the stage's one output file.\nnote = \"ran\"" in text
     config = load_config(tmp_path / "pipeline.toml")
     assert config.options("extract").repeat == 1 and config.run.seed == 0
     assert main(["init", str(tmp_path)]) == 1  # refuses to overwrite
@@ -45,9 +46,10 @@ def test_init_writes_every_option_with_a_comment(tmp_path, fake_stages, capsys):
 
 def test_run_all_writes_manifests_then_skips(project):
     config = load_config(project / "pipeline.toml")
-    assert states(config) == {"extract": "missing", "cyclegan": "missing", "augment": "not built", "classify": "not built"}
-    run_pipeline(config, "all")
-    assert states(config)["extract"] == "done" and states(config)["cyclegan"] == "done"
+    assert states(config) == dict.fromkeys(registry.STAGE_ORDER, "missing")
+    statuses = run_pipeline(config, "all")
+    assert [status.name for status in statuses] == ["extract", "cyclegan", "augment", "classify"]  # in order
+    assert states(config) == dict.fromkeys(registry.STAGE_ORDER, "done")
     assert (project / "out" / "cyclegan" / "result.txt").read_text() == "hello!"
     manifest = json.loads((project / "out" / "extract" / "manifest.json").read_text())
     assert manifest["summary"] == {"characters": 5, "resumed": False}
@@ -58,9 +60,10 @@ def test_run_all_writes_manifests_then_skips(project):
     assert list(manifest["fingerprint"]["inputs"].values())[0] is not None
     assert not list((project / "out").glob("*.partial"))
 
-    before = (project / "out" / "extract" / "manifest.json").stat().st_mtime_ns
-    run_pipeline(config, "all")  # nothing changed: both skipped
-    assert (project / "out" / "extract" / "manifest.json").stat().st_mtime_ns == before
+    manifests = [project / "out" / name / "manifest.json" for name in registry.STAGE_ORDER]
+    before = [manifest.stat().st_mtime_ns for manifest in manifests]
+    run_pipeline(config, "all")  # nothing changed: all skipped
+    assert [manifest.stat().st_mtime_ns for manifest in manifests] == before
 
 
 def test_changes_make_stages_stale(project):
@@ -154,9 +157,20 @@ def test_config_problems_are_all_reported_before_work(project, capsys):
     assert not (project / "runs").exists()
 
 
-def test_unbuilt_stage_says_so_in_one_line(project, capsys):
-    assert main(["run", "augment", "--config", str(project / "pipeline.toml")]) == 2
-    assert capsys.readouterr().err.strip() == "error: stage 'augment' is not built yet"
+def test_run_of_one_stage_runs_only_that_stage(project, capsys):
+    assert main(["run", "augment", "--config", str(project / "pipeline.toml")]) == 0
+    assert (project / "out" / "augment" / "ran.txt").read_text() == "ran"
+    assert states(load_config(project / "pipeline.toml")) == {
+        "extract": "missing", "cyclegan": "missing", "augment": "done", "classify": "missing"}
+
+
+def test_an_unknown_stage_is_refused_before_any_work(project, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["run", "train", "--config", str(project / "pipeline.toml")])
+    assert refused.value.code == 2 and "invalid choice: 'train'" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="unknown stage 'train'; stages: extract, cyclegan, augment, classify"):
+        run_pipeline(load_config(project / "pipeline.toml"), "train")
+    assert not (project / "out").exists()
 
 
 def test_status_lists_each_stage(project, capsys):
@@ -166,7 +180,7 @@ def test_status_lists_each_stage(project, capsys):
     assert main(["status", "--config", config_path]) == 0
     out = capsys.readouterr().out
     assert "extract   done" in out and "2 files in" in out
-    assert "cyclegan  missing" in out and "augment   not built" in out
+    assert "cyclegan  missing" in out and "augment   missing" in out and "classify  missing" in out
 
 
 def test_config_errors_on_bad_toml(tmp_path):
@@ -179,12 +193,15 @@ def test_config_errors_on_bad_toml(tmp_path):
 
 def test_report_shows_each_stage(project, capsys):
     config_path = str(project / "pipeline.toml")
-    assert main(["run", "all", "--config", config_path]) == 0
+    assert main(["run", "extract", "--config", config_path]) == 0
     assert f"run report: {project / 'out' / 'report.html'}" in capsys.readouterr().out
     page = (project / "out" / "report.html").read_text()
     assert "<h2>extract</h2>" in page and "test stage one" in page
     assert "<th>characters</th><td class=\"num\">5</td>" in page
     assert "<h2>augment</h2><p class=\"muted\">Not run.</p>" in page
+    assert main(["run", "all", "--config", config_path]) == 0
+    page = (project / "out" / "report.html").read_text()
+    assert "<h2>augment</h2>" in page and "pass-through test stage augment" in page
     (project / "out" / "report.html").unlink()
     assert main(["report", str(project / "out")]) == 0
     assert (project / "out" / "report.html").exists()
@@ -204,7 +221,7 @@ def test_a_damaged_output_is_not_done_and_run_runs_the_stage_again(project, caps
     assert main(["status", "--config", config_path]) == 0
     assert "cyclegan  damaged: result.txt changed" in capsys.readouterr().out
 
-    [_, status] = run_pipeline(config, "all")
+    [_, status, *_] = run_pipeline(config, "all")
     assert status.state == "done" and result.read_text() == "hello!"
     assert stage_status(config, "cyclegan").state == "done"
 

@@ -2,7 +2,7 @@
 
 from .config import Config, ConfigError, default_config_text, load_config
 from .options import RunOptions, option
-from .registry import STAGE_ORDER, StageNotBuilt, get_stage
+from .registry import STAGE_ORDER, get_stage
 from .runner import run_pipeline, run_stage, stage_status
 from .stage import Consumes, Stage, StageContext, StageError
 
@@ -15,7 +15,6 @@ __all__ = [
     "Stage",
     "StageContext",
     "StageError",
-    "StageNotBuilt",
     "default_config_text",
     "get_stage",
     "load_config",

@@ -1,6 +1,6 @@
 """The `pipeline` command (also installed as `fertransfer`).
 
-Errors a user can fix (bad config, bad data, a stage not built yet) print one line each
+Errors a user can fix (bad config, bad data) print one line each
 and exit non-zero, without a traceback.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from fertransfer.data.datasets import DatasetError
 
 from .config import DEFAULT_CONFIG, ConfigError, default_config_text, load_config
-from .registry import STAGE_ORDER, StageNotBuilt
+from .registry import STAGE_ORDER
 from .stage import StageError
 
 # Packages whose cli.add_commands adds commands: the stages, then tools built on them.
@@ -213,9 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StageNotBuilt as error:
-        print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except BrokenPipeError:
         # The reader went away (`pipeline status | head`): not an error of ours.

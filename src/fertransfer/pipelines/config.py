@@ -17,7 +17,7 @@ from typing import Any
 import tomllib
 
 from .options import DataOptions, RunOptions, field_default, range_text
-from .registry import STAGE_ORDER, StageNotBuilt, get_stage
+from .registry import STAGE_ORDER, get_stage
 
 DEFAULT_CONFIG = "pipeline.toml"
 
@@ -128,18 +128,12 @@ def parse_config(data: dict, path: Path) -> tuple[Config, list[str]]:
         if not isinstance(values, dict):
             problems.append(f"[{name}]: expected a table of options")
             continue
-        try:
-            stage = get_stage(name)
-        except StageNotBuilt:
-            continue  # options of a stage that is not built yet are kept for later
+        stage = get_stage(name)
         values = moved_to_data(name, stage.options, values, problems)
         sections[name] = build_options(stage.options, values, f"[{name}]", problems)
     for name in STAGE_ORDER:
         if name not in sections:
-            try:
-                sections[name] = get_stage(name).options()
-            except StageNotBuilt:
-                pass
+            sections[name] = get_stage(name).options()
     return Config(path, run, sections, shared), problems
 
 
@@ -249,11 +243,7 @@ def default_config_text(overrides: dict[str, dict] | None = None) -> str:
     parts.append(section_toml("data", DataOptions(**overrides.get("data", {})),
                               header="# --- What several stages share, declared once"))
     for name in STAGE_ORDER:
-        try:
-            stage = get_stage(name)
-        except StageNotBuilt:
-            parts.append(f"# [{name}]: this stage is not built yet.\n")
-            continue
+        stage = get_stage(name)
         values = {
             f.name: overrides.get(name, {}).get(f.name, field_default(f)) for f in fields(stage.options)
         }

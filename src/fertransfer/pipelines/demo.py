@@ -1,4 +1,4 @@
-"""The demo's config: each built stage's `Stage.demo` settings over the built-in demo data.
+"""The demo's config: each stage's `Stage.demo` settings over the built-in demo data.
 
 It lives with the runner because it reads the stage registry; the data itself comes from
 `fertransfer.demo`, which imports nothing from the runner.
@@ -11,15 +11,15 @@ from pathlib import Path
 from fertransfer.demo import DemoVideoSpec, write_demo_data
 
 from .config import default_config_text
-from .registry import built_stages
+from .registry import STAGE_ORDER, get_stage
 
 DEMO_FER = "data/smileys"  # the labelled smiley dataset stands in for FER2013
 
 
 def demo_overrides() -> dict[str, dict]:
-    """Each built stage's own demo settings (Stage.demo), plus the run folder and the demo's FER."""
+    """Each stage's own demo settings (Stage.demo), plus the run folder and the demo's FER."""
     return {"run": {"dir": "run"}, "data": {"fer": DEMO_FER},
-            **{stage.name: dict(stage.demo) for stage in built_stages()}}
+            **{name: dict(get_stage(name).demo) for name in STAGE_ORDER}}
 
 
 def write_demo(folder: str | Path, video: DemoVideoSpec = DemoVideoSpec()) -> Path:

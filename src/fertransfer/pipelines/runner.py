@@ -36,7 +36,7 @@ from fertransfer.options import execution_options, field_default
 from .config import Config, ConfigError, data_problems, default_note, missing_inputs, resolve
 from .lock import run_folder_lock
 from .options import out_of_range
-from .registry import STAGE_ORDER, StageNotBuilt, get_stage
+from .registry import STAGE_ORDER, get_stage
 from .stage import Stage, StageContext, StageError
 
 log = logging.getLogger("fertransfer")
@@ -291,7 +291,7 @@ def find_damage(folder: Path, check: dict | None) -> list[str]:
 @dataclass
 class StageStatus:
     name: str
-    state: str  # done, stale, damaged, interrupted, missing, not built
+    state: str  # done, stale, damaged, interrupted, missing
     manifest: dict | None = None
     reason: str = ""
 
@@ -352,10 +352,7 @@ def stage_status(config: Config, name: str, known: dict[str, StageStatus] | None
 
 
 def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> StageStatus:
-    try:
-        stage = get_stage(name)
-    except StageNotBuilt:
-        return StageStatus(name, "not built")
+    stage = get_stage(name)
     folder = config.run_dir / name
     manifest = read_manifest(folder)
     work = config.run_dir / f"{name}.partial"
@@ -592,17 +589,11 @@ def check_before_run(config: Config, names: list[str]) -> None:
 
 
 def run_pipeline(config: Config, target: str, force: bool = False) -> list[StageStatus]:
-    """`target` is a stage name or "all" (every built stage, in order)."""
+    """`target` is a stage name or "all" (every stage, in order)."""
     if target == "all":
-        names = []
-        for name in STAGE_ORDER:
-            try:
-                get_stage(name)
-                names.append(name)
-            except StageNotBuilt:
-                log.info("%s: not built yet, skipped", name)
+        names = list(STAGE_ORDER)
     else:
-        get_stage(target)  # raises StageNotBuilt / KeyError with a one-line message
+        get_stage(target)  # an unknown name raises KeyError, naming the stages
         names = [target]
     check_before_run(config, names)
     with run_folder_lock(config.run_dir):  # one run at a time: taken after the checks, held to the end
