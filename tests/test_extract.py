@@ -236,6 +236,19 @@ def test_bad_videos_are_reported_and_others_still_processed(tmp_path, short_vide
     assert len(list((ctx.out_dir / "faces").glob("good_*.jpg"))) == 24
 
 
+def test_a_folder_of_videos_is_each_video(tmp_path, short_video):
+    # Tried as a lecturer's recordings: a folder of mp4s used to be read as a folder of images,
+    # "skipped 2 files that are not images", and extract failed with "no face found".
+    folder = tmp_path / "lectures"
+    folder.mkdir()
+    for name in ("monday.mp4", "tuesday.mp4"):
+        shutil.copy(short_video, folder / name)
+    ctx = make_context(tmp_path, inputs=["lectures"], min_face_size=40, **NO_FILTERS)
+    summary = run(ctx)
+    assert sorted(summary["inputs"]) == [str(folder / "monday.mp4"), str(folder / "tuesday.mp4")]
+    assert all(counts["kept"] == 24 for counts in summary["inputs"].values())
+
+
 def test_image_folder_skips_non_images(tmp_path, short_video, caplog):
     folder = tmp_path / "photos"
     folder.mkdir()

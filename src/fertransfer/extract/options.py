@@ -13,7 +13,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 class ExtractOptions:
     inputs: list[str] = option(
         [],
-        "Videos (mp4, avi, mov, mkv, webm), glob patterns and image folders to take faces from. A folder "
+        "Videos (mp4, avi, mov, mkv, webm), glob patterns and folders (each video in it, and its images as "
+        "one clip of frames) to take faces from. A folder "
         "of class folders (root/<class>/*.mp4 or images, e.g. MEAD's) is labelled footage: its crops carry "
         "the class as their label.",
         kind="paths",

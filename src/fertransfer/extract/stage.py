@@ -111,6 +111,17 @@ def is_labelled_folder(path: Path) -> bool:
     return any(p.is_dir() for p in entries) and not any(p.is_file() and is_image_file(p) for p in entries)
 
 
+def folder_clips(folder: Path) -> list[Clip]:
+    """A plain folder's clips: each video, and its images as one clip (a folder of frames). A folder
+    of a lecturer's recordings is as much an input as the recordings named one by one."""
+    from fertransfer.data.images import is_image_file
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    videos = [Clip(p) for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    has_images = any(is_image_file(p) for p in files)
+    return videos + ([Clip(folder)] if has_images or not videos else [])
+
+
 def labelled_clips(root: Path, classes: ClassSet, log) -> tuple[list[Clip], list[str]]:
     """The clips of a root/<class>/ folder (each video; a class folder's images as one clip) and
     the class folders that are not among the classes, whose clips become unlabelled footage."""
@@ -242,7 +253,8 @@ def process_folder(path: Path, ctx: StageContext, detector, framing, settings, d
     from .core import choose_person, crop_faces
 
     o: ExtractOptions = ctx.options
-    files = sorted(p for p in path.iterdir() if p.is_file())
+    # a folder's videos are clips of their own (folder_clips)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() not in VIDEO_SUFFIXES)
     images = [p for p in files if is_image_file(p)]
     counts = {**new_counts(), "status": "ok", "images": len(images), "skipped_files": len(files) - len(images),
               "unreadable_images": 0}
@@ -309,6 +321,8 @@ def collect_clips(ctx: StageContext, classes: ClassSet) -> tuple[list[Clip], lis
                 ctx.log.warning("%s: labelled folder without videos or images", path)
             clips += found
             unknown += other
+        elif path.is_dir():
+            clips += folder_clips(path)
         else:
             clips.append(Clip(path))
     return clips, unknown
