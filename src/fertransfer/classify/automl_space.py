@@ -8,8 +8,8 @@ pooling, dropout) with its width, depth and dropout, and the training-time augme
 graph's own `learning_rate`, narrowed to the values that train this network (see
 `compile_hyperparameters`). All weights start from scratch; nothing is downloaded.
 
-Importing this module imports keras with the torch backend (fertransfer.expression.keras_model.import_keras), so it is only
-imported where the search runs.
+Importing this module imports keras with the torch backend (`expression.keras_model.import_keras`),
+so it is only imported where the search runs.
 """
 
 from __future__ import annotations

@@ -40,14 +40,17 @@ class ClassifyOptions:
     channels: int = option(1, "Input channels of the classifier (images are converted).", choices=(1, 3))
     size: int = option(48, "Input size of the classifier in pixels (images are resized).", ge=16, le=512)
     epochs: int = option(_cnn("epochs"), "cnn: epochs (the schedule's length); autokeras: epochs per trial.", ge=1)
-    time_budget_minutes: float = option(_cnn("time_budget_minutes"), "Wall-clock limit per training set (0 = none); training ends and "
-                                        "keeps the best-on-validation weights. A busy machine gets fewer steps done: "
-                                        "for comparisons use `steps`.", ge=0)
-    steps: int = option(_cnn("max_steps"), "cnn: optimizer steps per training set from scratch (0: `epochs` decide); the schedule "
-                        "(warm-up, cosine) is sized to it, so every set gets the same steps whatever the machine's "
-                        "load (FER2013 at batch 64: 449 steps an epoch).", ge=0)
-    eval_every: int = option(_cnn("eval_every"), "cnn: optimizer steps between validation passes, which select the kept weights "
-                             "(0: at each epoch's end); always at the end too.", ge=0)
+    time_budget_minutes: float = option(_cnn("time_budget_minutes"),
+        "Wall-clock limit per training set (0 = none); training ends and "
+        "keeps the best-on-validation weights. A busy machine gets fewer steps done: "
+        "for comparisons use `steps`.", ge=0)
+    steps: int = option(_cnn("max_steps"),
+        "cnn: optimizer steps per training set from scratch (0: `epochs` decide); the schedule "
+        "(warm-up, cosine) is sized to it, so every set gets the same steps whatever the machine's "
+        "load (FER2013 at batch 64: 449 steps an epoch).", ge=0)
+    eval_every: int = option(_cnn("eval_every"),
+        "cnn: optimizer steps between validation passes, which select the kept weights "
+        "(0: at each epoch's end); always at the end too.", ge=0)
     init: str = option("", "Where training starts: \"\" from scratch; \"real\": train a model on [data] fer's train split "
                        "first (at `steps`/`epochs`, [run] seed; classify/init/) and fine-tune every set from it, "
                        "'real' included as the control for more training; or a model folder as classify writes it "
@@ -64,13 +67,16 @@ class ClassifyOptions:
     lr: float = option(_cnn("lr"), "cnn: peak learning rate (after warm-up, then cosine decay).", gt=0)
     optimizer: str = option(_cnn("optimizer"), "cnn: SGD with Nesterov momentum, or AdamW.", choices=("sgd", "adamw"))
     weight_decay: float = option(_cnn("weight_decay"), "cnn: weight decay.", ge=0)
-    label_smoothing: float = option(_cnn("label_smoothing"), "cnn: label smoothing of the cross-entropy loss.", ge=0, lt=1)
-    patience: int = option(_cnn("patience"), "cnn: stop after this many epochs without a better validation accuracy (0: never).", ge=0)
+    label_smoothing: float = option(_cnn("label_smoothing"),
+        "cnn: label smoothing of the cross-entropy loss.", ge=0, lt=1)
+    patience: int = option(_cnn("patience"),
+        "cnn: stop after this many epochs without a better validation accuracy (0: never).", ge=0)
     tta: str = option(_cnn("tta"), "cnn: test-time averaging for the final val/test scores.",
                       choices=("center", "flip", "tencrop"))
     ema: float = option(_cnn("ema"), "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
                         "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
-    bf16: str = option(_cnn("bf16"), "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
+    bf16: str = option(_cnn("bf16"),
+        "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
     max_trials: int = option(3, "autokeras: models tried (fer_cnn: trials of the successive halving, each "
                              "continuation counted).", ge=1)
     automl_space: str = option("fer_cnn", "autokeras: the search space: fer_cnn, this project's CNN family (width, "

@@ -8,8 +8,8 @@ and at its translation, and the generator is penalised when the two predictions 
 target is the classifier's soft prediction on the source rather than the dataset label, so
 the generator keeps what is visible in the face and is not asked to fix FER's label noise.
 
-The classifier is the classify stage's CNN (`fertransfer.expression.cnn`): one place for the
-network that reads expressions. It sees translations exactly as it sees FER faces: gray,
+The classifier is the CNN the classify stage trains too (`fertransfer.expression.cnn`): one
+place for the network that reads expressions. It sees translations exactly as it sees FER faces: gray,
 resized to its input size, centre crop, standardised per image.
 """
 

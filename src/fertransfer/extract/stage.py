@@ -111,22 +111,21 @@ def is_labelled_folder(path: Path) -> bool:
     return any(p.is_dir() for p in entries) and not any(p.is_file() and is_image_file(p) for p in entries)
 
 
-def folder_clips(folder: Path) -> list[Clip]:
-    """A plain folder's clips: each video, and its images as one clip (a folder of frames). A folder
-    of a lecturer's recordings is as much an input as the recordings named one by one."""
+def folder_clips(folder: Path, label: str = "", class_folder: str = "") -> list[Clip]:
+    """A folder's clips: each video, and its images as one clip (a folder of frames). A folder of
+    a lecturer's recordings is as much an input as the recordings named one by one."""
     from fertransfer.data.images import is_image_file
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    videos = [Clip(p) for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
-    has_images = any(is_image_file(p) for p in files)
-    return videos + ([Clip(folder)] if has_images or not videos else [])
+    clips = [Clip(p, label, class_folder) for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    if any(is_image_file(p) for p in files):
+        clips.append(Clip(folder, label, class_folder))
+    return clips
 
 
 def labelled_clips(root: Path, classes: ClassSet, log) -> tuple[list[Clip], list[str]]:
     """The clips of a root/<class>/ folder (each video; a class folder's images as one clip) and
     the class folders that are not among the classes, whose clips become unlabelled footage."""
-    from fertransfer.data.images import is_image_file
-
     clips: list[Clip] = []
     unknown: list[str] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -136,13 +135,10 @@ def labelled_clips(root: Path, classes: ClassSet, log) -> tuple[list[Clip], list
             unknown.append(str(folder))
             log.warning("%s: class folder '%s' is not one of the classes (%s); its crops are unlabelled footage, "
                         "never test images", folder, folder.name, ", ".join(classes.names))
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
-        clips += [Clip(v, label, folder.name) for v in videos]
-        if any(is_image_file(p) for p in files):
-            clips.append(Clip(folder, label, folder.name))
-        elif not videos:
+        found = folder_clips(folder, label, folder.name)
+        if not found:
             log.warning("%s: no videos or images in class folder; skipped", folder)
+        clips += found
     return clips, unknown
 
 
@@ -322,7 +318,7 @@ def collect_clips(ctx: StageContext, classes: ClassSet) -> tuple[list[Clip], lis
             clips += found
             unknown += other
         elif path.is_dir():
-            clips += folder_clips(path)
+            clips += folder_clips(path) or [Clip(path)]  # an empty folder: reported as one without faces
         else:
             clips.append(Clip(path))
     return clips, unknown
