@@ -19,6 +19,12 @@ fingerprints skip a setting whose cyclegan stage is already done, so a rerun or 
 reuses finished points, and an interrupted setting resumes from its checkpoint. The judge is
 `--judge`, else the config's [cyclegan] or [classify] judge, else the run's classify/real/model.
 A setting that fails is reported and the others go on; the exit status is then 1.
+
+When the person has labelled faces (the config's [classify] person_test, e.g. extract's
+person_test/), the plot also draws the judge's accuracy on them, brought through the generator's
+size as translations are: how well the judge reads the person's own expressions at all, a
+yardstick for judge agreement on translations into the person (column judge_person_accuracy,
+per class in frontier.json; judge_source_accuracy is its accuracy on the FER sources).
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ from fertransfer.pipelines.runner import read_manifest, run_pipeline
 log = logging.getLogger("frontier")
 
 COLUMNS = ("setting", "person_score", "judge_agreement", "swd_translated", "swd_untranslated", "swd_change",
-           "person_control", "untranslated_control", "person_crops", "images", "steps", "train_seconds", "warning",
-           "error")
+           "person_control", "untranslated_control", "person_crops", "images", "steps", "train_seconds",
+           "judge_source_accuracy", "judge_person_accuracy", "warning", "error")
 
 
 def parse_value(text: str):
@@ -131,6 +137,7 @@ def point(name: str, summary: dict) -> dict:
         "untranslated_control": controls.get("untranslated_sources"),
         "person_crops": translation.get("person_crops"), "images": translation.get("images"),
         "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
+        "judge_source_accuracy": (judge.get("source_accuracy") or {}).get("overall"),
         "warning": translation.get("warning") or translation.get("not_computed"), "error": None,
     }
     per_class = {"person_score": (translation.get("person_score") or {}).get("per_class"),
@@ -144,6 +151,38 @@ def included_point(name: str, run_dir: str) -> dict:
     if not manifest or "summary" not in manifest:
         raise ValueError(f"--include {name}={run_dir}: no finished cyclegan stage there")
     return point(name, manifest["summary"])
+
+
+def person_test_folder(config) -> Path | None:
+    """The person's labelled faces, where the config's [classify] person_test says (extract's
+    person_test/ for "extract"), or extract's person_test/ when there is no [classify]."""
+    value = config.options("classify").person_test if "classify" in config.sections else "extract"
+    if not value:
+        return None
+    folder = config.run_dir / "extract" / "person_test" if value == "extract" else resolve(config.base_dir, value)
+    return folder if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")) else None
+
+
+def person_reference(config, judge_path: Path) -> dict | None:
+    """The judge's accuracy on the person's own labelled faces, brought through the generator's
+    size as translations are: what it can read on the person at all, the yardstick for judge
+    agreement on translations into the person. None without labelled faces of the person."""
+    from fertransfer.classify.testsets import load_test_set
+    from fertransfer.data.classes import class_set
+    from fertransfer.expression.judge import judge_accuracy_at_size
+    from fertransfer.expression.models import load_classifier, predict_labels
+
+    folder = person_test_folder(config)
+    if folder is None:
+        return None
+    judge = load_classifier(judge_path)
+    test = load_test_set(folder, class_set(judge.classes), judge.channels, None, where=str(folder))
+    rates = judge_accuracy_at_size(lambda x: predict_labels(judge, x)[0], test.data.images, test.data.labels,
+                                   judge.classes, config.options("cyclegan").image_size, judge.size,
+                                   judge.channels)
+    log.info("judge accuracy on the person's own labelled faces (%s, %d images, through %d px): %.3f", folder,
+             rates["images"], config.options("cyclegan").image_size, rates["overall"])
+    return {**rates, "folder": str(folder)}
 
 
 def plot(points: list[dict], path: Path, title: str) -> None:
@@ -162,6 +201,12 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     controls = [p["untranslated_control"] for p in shown if p["untranslated_control"] is not None]
     if controls:
         ax.axvline(sum(controls) / len(controls), color="0.6", linestyle=":", label="untranslated FER (control)")
+    person = [p["judge_person_accuracy"] for p in shown if p.get("judge_person_accuracy") is not None]
+    if person:
+        sources = [p["judge_source_accuracy"] for p in shown if p.get("judge_source_accuracy") is not None]
+        ax.axhline(person[0], color="tab:purple", linestyle="-.", linewidth=0.8,
+                   label=f"judge accuracy on the person's own labelled faces: {person[0]:.1%}"
+                         + (f" (on the FER sources: {sum(sources) / len(sources):.1%})" if sources else ""))
     ax.axhline(0.85, color="tab:green", linestyle="--", linewidth=0.8, label="targets: agreement 0.85, person 0.8")
     ax.axvline(0.8, color="tab:green", linestyle="--", linewidth=0.8)
     ax.set_xlim(-0.02, 1.02)
@@ -177,7 +222,8 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
 
 def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: str | None = None,
-                 out: Path | None = None, dry_run: bool = False) -> list[dict]:
+                 out: Path | None = None, dry_run: bool = False, included: list[dict] = ()) -> list[dict]:
+    """Each setting's point (after the `included` ones), the outputs rewritten after every setting."""
     config_path = Path(config_path)
     base = load_config(config_path)
     data = tomllib.loads(config_path.read_text())
@@ -205,7 +251,11 @@ def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: s
     out.mkdir(parents=True, exist_ok=True)
     if uses_extract:
         run_pipeline(base, "extract")  # once, shared by every setting (skipped when done)
-    points = []
+    reference = person_reference(base, judge_path)
+    title = f"{config_path.name}: judge agreement against person score"
+    points = [with_reference(p, reference) for p in included]
+    if included:
+        write_outputs(points, out, title)
     for number, (name, folder, config, cyclegan) in enumerate(planned, 1):
         log.info("setting %d/%d: %s", number, len(planned), name)
         try:
@@ -215,13 +265,22 @@ def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: s
                 (folder / "extract").symlink_to((base.run_dir / "extract").resolve(), target_is_directory=True)
             (status,) = run_pipeline(config, "cyclegan")
             summary = (status.manifest or read_manifest(folder / "cyclegan") or {}).get("summary") or {}
-            points.append(point(name, summary))
+            points.append(with_reference(point(name, summary), reference))
         except Exception as error:  # noqa: BLE001 - one failed setting must not lose the others
             log.error("setting %s failed: %s: %s", name, type(error).__name__, error)
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             points.append({**{c: None for c in COLUMNS}, "setting": name, "error": message})
-        write_outputs(points, out, f"{config_path.name}: judge agreement against person score")
+        write_outputs(points, out, title)
     return points
+
+
+def with_reference(row: dict, reference: dict | None) -> dict:
+    """A point with the judge's accuracy on the person's own faces beside it (the same for every
+    setting of one person)."""
+    if reference is None:
+        return row
+    per_class = {**(row.get("per_class") or {}), "judge_person_accuracy": reference["per_class"]}
+    return {**row, "judge_person_accuracy": reference["overall"], "per_class": per_class}
 
 
 def write_outputs(points: list[dict], out: Path, title: str) -> None:
@@ -253,13 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = grid_settings(args.set, args.grid)
         common = {k: parse_value(v) for k, v in map(parse_assignment, args.common)}
         included = [included_point(*parse_assignment(text)) for text in args.include]
-        points = run_frontier(args.config, settings, common, args.judge, args.out, args.dry_run)
+        points = run_frontier(args.config, settings, common, args.judge, args.out, args.dry_run, included)
         if args.dry_run:
             return 0
-        if included:
-            points = included + points
-            write_outputs(points, args.out or load_config(args.config).run_dir / "frontier",
-                          f"{args.config.name}: judge agreement against person score")
     except (ConfigError, StageError, ValueError, OSError, tomllib.TOMLDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -271,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{p['setting']}: person score {fmt(p['person_score'])}, judge agreement "
                   f"{fmt(p['judge_agreement'])}, SWD change {fmt(p['swd_change'])}, {p['steps']} steps"
                   + (f" [{p['warning']}]" if p["warning"] else ""))
+    person = next((p["judge_person_accuracy"] for p in points if p.get("judge_person_accuracy") is not None), None)
+    if person is not None:
+        print(f"the judge's accuracy on the person's own labelled faces: {person:.3f} (the yardstick for agreement)")
     out = args.out or load_config(args.config).run_dir / "frontier"
     print(f"frontier: {out / 'frontier.png'} ({out / 'frontier.csv'}, {out / 'frontier.json'})")
     return 1 if any(p["error"] for p in points) else 0

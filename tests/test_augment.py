@@ -21,7 +21,7 @@ from fertransfer.augment.transforms import classic_augment, random_crop_flip
 from fertransfer.data.classes import FER
 from fertransfer.data.datasets import ImageSet
 from fertransfer.data.images import conform
-from fertransfer.expression.judge import judge_translations
+from fertransfer.expression.judge import judge_accuracy_at_size, judge_translations
 from fertransfer.pipelines.stage import StageError
 
 NAMES = FER.names
@@ -110,6 +110,25 @@ def test_judge_figures_per_class():
     assert result["judge_agreement"]["per_class"]["happy"] == 0.5 and result["source_accuracy"]["per_class"]["happy"] == 1.0
     assert result["label_preservation"]["per_class"]["sad"] is None
     assert result["judge_agreement"]["overall"] == round(4 / 6, 4)
+
+
+def test_judge_accuracy_on_faces_brought_through_the_generators_size():
+    """The person's own faces lose what the generator's size loses before the judge reads them:
+    a fine checkerboard (angry) averaged to gray at 8 px is read as the flat faces (disgust) are."""
+    checker = (np.indices((48, 48)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None]
+    images = np.stack([checker, checker, np.full((48, 48, 1), 128, np.uint8), np.full((48, 48, 1), 128, np.uint8)])
+    labels = np.array([0, 0, 1, 1])
+    seen = []
+
+    def judge(batch):
+        seen.append(batch.shape[1:])
+        return (batch.reshape(len(batch), -1).std(axis=1) < 20).astype(int)  # flat: disgust (1)
+
+    full = judge_accuracy_at_size(judge, images, labels, NAMES, 48, 40, 1)
+    assert full["overall"] == 1.0 and full["images"] == 4 and seen[-1] == (40, 40, 1)
+    small = judge_accuracy_at_size(judge, images, labels, NAMES, 8, 40, 1)
+    assert small["overall"] == 0.5 and small["per_class"]["angry"] == 0.0 and small["per_class"]["disgust"] == 1.0
+    assert small["per_class"]["happy"] is None
 
 
 # --- builders -----------------------------------------------------------------------------

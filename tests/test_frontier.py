@@ -105,3 +105,34 @@ def test_the_example_grid_names_real_options():
     known = {f.name for f in dataclasses.fields(CycleganOptions)}
     assert len(settings) == 4 and all(set(s) - {"name"} <= known for s in settings)
     assert all(s["generator"] in GENERATORS for s in settings)
+
+
+def test_the_judges_accuracy_on_the_persons_own_faces(demo, tmp_path):
+    """The yardstick line: the judge on the person's labelled faces (a subset of its classes),
+    brought through the generator's size; none when the person has no labelled faces."""
+    import numpy as np
+    from PIL import Image
+
+    from fertransfer.pipelines.config import load_config
+
+    base = load_config(demo / "pipeline.toml")
+    assert frontier.person_test_folder(base) is None  # the demo's footage has no labels
+    rng = np.random.default_rng(0)
+    for name in ("angry", "happy"):
+        (tmp_path / "person" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(tmp_path / "person" / name / f"{i}.png")
+    config_path = demo / "pipeline_person.toml"
+    text = (demo / "pipeline.toml").read_text()
+    assert 'person_test = ""' in text
+    config_path.write_text(text.replace('person_test = ""', f'person_test = "{tmp_path / "person"}"'))
+    reference = frontier.person_reference(load_config(config_path), demo / "judge")
+    assert reference["images"] == 6 and 0 <= reference["overall"] <= 1
+    assert reference["per_class"]["angry"] is not None and reference["per_class"]["sad"] is None
+    row = frontier.with_reference({"setting": "x", "person_score": 0.5, "judge_agreement": 0.5,
+                                   "judge_source_accuracy": 0.7, "untranslated_control": 0.0, "per_class": {}},
+                                  reference)
+    assert row["judge_person_accuracy"] == reference["overall"] and row["per_class"]["judge_person_accuracy"]
+    frontier.write_outputs([row], tmp_path, "title")
+    assert next(csv.DictReader((tmp_path / "frontier.csv").open()))["judge_person_accuracy"] == str(reference["overall"])
+    assert frontier.with_reference(row, None) is row

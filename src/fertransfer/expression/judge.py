@@ -64,3 +64,14 @@ def judge_at_judge_size(
     measure what the translation changed, not the resolution."""
     sources = conform(conform(sources, translated.shape[1], channels), size, channels)
     return judge_translations(predict_fn, conform(translated, size, channels), sources, labels, class_names)
+
+
+def judge_accuracy_at_size(
+    predict_fn: PredictFn, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str],
+    seen_size: int, size: int, channels: int,
+) -> dict:
+    """The judge's accuracy on labelled faces brought through the generator's size first, as a
+    translation is: on the person's own labelled crops, the label preservation a translation that
+    looked exactly like the person's faces could reach (the yardstick for judge agreement)."""
+    images = conform(conform(images, seen_size, channels), size, channels)
+    return _rates(_predict(predict_fn, images, len(labels)) == labels, labels, class_names)
