@@ -479,6 +479,37 @@ def test_stage_reports_the_person_score_with_a_warning_and_the_judge(tmp_path, s
     assert (tmp_path / "run" / "cyclegan" / "person_score.pt").is_file()
 
 
+def test_the_judge_on_the_persons_own_labelled_faces(tmp_path, caplog):
+    """The yardstick beside judge agreement: the judge on extract's labelled person_test/ (a subset
+    of the classes), through the generator's size; none without labelled faces, a warning when
+    the folder holds no class folders."""
+    from types import SimpleNamespace
+
+    from fertransfer.cyclegan.stage import _judge_on_the_person
+    from fertransfer.data import write_png
+
+    torch.manual_seed(0)
+    judge = CnnClassifier(FaceNet(7, 1, 4), list(FER.names), 1, 16, CnnConfig(width=4, crop=14))
+    rng = np.random.default_rng(0)
+    person_test = tmp_path / "person_test"
+    for name in ("angry", "happy"):
+        (person_test / name).mkdir(parents=True)
+        for i in range(3):
+            write_png(person_test / name / f"clip_{i}.png", rng.integers(0, 255, (48, 48), dtype=np.uint8))
+    ctx = SimpleNamespace(artifacts={"extract.person_test": person_test}, log=logging.getLogger("test"))
+    result = _judge_on_the_person(ctx, judge, FER, 32)
+    assert result["images"] == 6 and 0 <= result["overall"] <= 1 and result["folder"] == str(person_test)
+    assert result["per_class"]["angry"] is not None and result["per_class"]["sad"] is None
+    assert _judge_on_the_person(SimpleNamespace(artifacts={}, log=ctx.log), judge, FER, 32) is None
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_png(flat / "a.png", np.zeros((48, 48), np.uint8))
+    with caplog.at_level("WARNING"):
+        assert _judge_on_the_person(SimpleNamespace(artifacts={"extract.person_test": flat}, log=ctx.log),
+                                    judge, FER, 32) is None
+    assert "the judge's accuracy on the person's own faces not computed" in caplog.text
+
+
 def test_stage_says_why_there_is_no_person_score(tmp_path, smileys):
     from fertransfer.pipelines.config import load_config
     from fertransfer.pipelines.runner import run_pipeline

@@ -93,3 +93,6 @@ def test_the_report_lines_of_the_cyclegan_stage():
     assert line == ("cyclegan on 1000 translated test images: person score 25.0% (controls: untranslated 1.0%, "
                     "4 held-out person crops 100.0%), judge agreement 80.0%")
     assert warning == "warning: only 12 held-out person crops"
+    summary["translation"]["judge"]["person_accuracy"] = {"overall": 0.5, "images": 40, "per_class": {}}
+    assert cyclegan_translation_lines(summary)[0].endswith(
+        "judge agreement 80.0% (the judge reads the person's own 40 labelled faces at 50.0%)")

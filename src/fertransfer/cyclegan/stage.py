@@ -139,6 +139,28 @@ def _held_out_person(ctx: StageContext, held_a):
     return np.concatenate(parts), " + ".join(where)
 
 
+def _judge_on_the_person(ctx: StageContext, judge, classes, seen_size: int) -> dict | None:
+    """The judge's accuracy on extract's labelled person_test/, brought through the generator's
+    size: how well it reads the person's own expressions at all, the yardstick for its agreement
+    on translations into the person. None without labelled faces; a set it cannot read is a
+    warning, not a failed stage."""
+    from fertransfer.data import DatasetError, load_labelled_set
+    from fertransfer.expression.judge import judge_accuracy_at_size
+    from fertransfer.expression.models import predict_labels
+
+    person_test = ctx.artifacts.get("extract.person_test")
+    if person_test is None or not person_test.is_dir() or not any(person_test.rglob("*.*")):
+        return None
+    try:
+        faces, _ = load_labelled_set(person_test, classes, channels=judge.channels, size=seen_size)
+    except DatasetError as error:
+        ctx.log.warning("the judge's accuracy on the person's own faces not computed: %s", error)
+        return None
+    rates = judge_accuracy_at_size(lambda x: predict_labels(judge, x)[0], faces.images, faces.labels,
+                                   list(classes.names), seen_size, judge.size, judge.channels)
+    return {**rates, "folder": str(person_test)}
+
+
 def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
     """The final generator on FER's test split (a fixed sample): the person score overall and per
     class, its controls, and with `judge` the judge's agreement; the scorer is saved for classify.
@@ -214,6 +236,9 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
             result["judge"] = {"model": o.judge, **judge_at_judge_size(
                 lambda x: predict_labels(judge, x)[0], translated, test.images, test.labels, names, judge.size,
                 judge.channels)}
+            on_person = _judge_on_the_person(ctx, judge, classes, cfg.image_size)
+            if on_person is not None:
+                result["judge"]["person_accuracy"] = on_person
     finally:
         torch.set_num_threads(threads)
     # Saved with what a reader of its scores needs to know (its controls, a warning), for classify.
@@ -225,8 +250,14 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
     ctx.log.info("person score on %d translated test images: %.3f (controls: untranslated %.3f, held-out person "
                  "crops %s)%s", len(test), result["person_score"]["overall"], result["controls"]["untranslated_sources"],
                  result["controls"]["held_out_person_crops"],
-                 "" if agreement is None else f"; judge agreement {agreement:.3f}")
+                 "" if agreement is None else f"; judge agreement {agreement:.3f}"
+                 + _on_person_note((result.get("judge") or {}).get("person_accuracy")))
     return result
+
+
+def _on_person_note(on_person: dict | None) -> str:
+    return "" if not on_person else (f" (the judge reads the person's own {on_person['images']} labelled faces at "
+                                     f"{on_person['overall']:.3f})")
 
 
 def _not_computed(ctx: StageContext, result: dict) -> dict:

@@ -299,6 +299,10 @@ def cyclegan_translation_lines(cyclegan: dict) -> list[str]:
     judge = translation.get("judge")
     if judge:
         line += f", judge agreement {_percent(judge['judge_agreement']['overall'])}"
+        on_person = judge.get("person_accuracy")
+        if on_person:  # the yardstick: how well the judge reads the person's own expressions
+            line += (f" (the judge reads the person's own {on_person['images']} labelled faces at "
+                     f"{_percent(on_person['overall'])})")
     lines = [line]
     if translation.get("warning"):
         lines.append(f"warning: {translation['warning']}")
