@@ -105,6 +105,24 @@ def test_the_example_grid_names_real_options():
     known = {f.name for f in dataclasses.fields(CycleganOptions)}
     assert len(settings) == 4 and all(set(s) - {"name"} <= known for s in settings)
     assert all(s["generator"] in GENERATORS for s in settings)
+    grids = sorted((SCRIPT.parents[1] / "examples").rglob("*grid*.toml"))
+    assert len(grids) >= 3
+    for grid in grids:  # the measured ones too: each setting's options exist, its generator is known
+        for setting in frontier.grid_settings([], grid):
+            assert set(setting) - {"name"} <= known, (grid, setting)
+            assert setting.get("generator", GENERATORS[0]) in GENERATORS, (grid, setting)
+
+
+def test_every_example_config_parses():
+    """What a user copies, and the configs behind docs/results.md: every option name and value
+    checked, with no data needed."""
+    from fertransfer.pipelines.config import load_config
+
+    configs = [p for p in sorted((SCRIPT.parents[1] / "examples").rglob("*.toml")) if "grid" not in p.name]
+    assert len(configs) >= 15 and any(p.parent.name == "measured" for p in configs)
+    for path in configs:
+        config = load_config(path)
+        assert config.run_dir.parent.name == "runs", path  # every run lands in the repository's runs/
 
 
 def test_the_judges_accuracy_on_the_persons_own_faces(demo, tmp_path):
