@@ -50,6 +50,31 @@ def test_fer_cnn_search_records_every_trial_and_keeps_the_best(tmp_path):
     assert norms and all(layer.momentum == BATCHNORM_MOMENTUM for layer in norms)
 
 
+def test_random_shift_moves_each_image_within_its_reflected_border_and_survives_saving(tmp_path):
+    """The fer_cnn block's crop: every image shifted by at most `shift` pixels each way, the border
+    reflected, nothing at inference; a model with it saves and loads as any AutoKeras model."""
+    from fertransfer.expression.keras_layers import RandomShift, keras
+    from fertransfer.expression.keras_model import AutoKerasClassifier
+
+    images = np.arange(8 * 6 * 6, dtype=np.float32).reshape(8, 6, 6, 1)
+    layer = RandomShift(2, seed=0)
+    shifted = np.asarray(layer(images, training=True))
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    for image, source in zip(shifted, padded):  # each output is one 6x6 window of its padded input
+        windows = [(r, c) for r in range(5) for c in range(5) if np.array_equal(source[r:r + 6, c:c + 6], image)]
+        assert windows
+    assert not all(np.array_equal(a, b) for a, b in zip(shifted, images))  # some image moved
+    assert np.array_equal(np.asarray(layer(images, training=False)), images)
+    inputs = keras.Input((6, 6, 1))
+    features = keras.layers.GlobalAveragePooling2D()(RandomShift(2)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+    classifier = AutoKerasClassifier(model, CLASSES, 1, 6)
+    meta = {**classifier.save(tmp_path), "classes": CLASSES, "channels": 1, "size": 6}
+    loaded = AutoKerasClassifier.load(tmp_path, meta)
+    faces = np.arange(2 * 36, dtype=np.uint8).reshape(2, 6, 6, 1)
+    assert np.allclose(loaded.predict_proba(faces), classifier.predict_proba(faces), atol=1e-6)
+
+
 def test_a_trial_the_budget_stops_keeps_its_history(tmp_path):
     # A budget of about a second: the first trial is stopped in its first epoch, the search ends,
     # and what it trained is still recorded (the ConvBlock search recorded 0 epochs then).

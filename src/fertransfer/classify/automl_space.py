@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fertransfer.expression.keras_layers import RandomShift
 from fertransfer.expression.keras_model import import_keras
 
 from .keras_env import deadline_callback
@@ -64,8 +65,7 @@ class FerCnnBlock(ak.Block):
         if flip:
             x = keras.layers.RandomFlip("horizontal")(x)
         if shift:
-            size = int(x.shape[1])
-            x = keras.layers.RandomTranslation(shift / size, shift / size, fill_mode="reflect")(x)
+            x = RandomShift(shift)(x)
         for i in range(depth):
             for _ in range(2):
                 x = keras.layers.Conv2D(width * 2**i, 3, padding="same", use_bias=False)(x)

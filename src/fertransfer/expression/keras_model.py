@@ -61,5 +61,8 @@ class AutoKerasClassifier:
     @classmethod
     def load(cls, folder: Path, meta: dict) -> AutoKerasClassifier:
         keras, ak = import_keras()
-        model = keras.models.load_model(folder / meta["file"], custom_objects=ak.CUSTOM_OBJECTS, compile=False)
+        from .keras_layers import RandomShift  # the fer_cnn space's layers
+
+        custom = {**ak.CUSTOM_OBJECTS, "RandomShift": RandomShift}
+        model = keras.models.load_model(folder / meta["file"], custom_objects=custom, compile=False)
         return cls(model, list(meta["classes"]), meta["channels"], meta["size"], dict(meta.get("config", {})))
