@@ -15,9 +15,10 @@ class RandomShift(keras.layers.Layer):
     """Each image shifted by up to `shift` pixels each way, the border reflected (the CNN's random
     crop, kept at full size); the identity at inference.
 
-    Written with pad, slices and gathers: keras's RandomTranslation goes through map_coordinates,
-    whose symbolic shape inference on the torch backend cost about 50 s every time a model was
-    built (bench/automl_overhead.py), more than a short search trial's training."""
+    Written with pad, slices and gathers, its output shape declared: in AutoKeras's trials keras's
+    RandomTranslation spent about 50 s a trial outside training, its map_coordinates run image by
+    image on meta tensors to infer its output (bench/automl_overhead.py), more than a short
+    trial's training."""
 
     def __init__(self, shift: int, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
