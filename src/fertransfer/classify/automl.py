@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fertransfer.expression.keras_model import AutoKerasClassifier, import_keras, standardise
+from fertransfer.expression.keras_backend import import_keras
+from fertransfer.expression.keras_model import AutoKerasClassifier, standardise
 
 from .keras_env import deadline_callback
 

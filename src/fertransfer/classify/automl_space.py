@@ -8,7 +8,7 @@ pooling, dropout) with its width, depth and dropout, and the training-time augme
 graph's own `learning_rate`, narrowed to the values that train this network (see
 `compile_hyperparameters`). All weights start from scratch; nothing is downloaded.
 
-Importing this module imports keras with the torch backend (`expression.keras_model.import_keras`),
+Importing this module imports keras with the torch backend (`expression.keras_backend.import_keras`),
 so it is only imported where the search runs.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fertransfer.expression.keras_backend import import_keras
 from fertransfer.expression.keras_layers import RandomShift
-from fertransfer.expression.keras_model import import_keras
 
 from .keras_env import deadline_callback
 

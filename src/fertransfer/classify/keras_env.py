@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from fertransfer.expression.keras_model import import_keras
+from fertransfer.expression.keras_backend import import_keras
 
 
 def deadline_callback(deadline: float, tuner):

@@ -1,11 +1,11 @@
 """Keras layers of the project's AutoKeras models, importable wherever a saved model is loaded.
 
-Importing this module imports keras with the torch backend (`keras_model.import_keras`).
+Importing this module imports keras with the torch backend (`keras_backend.import_keras`).
 """
 
 from __future__ import annotations
 
-from .keras_model import import_keras
+from .keras_backend import import_keras
 
 keras, _ = import_keras()
 

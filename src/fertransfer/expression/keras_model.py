@@ -7,23 +7,12 @@ this module, so any stage can use an AutoKeras model as its judge.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-def import_keras():
-    """keras and autokeras, with the torch backend chosen before keras is first imported."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    if keras.backend.backend() != "torch":
-        raise RuntimeError(f"keras was already imported with the {keras.backend.backend()} backend; set KERAS_BACKEND=torch")
-    import autokeras as ak
-
-    return keras, ak
+from .keras_backend import import_keras
 
 
 def standardise(images: np.ndarray) -> np.ndarray:
