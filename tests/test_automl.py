@@ -130,3 +130,19 @@ def test_stage_lists_the_trials_in_the_manifest_and_the_report(tmp_path, smileys
     assert "AutoKeras search (fer_cnn): 2 trials" in (folder / "classify" / "report.md").read_text()
     page = write_report(folder).read_text()
     assert "trial 1" in page and "search_real.png" in page
+
+
+def test_the_final_run_takes_the_best_trial_that_affords_its_epochs():
+    from fertransfer.classify.automl_space import choose_final_trial, final_epoch_seconds
+
+    # 2 epochs on 1,000 images + 300 validated (cost 1,000 + 100 = 1,100 units): 11 s an epoch -> 0.01 s a unit;
+    # on 10,000 images + 300 validated: 101 s an epoch
+    wide = {"trial": "00", "val_acc": 0.40, "seconds": 22.0, "epochs": 2}
+    narrow = {"trial": "01", "val_acc": 0.38, "seconds": 4.4, "epochs": 2}  # 20.2 s an epoch
+    assert final_epoch_seconds(wide, 1000, 10_000, 300) == pytest.approx(101.0)
+    best, affordable = choose_final_trial([wide, narrow], 1000, 10_000, 300, remaining_seconds=505.0, min_epochs=10)
+    assert best is narrow and affordable == {"00": 5.0, "01": 25.0}
+    # a minimum of 0, no time budget, or no trial that fits: the best by validation accuracy
+    assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 505.0, min_epochs=0)[0] is wide
+    assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 0.0, min_epochs=10)[0] is wide
+    assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 50.0, min_epochs=10)[0] is wide

@@ -55,6 +55,7 @@ class AutoKerasConfig:
     trial_images: int = 4000  # fer_cnn: training images per trial, stratified (0: all)
     search_share: float = 0.35  # fer_cnn: share of the time budget for the trials; the rest retrains the best
     final_epochs: int = 30  # fer_cnn: epochs of the best configuration's run on all images (0: keep the trial)
+    final_min_epochs: int = 10  # fer_cnn: the final run's configuration must afford this many epochs (0: any)
 
 
 @dataclass

@@ -91,6 +91,10 @@ class ClassifyOptions:
                                         "the rest trains the best configuration on every training image.", gt=0, le=1)
     automl_final_epochs: int = option(30, "autokeras, fer_cnn: epochs of the best configuration's final run on "
                                       "every training image (a time budget ends it sooner; 0: keep the trial).", ge=0)
+    automl_final_min_epochs: int = option(10, "autokeras, fer_cnn with a time budget: the final run takes the best "
+                                          "trial whose configuration can train this many epochs on every image in "
+                                          "what is left of the budget (estimated from its trial's epochs; 0: the "
+                                          "best trial, whatever its cost).", ge=0)
     train_limit: int = option(0, "Use at most this many training images per set, stratified (0: all); for quick runs.", ge=0)
     oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
     leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")

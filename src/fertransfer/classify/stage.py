@@ -133,7 +133,7 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
                              batch_size=options.batch_size, space=options.automl_space,
                              trial_images=options.automl_trial_images, search_share=options.automl_search_share,
-                             final_epochs=options.automl_final_epochs)
+                             final_epochs=options.automl_final_epochs, final_min_epochs=options.automl_final_min_epochs)
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 
