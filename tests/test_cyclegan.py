@@ -166,6 +166,21 @@ def test_structure_loss_keeps_the_layout_not_the_tone():
     assert structure_distance(face.flip(-2), face, 4).item() > 0.3  # upside down: another layout
 
 
+def test_structure_loss_with_a_crop_holds_only_the_inner_face():
+    torch.manual_seed(0)
+    face = torch.rand(2, 1, 20, 20) * 2 - 1
+    new_frame = face.clone()
+    new_frame[..., :3, :] = 1.0  # other hair, outline and background: the outer 3 pixels all round
+    new_frame[..., -3:, :] = -1.0
+    new_frame[..., :, :3] = 1.0
+    new_frame[..., :, -3:] = -1.0
+    assert structure_distance(new_frame, face, 2).item() > 0.1  # the whole image: the frame counts
+    assert structure_distance(new_frame, face, 2, crop=0.7).item() == 0.0  # the inner 14x14 is the same
+    new_mouth = face.clone()
+    new_mouth[..., 12:16, 6:14] = -face[..., 12:16, 6:14]
+    assert structure_distance(new_mouth, face, 2, crop=0.7).item() > 0.05
+
+
 @pytest.mark.parametrize("lambda_expression", [0.0, 2.0])
 def test_resume_continues_exactly(tmp_path, lambda_expression):
     """2K steps in one go == K steps, interruption, resume, K steps (deterministic CPU), with

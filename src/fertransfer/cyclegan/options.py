@@ -61,6 +61,9 @@ class CycleganOptions:
         0.0, "Weight of a structure loss: L1 between the coarse gray layouts (pooled by structure_scale, "
              "standardised) of a FER face and its translation (0: off).", ge=0)
     structure_scale: int = option(4, "Pooling factor of the structure loss's coarse layout.", ge=1)
+    structure_crop: float = option(1.0, "Centred fraction of the image whose layout the structure loss holds (1: "
+                                   "all of it; 0.7: the inner face, eyes, brows and mouth, leaving hair, outline "
+                                   "and background free to become the person's).", gt=0, le=1)
     expression_epochs: int = option(6, "Epochs of the classifier trained here for the expression loss.", ge=1)
     expression_width: int = option(16, "Width of the classifier trained here for the expression loss.", ge=1)
     pool_size: int = option(50, "Past fakes kept for the discriminators.", ge=0)

@@ -45,17 +45,28 @@ class ImagePool:
         self.images = [im.to(device) for im in images]
 
 
-def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: int) -> torch.Tensor:
+def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: int, crop: float = 1.0) -> torch.Tensor:
     """L1 between coarse gray layouts (average-pooled by `scale`): where a face is light or dark
     (an open mouth, raised brows) survives the translation, while texture, identity and fine
     detail are the generator's to change. Mean and contrast are taken out per image, so the
-    person's skin tone and lighting are not held to the FER face's."""
+    person's skin tone and lighting are not held to the FER face's. With `crop` < 1 only the
+    centred part is compared: on aligned faces the inner face carries the expression, while
+    hair, outline and background carry much of who it is."""
     def layout(x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(match_channels(x.float(), 1), scale)
+        x = centre_crop(match_channels(x.float(), 1), crop)
+        x = F.avg_pool2d(x, scale)
         x = x - x.mean(dim=(1, 2, 3), keepdim=True)
         return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
 
     return F.l1_loss(layout(translated), layout(source))
+
+
+def centre_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The centred `fraction` of each image's height and width (at least one pixel)."""
+    height, width = x.shape[-2:]
+    h, w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - h) // 2, (width - w) // 2
+    return x[..., top:top + h, left:left + w]
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
@@ -72,7 +83,8 @@ def source_losses(cfg, expression: ExpressionConsistency | None, translated: tor
     if cfg.lambda_expression > 0:  # F(b) must show b's expression to a classifier that reads FER faces
         losses["expression"] = cfg.lambda_expression * expression(translated, source)
     if cfg.lambda_structure > 0:  # ... and keep b's coarse layout of light and dark (mouth, brows, eyes)
-        losses["structure"] = cfg.lambda_structure * structure_distance(translated, source, cfg.structure_scale)
+        losses["structure"] = cfg.lambda_structure * structure_distance(translated, source, cfg.structure_scale,
+                                                                        cfg.structure_crop)
     return losses
 
 

@@ -84,6 +84,7 @@ class TrainConfig:
     lambda_expression: float = _option("lambda_expression")  # expression consistency of F(b) with b (needs a classifier)
     lambda_structure: float = _option("lambda_structure")  # L1 between the coarse gray layouts of F(b) and b
     structure_scale: int = _option("structure_scale")  # the layout is the image average-pooled by this factor
+    structure_crop: float = _option("structure_crop")  # the centred part of the image whose layout is held
     lambda_gp: float = 10.0  # wgangp only
     # autoencoder (autoencoder.py)
     bottleneck: int = _option("bottleneck")  # size of the shared code: small, so that identity lives in the decoders
