@@ -18,7 +18,9 @@ with the person's extract stage shared (linked, run once in the run dir): the ru
 fingerprints skip a setting whose cyclegan stage is already done, so a rerun or a larger grid
 reuses finished points, and an interrupted setting resumes from its checkpoint. The judge is
 `--judge`, else the config's [cyclegan] or [classify] judge, else the run's classify/real/model.
-A setting that fails is reported and the others go on; the exit status is then 1.
+A setting that fails is reported and the others go on; the exit status is then 1. With
+`--include` alone (no --set or --grid) nothing is trained: finished runs, e.g. settings run side by
+side in separate folders, are drawn together.
 
 When the person has labelled faces (the config's [classify] person_test, e.g. extract's
 person_test/), the plot also draws the judge's accuracy on them, brought through the generator's
@@ -249,7 +251,7 @@ def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: s
         print(f"judge: {judge_path}; extract: {base.run_dir / 'extract' if uses_extract else 'not used'}")
         return []
     out.mkdir(parents=True, exist_ok=True)
-    if uses_extract:
+    if uses_extract and planned:
         run_pipeline(base, "extract")  # once, shared by every setting (skipped when done)
     reference = person_reference(base, judge_path)
     title = f"{config_path.name}: judge agreement against person score"
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        settings = grid_settings(args.set, args.grid)
+        only_included = args.include and not args.set and not args.grid
+        settings = [] if only_included else grid_settings(args.set, args.grid)
         common = {k: parse_value(v) for k, v in map(parse_assignment, args.common)}
         included = [included_point(*parse_assignment(text)) for text in args.include]
         points = run_frontier(args.config, settings, common, args.judge, args.out, args.dry_run, included)

@@ -79,6 +79,13 @@ def test_frontier_on_the_demo(demo, capsys):
                           "--include", f"own run={out / 'lambda_identity-0.5'}"]) == 0
     rows = list(csv.DictReader((out / "frontier.csv").open()))
     assert [r["setting"] for r in rows] == ["own run", "lambda_identity=0"] and rows[0]["steps"] == "4"
+    # Finished runs alone are drawn together, nothing trained.
+    joined = demo / "joined"
+    assert frontier.main([*args[:4], "--out", str(joined), "--include", f"a={out / 'lambda_identity-0'}",
+                          "--include", f"b={out / 'lambda_identity-1'}"]) == 0
+    assert [r["setting"] for r in csv.DictReader((joined / "frontier.csv").open())] == ["a", "b"]
+    assert sorted(p.name for p in joined.iterdir()) == ["frontier.csv", "frontier.json", "frontier.png"]
+    assert manifest.stat().st_mtime_ns == before
     assert frontier.main([*args[:4], "--include", f"nothing={demo / 'judge'}"]) == 2
     assert "--include nothing=" in capsys.readouterr().err
 
