@@ -151,6 +151,7 @@ def test_stage_trains_the_autoencoder_and_augment_can_load_it(tmp_path, smileys)
     ({"model": "autoencoder", "image_size": 24}, "needs an image_size that is a multiple of 16"),
     ({"model": "cut", "generator": "unet"}, "reads PatchNCE features from a ResNet generator"),
     ({"generator": "resnet_99blocks"}, r"generator: 'resnet_99blocks' is not one of resnet_6blocks"),
+    ({"diffaugment": ["color", "rotation"]}, "diffaugment: unknown 'rotation'; known: color, translation, cutout"),
 ])
 def test_unknown_or_unfit_models_are_config_errors_before_any_stage_runs(tmp_path, smileys, options, message):
     from fertransfer.pipelines.config import ConfigError, load_config

@@ -142,7 +142,7 @@ class SharedAutoencoder:
     def __init__(self, cfg, expression, wrap: Callable[[nn.Module], nn.Module]):
         self.cfg, self.expression = cfg, expression
         networks = build_networks(cfg.image_size, cfg.ngf, cfg.bottleneck, cfg.a_channels, cfg.b_channels)
-        D_A = build_discriminator(cfg.a_channels, cfg.ndf, cfg.n_layers)
+        D_A = build_discriminator(cfg.a_channels, cfg.ndf, cfg.n_layers, cfg.diffaugment)
         self.nets = {**networks, "D_A": D_A}
         self.pools = {"pool_A": ImagePool(cfg.pool_size)}
         self.adversarial = cfg.lambda_adversarial > 0

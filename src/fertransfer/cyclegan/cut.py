@@ -117,7 +117,7 @@ class ContrastiveTranslation:
         with torch.no_grad():
             channels = [f.shape[1] for f in encode(G, torch.zeros(1, b, cfg.image_size, cfg.image_size))]
         heads = PatchHeads(channels)
-        D_A = build_discriminator(a, cfg.ndf, cfg.n_layers)
+        D_A = build_discriminator(a, cfg.ndf, cfg.n_layers, cfg.diffaugment)
         self.nets = {"G_AB": ChannelMatch(b), "G_BA": G, "F": heads, "D_A": D_A}
         self.pools = {}
         self.contrast = wrap(Contrast(G, heads, b, self.identity, cfg.nce_patches, cfg.nce_temperature))

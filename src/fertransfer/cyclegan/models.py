@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from .diffaugment import diff_augment
 from .tensors import match_channels
 
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual", "resnet_6blocks_residual_resize")
@@ -124,10 +125,12 @@ class UnetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN: n_layers strided convolutions; one logit per overlapping patch (70x70 at n_layers=3)."""
+    """PatchGAN: n_layers strided convolutions; one logit per overlapping patch (70x70 at n_layers=3).
+    With an `augment` policy every image it scores is augmented first (diffaugment.py)."""
 
-    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3):
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, augment: tuple[str, ...] = ()):
         super().__init__()
+        self.augment = tuple(augment)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):
@@ -141,7 +144,7 @@ class PatchDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(diff_augment(x, self.augment) if self.augment else x)
 
 
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
@@ -191,8 +194,8 @@ def build_generator(name: str, in_channels: int, out_channels: int, ngf: int, im
     return init_weights(net)
 
 
-def build_discriminator(in_channels: int, ndf: int, n_layers: int) -> nn.Module:
-    return init_weights(PatchDiscriminator(in_channels, ndf, n_layers))
+def build_discriminator(in_channels: int, ndf: int, n_layers: int, augment: tuple[str, ...] = ()) -> nn.Module:
+    return init_weights(PatchDiscriminator(in_channels, ndf, n_layers, augment))
 
 
 class ChannelMatch(nn.Module):

@@ -22,7 +22,7 @@ from fertransfer.errors import StageError
 from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
-from .options import GAN_MODES, GENERATORS, MODELS, CycleganOptions  # noqa: F401  (re-exported: declared in options.py)
+from .options import AUGMENTATIONS, GAN_MODES, GENERATORS, MODELS, CycleganOptions  # noqa: F401  (re-exported: declared in options.py)
 
 
 def train_config(options: CycleganOptions, seed: int, device: str):
@@ -30,6 +30,7 @@ def train_config(options: CycleganOptions, seed: int, device: str):
 
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(options, f.name)}
     values["load_size"] = options.load_size or -(-options.image_size * 9 // 8)
+    values["diffaugment"] = tuple(options.diffaugment)
     return TrainConfig(**values, seed=seed, device=device)
 
 
@@ -390,6 +391,9 @@ def _check(options: CycleganOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append(f"load_size: {options.load_size} is smaller than image_size {options.image_size}")
     if options.model == "autoencoder" and options.image_size % 16:
         problems.append(f"model = \"autoencoder\" needs an image_size that is a multiple of 16, got {options.image_size}")
+    unknown = [name for name in options.diffaugment if name not in AUGMENTATIONS]
+    if unknown:
+        problems.append(f"diffaugment: unknown {', '.join(map(repr, unknown))}; known: {', '.join(AUGMENTATIONS)}")
     if options.model in ("cut", "fastcut") and not options.generator.startswith("resnet"):
         problems.append(f"model = \"{options.model}\" reads PatchNCE features from a ResNet generator's encoder; "
                         f"generator {options.generator!r} has none: use one of "

@@ -79,6 +79,7 @@ class TrainConfig:
     ndf: int = _option("ndf")
     n_layers: int = _option("n_layers")
     gan_mode: str = _option("gan_mode")
+    diffaugment: tuple[str, ...] = ()  # what every image a discriminator scores goes through (diffaugment.py)
     lambda_cycle: float = _option("lambda_cycle")
     lambda_identity: float = _option("lambda_identity")  # times lambda_cycle
     lambda_expression: float = _option("lambda_expression")  # expression consistency of F(b) with b (needs a classifier)
@@ -251,7 +252,7 @@ class CycleGAN:
         a, b = cfg.a_channels, cfg.b_channels
         G_AB = build_generator(cfg.generator, a, b, cfg.ngf, cfg.image_size)
         G_BA = build_generator(cfg.generator, b, a, cfg.ngf, cfg.image_size)
-        D_A, D_B = build_discriminator(a, cfg.ndf, cfg.n_layers), build_discriminator(b, cfg.ndf, cfg.n_layers)
+        D_A, D_B = (build_discriminator(c, cfg.ndf, cfg.n_layers, cfg.diffaugment) for c in (a, b))
         self.nets = {"G_AB": G_AB, "G_BA": G_BA, "D_A": D_A, "D_B": D_B}
         self.pools = {"pool_A": ImagePool(cfg.pool_size), "pool_B": ImagePool(cfg.pool_size)}
         self.identity = cfg.lambda_identity > 0
