@@ -9,6 +9,11 @@ discriminator scores, real or generated, in its own update and in the generator'
 cut and recoloured at random, per image; the transforms are differentiable, so the generator is
 still taught through them, and since reals and fakes go through the same ones the generator gains
 nothing by drawing them. Randomness comes from torch's generator, so exact resume keeps it.
+
+`color` is not for every pair of domains: much of what tells a person's crops from FER faces is tone
+and contrast, and a discriminator that sees both at random brightness and contrast cannot use it. On
+W009 the paper's three transforms left CUT's generator where it started (person score 0.000, SWD
+-1% after 2,017 steps: docs/results.md); translation and cutout alone leave tone visible.
 """
 
 from __future__ import annotations

@@ -41,9 +41,10 @@ class CycleganOptions:
     n_layers: int = option(3, "PatchGAN discriminator layers (3: 70x70 patches).", ge=1, le=6)
     gan_mode: str = option("lsgan", "Adversarial loss.", choices=GAN_MODES)
     diffaugment: list[str] = option([], "DiffAugment (Zhao et al. 2020) for the discriminators: any of color, "
-                                    "translation, cutout (the paper's policy: all three). Every image a "
-                                    "discriminator scores, real or translated, is augmented the same random way, "
-                                    "so that it cannot learn a few hundred person crops by heart and win (empty: off).")
+                                    "translation, cutout. Every image a discriminator scores, real or translated, is "
+                                    "augmented the same random way, so that it cannot learn a few hundred person "
+                                    "crops by heart and win. The paper uses all three; color hides the tone that "
+                                    "tells a person's crops from FER faces (docs/results.md). Empty: off.")
     lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss (cyclegan).", ge=0)
     lambda_adversarial: float = option(1.0, "Weight of the adversarial loss on FER -> person translations "
                                        "(autoencoder, cut, fastcut; 0: no discriminator, a plain autoencoder).", ge=0)
