@@ -47,6 +47,7 @@ from fertransfer.pipelines.config import ConfigError, load_config, parse_config,
 from fertransfer.pipelines.runner import read_manifest, run_pipeline
 
 log = logging.getLogger("frontier")
+NAMED_POINTS = 6  # more points than this are numbered, their names listed beside the plot
 
 COLUMNS = ("setting", "person_score", "judge_agreement", "swd_translated", "swd_untranslated", "swd_change",
            "person_control", "untranslated_control", "person_crops", "images", "steps", "train_seconds",
@@ -193,13 +194,18 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
     shown = [p for p in points if p["person_score"] is not None and p["judge_agreement"] is not None]
+    numbered = len(shown) > NAMED_POINTS  # many labels would overlap: numbers on the plot, names beside it
+    fig, ax = plt.subplots(figsize=(13 if numbered else 8, 6), dpi=110)
+    number = {id(p): n for n, p in enumerate(shown, 1)}
     # Labels of points close together (settings that barely differ) alternate above and below.
     for rank, p in enumerate(sorted(shown, key=lambda p: (p["judge_agreement"], p["person_score"]))):
         ax.scatter(p["person_score"], p["judge_agreement"], s=36)
-        ax.annotate(p["setting"], (p["person_score"], p["judge_agreement"]), fontsize=7,
-                    xytext=(4, 4 if rank % 2 else -10), textcoords="offset points")
+        ax.annotate(str(number[id(p)]) if numbered else p["setting"], (p["person_score"], p["judge_agreement"]),
+                    fontsize=7, xytext=(4, 4 if rank % 2 else -10), textcoords="offset points")
+    if numbered:
+        names = [f"{number[id(p)]}. {p['setting']}: {p['person_score']:.2f}, {p['judge_agreement']:.1%}" for p in shown]
+        fig.text(0.63, 0.95, "\n".join(names), va="top", fontsize=7)
     controls = [p["untranslated_control"] for p in shown if p["untranslated_control"] is not None]
     if controls:
         ax.axvline(sum(controls) / len(controls), color="0.6", linestyle=":", label="untranslated FER (control)")
@@ -218,7 +224,7 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     missing = len(points) - len(shown)
     ax.set_title(title + (f" ({missing} setting(s) without both figures)" if missing else ""), fontsize=9)
     ax.legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.62 if numbered else 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
