@@ -428,11 +428,8 @@ STAGE = Stage(
     check=_check,
     resumable=True,
     resume_point=_resume_point,
-    # The demo translates with CUT and a light PatchNCE: on its frontier (docs/results.md) the one
-    # setting with person score >= 0.8 at judge agreement >= 0.9. Real persons keep CycleGAN.
     demo={
         "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
         "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,
-        "model": "cut", "lambda_nce": 0.5,
     },
 )
