@@ -197,14 +197,14 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     shown = [p for p in points if p["person_score"] is not None and p["judge_agreement"] is not None]
     numbered = len(shown) > NAMED_POINTS  # many labels would overlap: numbers on the plot, names beside it
     fig, ax = plt.subplots(figsize=(13 if numbered else 8, 6), dpi=110)
-    number = {id(p): n for n, p in enumerate(shown, 1)}
     # Labels of points close together (settings that barely differ) alternate above and below.
-    for rank, p in enumerate(sorted(shown, key=lambda p: (p["judge_agreement"], p["person_score"]))):
+    by_height = sorted(enumerate(shown, 1), key=lambda np_: (np_[1]["judge_agreement"], np_[1]["person_score"]))
+    for rank, (number, p) in enumerate(by_height):
         ax.scatter(p["person_score"], p["judge_agreement"], s=36)
-        ax.annotate(str(number[id(p)]) if numbered else p["setting"], (p["person_score"], p["judge_agreement"]),
+        ax.annotate(str(number) if numbered else p["setting"], (p["person_score"], p["judge_agreement"]),
                     fontsize=7, xytext=(4, 4 if rank % 2 else -10), textcoords="offset points")
     if numbered:
-        names = [f"{number[id(p)]}. {p['setting']}: {p['person_score']:.2f}, {p['judge_agreement']:.1%}" for p in shown]
+        names = [f"{n}. {p['setting']}: {p['person_score']:.2f}, {p['judge_agreement']:.1%}" for n, p in enumerate(shown, 1)]
         fig.text(0.63, 0.95, "\n".join(names), va="top", fontsize=7)
     controls = [p["untranslated_control"] for p in shown if p["untranslated_control"] is not None]
     if controls:
