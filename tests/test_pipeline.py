@@ -82,6 +82,25 @@ def test_changes_make_stages_stale(project):
     assert status.state == "stale" and "upstream" in status.reason
 
 
+def test_an_option_added_since_a_run_finished_leaves_it_done_at_its_default(project):
+    """A run finished by an older fertransfer, whose stage had no `fail_midway` yet, stays done
+    after the upgrade; setting the new option away from its default makes it stale."""
+    from fertransfer.pipelines import runner
+
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "all")
+    path = project / "out" / "cyclegan" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    recorded = manifest["fingerprint"]
+    del recorded["config"]["fail_midway"]
+    recorded["digest"] = runner._digest({k: v for k, v in recorded.items() if k != "digest"})
+    path.write_text(json.dumps(manifest))
+    assert states(config)["cyclegan"] == "done" and states(config)["classify"] == "done"
+    config.options("cyclegan").fail_midway = True
+    status = stage_status(config, "cyclegan")
+    assert status.state == "stale" and "config" in status.reason
+
+
 def test_inputs_are_identified_by_content_not_by_time(project):
     import os
 

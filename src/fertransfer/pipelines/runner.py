@@ -159,7 +159,10 @@ def fingerprinted_config(config: Config, stage: Stage) -> dict:
     return {**values, **{key: getattr(config.data, key) for key in stage.data_keys}}
 
 
-def fingerprint(config: Config, stage: Stage) -> dict:
+def fingerprint(config: Config, stage: Stage, recorded: dict | None = None) -> dict:
+    """What the stage's output depends on, and its digest. Given the `recorded` fingerprint of a
+    finished run, an option that run's config does not list (one added to the stage since) counts
+    only when it is set away from its default: upgrading fertransfer leaves finished runs done."""
     options = config.options(stage.name)
     upstream = {}
     for name in stage.upstream(options, config.data):
@@ -168,12 +171,21 @@ def fingerprint(config: Config, stage: Stage) -> dict:
     digest = InputDigests(config.run_dir)
     inputs = {input_key(p, config.base_dir): digest(p) for p in input_paths(config, stage)}
     parts = {
-        "config": fingerprinted_config(config, stage),
+        "config": _like_recorded(fingerprinted_config(config, stage), options, (recorded or {}).get("config")),
         "seed": config.run.seed,
         "inputs": inputs,
         "upstream": upstream,
     }
     return {**parts, "digest": _digest(parts)}
+
+
+def _like_recorded(values: dict, options: Any, recorded: dict | None) -> dict:
+    """`values` less the options at their default that a `recorded` config does not list."""
+    if not isinstance(recorded, dict):
+        return values
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(options)}
+    return {key: value for key, value in values.items()
+            if key in recorded or key not in defaults or _digest(value) != _digest(defaults[key])}
 
 
 # --- output checks --------------------------------------------------------------------
@@ -358,8 +370,8 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
     work = config.run_dir / f"{name}.partial"
     if manifest is None and not (work / MANIFEST).is_file() and not (stage.resumable and work.is_dir()):
         return StageStatus(name, "missing")
-    current = fingerprint(config, stage)
     recorded = (manifest or {}).get("fingerprint", {})
+    current = fingerprint(config, stage, recorded)
     if recorded.get("digest") != current["digest"] and finished_work(config, stage, current):
         return StageStatus(name, "interrupted", None, "finished but not published: `pipeline run` publishes it")
     if recorded.get("digest") != current["digest"]:
