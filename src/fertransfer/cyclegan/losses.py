@@ -39,6 +39,14 @@ def generator_loss(mode: str, fake: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown gan mode '{mode}'; choose one of {', '.join(GAN_MODES)}")
 
 
+def r1_penalty(discriminator, real: torch.Tensor, weight: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): weight/2 * ||grad D(x)||^2 at real images x, in float32 (a
+    gradient of a gradient); zero gradient at the data is where a discriminator stops pushing."""
+    real = real.detach().float().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(real).float().sum(), real, create_graph=True)
+    return 0.5 * weight * grad.flatten(1).pow(2).sum(1).mean()
+
+
 def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): (||grad D(x)|| - 1)^2 on random interpolates."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)

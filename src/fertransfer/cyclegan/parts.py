@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .expression import ExpressionConsistency
-from .losses import discriminator_loss, gradient_penalty
+from .losses import discriminator_loss, gradient_penalty, r1_penalty
 from .tensors import match_channels
 
 
@@ -99,7 +99,8 @@ def person_discriminator_step(cfg, D_A: nn.Module, scorer: nn.Module, optimizer:
         loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
     if cfg.gan_mode == "wgangp":
         loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
+    penalty = r1_penalty(D_A, real_A, cfg.lambda_r1) if cfg.lambda_r1 else 0  # not in the logged loss
     optimizer.zero_grad(set_to_none=True)
-    loss_D.backward()
+    (loss_D + penalty).backward()
     optimizer.step()
     return loss_D

@@ -47,7 +47,7 @@ from .checkpoint import ARCHITECTURE_KEYS, load_newest_valid, save_checkpoint
 from .cut import ContrastiveTranslation
 from .data import Domains
 from .expression import ExpressionConsistency
-from .losses import discriminator_loss, generator_loss, gradient_penalty
+from .losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from .models import MODELS, build_discriminator, build_generator
 from .options import CycleganOptions
 from .parts import ImagePool, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
@@ -87,6 +87,7 @@ class TrainConfig:
     structure_scale: int = _option("structure_scale")  # the layout is the image average-pooled by this factor
     structure_crop: float = _option("structure_crop")  # the centred part of the image whose layout is held
     lambda_gp: float = 10.0  # wgangp only
+    lambda_r1: float = _option("lambda_r1")  # R1 penalty on the discriminators' real images (0: off)
     # autoencoder (autoencoder.py)
     bottleneck: int = _option("bottleneck")  # size of the shared code: small, so that identity lives in the decoders
     warp: float = _option("warp")  # strength of the random warp of the encoder's inputs (0: off)
@@ -301,8 +302,10 @@ class CycleGAN:
         if cfg.gan_mode == "wgangp":
             loss_D_A = loss_D_A + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
             loss_D_B = loss_D_B + gradient_penalty(D_B, real_B, fake_B, cfg.lambda_gp)
+        # R1 is left out of the logged D losses, which stay comparable across settings.
+        penalty = r1_penalty(D_A, real_A, cfg.lambda_r1) + r1_penalty(D_B, real_B, cfg.lambda_r1) if cfg.lambda_r1 else 0
         opt_D.zero_grad(set_to_none=True)
-        (loss_D_A + loss_D_B).backward()
+        (loss_D_A + loss_D_B + penalty).backward()
         opt_D.step()
         losses["D_A"], losses["D_B"] = loss_D_A, loss_D_B
         return {k: v.detach() for k, v in losses.items()}
