@@ -101,6 +101,25 @@ def test_an_option_added_since_a_run_finished_leaves_it_done_at_its_default(proj
     assert status.state == "stale" and "config" in status.reason
 
 
+def test_a_run_interrupted_before_an_option_was_added_is_continued(project):
+    from fertransfer.pipelines import runner
+
+    config = load_config(project / "pipeline.toml")
+    run_pipeline(config, "extract")
+    config.options("cyclegan").fail_midway = True
+    with pytest.raises(Exception, match="failed midway"):
+        run_pipeline(config, "cyclegan")
+    path = project / "out" / "cyclegan.partial" / runner.FINGERPRINT_FILE
+    recorded = json.loads(path.read_text())
+    del recorded["config"]["suffix"]  # an older fertransfer's stage had no suffix yet
+    recorded["digest"] = runner._digest({k: v for k, v in recorded.items() if k != "digest"})
+    path.write_text(json.dumps(recorded))
+    assert stage_status(config, "cyclegan").text == "interrupted, resumes from attempt 2"
+    with pytest.raises(Exception, match="failed midway"):
+        run_pipeline(config, "cyclegan")
+    assert (project / "out" / "cyclegan.partial" / "attempts.txt").read_text() == "2"
+
+
 def test_inputs_are_identified_by_content_not_by_time(project):
     import os
 

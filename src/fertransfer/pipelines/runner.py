@@ -327,24 +327,25 @@ class StageStatus:
         return text
 
 
-def _resume_point(config: Config, stage: Stage, current: dict) -> str | None:
+def _resume_point(config: Config, stage: Stage) -> str | None:
     """What `status` says of a work folder `run` would continue (same fingerprint, resumable stage)."""
     work = config.run_dir / f"{stage.name}.partial"
     if not stage.resumable or not work.is_dir():
         return None
     previous = _read_json(work / FINGERPRINT_FILE)
-    if not previous or previous.get("digest") != current["digest"]:
+    if not previous or previous.get("digest") != fingerprint(config, stage, previous)["digest"]:
         return None
     point = stage.resume_point(work)
     return f"resumes from {point}" if point else "resumable"
 
 
-def finished_work(config: Config, stage: Stage, current: dict) -> dict | None:
+def finished_work(config: Config, stage: Stage) -> dict | None:
     """The manifest in `<stage>.partial/` of a run that finished but was not published (stopped
     between the two renames of publishing), when it is for the current fingerprint and intact."""
     work = config.run_dir / f"{stage.name}.partial"
     manifest = read_manifest(work)
-    if not manifest or (manifest.get("fingerprint") or {}).get("digest") != current["digest"]:
+    recorded = (manifest or {}).get("fingerprint") or {}
+    if not manifest or recorded.get("digest") != fingerprint(config, stage, recorded)["digest"]:
         return None
     return None if find_damage(work, manifest.get("output_check")) else manifest
 
@@ -372,10 +373,10 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
         return StageStatus(name, "missing")
     recorded = (manifest or {}).get("fingerprint", {})
     current = fingerprint(config, stage, recorded)
-    if recorded.get("digest") != current["digest"] and finished_work(config, stage, current):
+    if recorded.get("digest") != current["digest"] and finished_work(config, stage):
         return StageStatus(name, "interrupted", None, "finished but not published: `pipeline run` publishes it")
     if recorded.get("digest") != current["digest"]:
-        resume = _resume_point(config, stage, current)
+        resume = _resume_point(config, stage)
         if resume:
             kept = " (the older finished output is kept until then)" if manifest else ""
             return StageStatus(name, "interrupted", manifest, resume + kept)
@@ -506,16 +507,17 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
             raise StageError(f"stage '{name}' needs '{up}', which is {up_status.state}: run `pipeline run {up}` first")
     artifacts = resolve_artifacts(config, stage)
 
-    current = fingerprint(config, stage)
     work = config.run_dir / f"{name}.partial"
-    finished = None if force else finished_work(config, stage, current)
+    # like the interrupted run's, so that one left by an older fertransfer is continued, not lost
+    current = fingerprint(config, stage, _read_json(work / FINGERPRINT_FILE) if work.is_dir() else None)
+    finished = None if force else finished_work(config, stage)
     if finished:
         log.info("%s: the run in %s finished but was not published; publishing it", name, work)
         _publish(work, config.run_dir / name)
         return StageStatus(name, "done", finished)
     resuming = False
     if work.exists():
-        point = None if force else _resume_point(config, stage, current)
+        point = None if force else _resume_point(config, stage)
         if point:
             resuming = True
             log.info("%s: continuing the interrupted run in %s (%s)", name, work, point)
