@@ -46,6 +46,20 @@ def random_domains(seed: int = 0, size: int = 18, held: int = 16, held_size: int
     return Domains(smooth(12, 3, size), smooth(12, 1, size), smooth(held, 3, held_size), smooth(held, 1, held_size), {})
 
 
+def trained_with_and_without(tmp_path: Path, model: str, **option) -> tuple[dict, dict, dict]:
+    """The nets at the last step of three tiny runs of `model`: with `option` straight through, with
+    it stopped halfway and resumed, and without it (for a discriminator-side option: D must differ)."""
+    extra = {"generator": "resnet_6blocks_residual_resize", "nce_patches": 8} if model == "cut" else {}
+    domains = random_domains()
+    cfg = tiny_config(model=model, **option, **extra)
+    train(cfg, domains, tmp_path / "straight")
+    train(cfg, domains, tmp_path / "split", stop_at=4)
+    train(cfg, domains, tmp_path / "split", resume=True)
+    train(tiny_config(model=model, **extra), domains, tmp_path / "plain")
+    return tuple(load_checkpoint(tmp_path / name / "checkpoints" / "step_00000008.pt")["models"]
+                 for name in ("straight", "split", "plain"))
+
+
 # --- networks and losses ----------------------------------------------------------------
 
 

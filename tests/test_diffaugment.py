@@ -7,11 +7,9 @@ import pytest
 import torch
 
 from fertransfer.cyclegan import diffaugment
-from fertransfer.cyclegan.checkpoint import load_checkpoint
 from fertransfer.cyclegan.diffaugment import AUGMENTATIONS, cutout, diff_augment, translation
 from fertransfer.cyclegan.models import build_discriminator
-from fertransfer.cyclegan.train import train
-from test_cyclegan import random_domains, tiny_config
+from test_cyclegan import trained_with_and_without
 
 
 def test_translation_moves_whole_pixels_and_fills_with_zeros():
@@ -57,15 +55,7 @@ def test_the_discriminator_augments_what_it_scores():
 
 @pytest.mark.parametrize("model", ["cyclegan", "cut"])
 def test_training_with_diffaugment_changes_it_and_resumes_exactly(tmp_path, model):
-    extra = {"generator": "resnet_6blocks_residual_resize", "nce_patches": 8} if model == "cut" else {}
-    cfg = tiny_config(model=model, diffaugment=AUGMENTATIONS, **extra)
-    domains = random_domains()
-    train(cfg, domains, tmp_path / "straight")
-    train(cfg, domains, tmp_path / "split", stop_at=4)
-    train(cfg, domains, tmp_path / "split", resume=True)
-    train(tiny_config(model=model, **extra), domains, tmp_path / "plain")
-    a, b, plain = (load_checkpoint(tmp_path / name / "checkpoints" / "step_00000008.pt")["models"]
-                   for name in ("straight", "split", "plain"))
+    a, b, plain = trained_with_and_without(tmp_path, model, diffaugment=AUGMENTATIONS)
     assert all(torch.equal(a[net][k], b[net][k]) for net in a for k in a[net])
     assert not all(torch.equal(a["D_A"][k], plain["D_A"][k]) for k in a["D_A"])
 

@@ -82,19 +82,24 @@ def test_changes_make_stages_stale(project):
     assert status.state == "stale" and "upstream" in status.reason
 
 
+def recorded_without(path: Path, option: str) -> None:
+    """Rewrite the fingerprint in `path` (a manifest or a .partial's fingerprint file) as a fertransfer
+    whose stage had no `option` yet would have recorded it."""
+    from fertransfer.pipelines import runner
+
+    document = json.loads(path.read_text())
+    recorded = document.get("fingerprint", document)
+    del recorded["config"][option]
+    recorded["digest"] = runner._digest({k: v for k, v in recorded.items() if k != "digest"})
+    path.write_text(json.dumps(document))
+
+
 def test_an_option_added_since_a_run_finished_leaves_it_done_at_its_default(project):
     """A run finished by an older fertransfer, whose stage had no `fail_midway` yet, stays done
     after the upgrade; setting the new option away from its default makes it stale."""
-    from fertransfer.pipelines import runner
-
     config = load_config(project / "pipeline.toml")
     run_pipeline(config, "all")
-    path = project / "out" / "cyclegan" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    recorded = manifest["fingerprint"]
-    del recorded["config"]["fail_midway"]
-    recorded["digest"] = runner._digest({k: v for k, v in recorded.items() if k != "digest"})
-    path.write_text(json.dumps(manifest))
+    recorded_without(project / "out" / "cyclegan" / "manifest.json", "fail_midway")
     assert states(config)["cyclegan"] == "done" and states(config)["classify"] == "done"
     config.options("cyclegan").fail_midway = True
     status = stage_status(config, "cyclegan")
@@ -102,18 +107,14 @@ def test_an_option_added_since_a_run_finished_leaves_it_done_at_its_default(proj
 
 
 def test_a_run_interrupted_before_an_option_was_added_is_continued(project):
-    from fertransfer.pipelines import runner
+    from fertransfer.pipelines.runner import FINGERPRINT_FILE
 
     config = load_config(project / "pipeline.toml")
     run_pipeline(config, "extract")
     config.options("cyclegan").fail_midway = True
     with pytest.raises(Exception, match="failed midway"):
         run_pipeline(config, "cyclegan")
-    path = project / "out" / "cyclegan.partial" / runner.FINGERPRINT_FILE
-    recorded = json.loads(path.read_text())
-    del recorded["config"]["suffix"]  # an older fertransfer's stage had no suffix yet
-    recorded["digest"] = runner._digest({k: v for k, v in recorded.items() if k != "digest"})
-    path.write_text(json.dumps(recorded))
+    recorded_without(project / "out" / "cyclegan.partial" / FINGERPRINT_FILE, "suffix")
     assert stage_status(config, "cyclegan").text == "interrupted, resumes from attempt 2"
     with pytest.raises(Exception, match="failed midway"):
         run_pipeline(config, "cyclegan")

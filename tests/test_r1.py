@@ -7,10 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from fertransfer.cyclegan.checkpoint import load_checkpoint
 from fertransfer.cyclegan.losses import r1_penalty
-from fertransfer.cyclegan.train import train
-from test_cyclegan import random_domains, tiny_config
+from test_cyclegan import trained_with_and_without
 
 
 def test_r1_is_half_the_weight_times_the_squared_gradient_norm():
@@ -27,14 +25,6 @@ def test_r1_is_half_the_weight_times_the_squared_gradient_norm():
 
 @pytest.mark.parametrize("model", ["cyclegan", "cut", "autoencoder"])
 def test_training_with_r1_changes_the_discriminator_and_resumes_exactly(tmp_path, model):
-    extra = {"generator": "resnet_6blocks_residual_resize", "nce_patches": 8} if model == "cut" else {}
-    cfg = tiny_config(model=model, lambda_r1=10.0, **extra)
-    domains = random_domains()
-    train(cfg, domains, tmp_path / "straight")
-    train(cfg, domains, tmp_path / "split", stop_at=4)
-    train(cfg, domains, tmp_path / "split", resume=True)
-    train(tiny_config(model=model, **extra), domains, tmp_path / "plain")
-    a, b, plain = (load_checkpoint(tmp_path / name / "checkpoints" / "step_00000008.pt")["models"]
-                   for name in ("straight", "split", "plain"))
+    a, b, plain = trained_with_and_without(tmp_path, model, lambda_r1=10.0)
     assert all(torch.equal(a[net][k], b[net][k]) for net in a for k in a[net])
     assert not all(torch.equal(a["D_A"][k], plain["D_A"][k]) for k in a["D_A"])

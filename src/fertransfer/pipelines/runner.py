@@ -159,10 +159,8 @@ def fingerprinted_config(config: Config, stage: Stage) -> dict:
     return {**values, **{key: getattr(config.data, key) for key in stage.data_keys}}
 
 
-def fingerprint(config: Config, stage: Stage, recorded: dict | None = None) -> dict:
-    """What the stage's output depends on, and its digest. Given the `recorded` fingerprint of a
-    finished run, an option that run's config does not list (one added to the stage since) counts
-    only when it is set away from its default: upgrading fertransfer leaves finished runs done."""
+def fingerprint(config: Config, stage: Stage) -> dict:
+    """What the stage's output depends on, and its digest."""
     options = config.options(stage.name)
     upstream = {}
     for name in stage.upstream(options, config.data):
@@ -171,7 +169,7 @@ def fingerprint(config: Config, stage: Stage, recorded: dict | None = None) -> d
     digest = InputDigests(config.run_dir)
     inputs = {input_key(p, config.base_dir): digest(p) for p in input_paths(config, stage)}
     parts = {
-        "config": _like_recorded(fingerprinted_config(config, stage), options, (recorded or {}).get("config")),
+        "config": fingerprinted_config(config, stage),
         "seed": config.run.seed,
         "inputs": inputs,
         "upstream": upstream,
@@ -179,13 +177,29 @@ def fingerprint(config: Config, stage: Stage, recorded: dict | None = None) -> d
     return {**parts, "digest": _digest(parts)}
 
 
-def _like_recorded(values: dict, options: Any, recorded: dict | None) -> dict:
-    """`values` less the options at their default that a `recorded` config does not list."""
-    if not isinstance(recorded, dict):
-        return values
+def same_fingerprint(current: dict, recorded: dict | None, options: Any) -> bool:
+    """Whether a `recorded` fingerprint (a finished or interrupted run's) is the `current` one. An
+    option the recorded config does not list (added to the stage since) counts only when it is set
+    away from its default: upgrading fertransfer leaves finished runs done and continues interrupted ones."""
+    if not recorded:
+        return False
+    if recorded.get("digest") == current["digest"]:
+        return True
+    return recorded.get("digest") == _digest({**_parts(current), "config": _like_recorded(current, recorded, options)})
+
+
+def _parts(fingerprint_: dict) -> dict:
+    return {key: value for key, value in fingerprint_.items() if key != "digest"}
+
+
+def _like_recorded(current: dict, recorded: dict, options: Any) -> dict:
+    """The current config less the options at their default that the recorded config does not list."""
+    listed = recorded.get("config")
+    if not isinstance(listed, dict):
+        return current["config"]
     defaults = {f.name: field_default(f) for f in dataclasses.fields(options)}
-    return {key: value for key, value in values.items()
-            if key in recorded or key not in defaults or _digest(value) != _digest(defaults[key])}
+    return {key: value for key, value in current["config"].items()
+            if key in listed or key not in defaults or _digest(value) != _digest(defaults[key])}
 
 
 # --- output checks --------------------------------------------------------------------
@@ -327,25 +341,24 @@ class StageStatus:
         return text
 
 
-def _resume_point(config: Config, stage: Stage) -> str | None:
+def _resume_point(config: Config, stage: Stage, current: dict) -> str | None:
     """What `status` says of a work folder `run` would continue (same fingerprint, resumable stage)."""
     work = config.run_dir / f"{stage.name}.partial"
     if not stage.resumable or not work.is_dir():
         return None
     previous = _read_json(work / FINGERPRINT_FILE)
-    if not previous or previous.get("digest") != fingerprint(config, stage, previous)["digest"]:
+    if not same_fingerprint(current, previous, config.options(stage.name)):
         return None
     point = stage.resume_point(work)
     return f"resumes from {point}" if point else "resumable"
 
 
-def finished_work(config: Config, stage: Stage) -> dict | None:
+def finished_work(config: Config, stage: Stage, current: dict) -> dict | None:
     """The manifest in `<stage>.partial/` of a run that finished but was not published (stopped
     between the two renames of publishing), when it is for the current fingerprint and intact."""
     work = config.run_dir / f"{stage.name}.partial"
     manifest = read_manifest(work)
-    recorded = (manifest or {}).get("fingerprint") or {}
-    if not manifest or recorded.get("digest") != fingerprint(config, stage, recorded)["digest"]:
+    if not manifest or not same_fingerprint(current, manifest.get("fingerprint"), config.options(stage.name)):
         return None
     return None if find_damage(work, manifest.get("output_check")) else manifest
 
@@ -371,18 +384,20 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
     work = config.run_dir / f"{name}.partial"
     if manifest is None and not (work / MANIFEST).is_file() and not (stage.resumable and work.is_dir()):
         return StageStatus(name, "missing")
+    current = fingerprint(config, stage)
     recorded = (manifest or {}).get("fingerprint", {})
-    current = fingerprint(config, stage, recorded)
-    if recorded.get("digest") != current["digest"] and finished_work(config, stage):
+    same = same_fingerprint(current, recorded, config.options(name))
+    if not same and finished_work(config, stage, current):
         return StageStatus(name, "interrupted", None, "finished but not published: `pipeline run` publishes it")
-    if recorded.get("digest") != current["digest"]:
-        resume = _resume_point(config, stage)
+    if not same:
+        resume = _resume_point(config, stage, current)
         if resume:
             kept = " (the older finished output is kept until then)" if manifest else ""
             return StageStatus(name, "interrupted", manifest, resume + kept)
         if manifest is None:
             return StageStatus(name, "missing")
-        changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != current[k]]
+        compared = {**current, "config": _like_recorded(current, recorded, config.options(name))}
+        changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != compared[k]]
         return StageStatus(name, "stale", manifest, "changed: " + ", ".join(changed))
     damage = find_damage(folder, manifest.get("output_check"))
     if damage:
@@ -508,16 +523,15 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     artifacts = resolve_artifacts(config, stage)
 
     work = config.run_dir / f"{name}.partial"
-    # like the interrupted run's, so that one left by an older fertransfer is continued, not lost
-    current = fingerprint(config, stage, _read_json(work / FINGERPRINT_FILE) if work.is_dir() else None)
-    finished = None if force else finished_work(config, stage)
+    current = fingerprint(config, stage)
+    finished = None if force else finished_work(config, stage, current)
     if finished:
         log.info("%s: the run in %s finished but was not published; publishing it", name, work)
         _publish(work, config.run_dir / name)
         return StageStatus(name, "done", finished)
     resuming = False
     if work.exists():
-        point = None if force else _resume_point(config, stage)
+        point = None if force else _resume_point(config, stage, current)
         if point:
             resuming = True
             log.info("%s: continuing the interrupted run in %s (%s)", name, work, point)
