@@ -75,6 +75,41 @@ def test_random_shift_moves_each_image_within_its_reflected_border_and_survives_
     assert np.allclose(loaded.predict_proba(faces), classifier.predict_proba(faces), atol=1e-6)
 
 
+def test_held_hyperparameters_are_the_same_in_every_trial_and_built_into_the_model(tmp_path):
+    """automl_fixed: the CNN's augmentation held, the rest searched; a held value need not be one
+    of the space's (width 20), and the model built is the one held."""
+    fixed = {"width": 20, "shift": 2, "flip": True, "label_smoothing": 0.1, "dropout": 0.2}
+    x, y = tiny_data(36)
+    xv, yv = tiny_data(12, seed=1)
+    config = AutoKerasConfig(max_trials=3, epochs=1, batch_size=12, trial_images=24, final_epochs=1, fixed=fixed)
+    result = train_autokeras(x, y, xv, yv, CLASSES, config, tmp_path / "trials", seed=0)
+    assert result.info["fixed"] == fixed
+    assert len(result.info["trials"]) == 3
+    for trial in result.info["trials"]:
+        assert {name: trial[name] for name in fixed} == fixed
+    assert {k: result.info["best_hyperparameters"][k] for k in fixed} == fixed
+    layers = {type(layer).__name__: layer for layer in result.classifier.model.layers}
+    assert layers["RandomShift"].shift == 2 and "RandomFlip" in layers and layers["Dropout"].rate == 0.2
+    convs = [layer.filters for layer in result.classifier.model.layers if type(layer).__name__ == "Conv2D"]
+    assert convs[0] == 20
+
+
+def test_automl_fixed_names_an_unknown_hyperparameter_or_a_wrong_value():
+    from fertransfer.classify.automl_hparams import SPACE
+    from fertransfer.classify.stage import STAGE
+
+    options = ClassifyOptions(engine="autokeras", automl_fixed={"crop": 44, "flip": 1, "width": 2.5, "shift": 2})
+    problems = STAGE.check(options, None, DataOptions())
+    assert f"automl_fixed: unknown hyperparameter 'crop'; known: {', '.join(SPACE)}" in problems
+    assert "automl_fixed.flip: expected true or false, got 1" in problems
+    assert "automl_fixed.width: expected a whole number >= 1, got 2.5" in problems
+    assert not any(p.startswith("automl_fixed.shift") for p in problems)
+    # the convblock space has none of these hyperparameters
+    convblock = ClassifyOptions(engine="autokeras", automl_space="convblock", automl_fixed={"shift": 2})
+    assert any("automl_fixed: holds hyperparameters of the fer_cnn space" in p
+               for p in STAGE.check(convblock, None, DataOptions()))
+
+
 def test_a_trial_the_budget_stops_keeps_its_history(tmp_path):
     # A budget of about a second: the first trial is stopped in its first epoch, the search ends,
     # and what it trained is still recorded (the ConvBlock search recorded 0 epochs then).

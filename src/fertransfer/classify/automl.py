@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class AutoKerasConfig:
     search_share: float = 0.35  # fer_cnn: share of the time budget for the trials; the rest retrains the best
     final_epochs: int = 30  # fer_cnn: epochs of the best configuration's run on all images (0: keep the trial)
     final_min_epochs: int = 10  # fer_cnn: the final run's configuration must afford this many epochs (0: any)
+    fixed: dict = field(default_factory=dict)  # fer_cnn: hyperparameters held at a value, not searched
 
 
 @dataclass

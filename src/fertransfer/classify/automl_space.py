@@ -23,24 +23,22 @@ import numpy as np
 from fertransfer.expression.keras_backend import import_keras
 from fertransfer.expression.keras_layers import RandomShift
 
+from .automl_hparams import DEFAULTS, SPACE
 from .keras_env import deadline_callback
 
 log = logging.getLogger(__name__)
 
 keras, ak = import_keras()
 
-# The values searched, in one place: the manifest and the docs read them from here.
-SPACE: dict[str, list] = {
-    "width": [16, 24, 32, 48],  # channels of the first block, doubled per block
-    "depth": [2, 3, 4],  # VGG blocks (FaceNet has 4)
-    "dropout": [0.0, 0.2, 0.4],  # before the classifier
-    "shift": [0, 2, 4],  # random crop: a shift of up to this many pixels (FaceNet: 44-px crops of 48)
-    "flip": [False, True],  # random horizontal flip
-    "label_smoothing": [0.0, 0.1, 0.2],
-    "learning_rate": [3e-3, 1e-3, 3e-4],  # Adam's, in the trials and at the start of the final run
-}
-DEFAULTS = {"width": 32, "depth": 4, "dropout": 0.2, "shift": 2, "flip": True, "label_smoothing": 0.1,
-            "learning_rate": 1e-3}
+
+def choose(hp, name: str, fixed: dict):
+    """One hyperparameter of SPACE: held where `fixed` names it (recorded in every trial all the
+    same), searched over SPACE otherwise."""
+    if name in fixed:
+        return hp.Fixed(name, fixed[name])
+    if name == "flip":
+        return hp.Boolean(name, default=DEFAULTS[name])
+    return hp.Choice(name, SPACE[name], default=DEFAULTS[name])
 
 
 # The running statistics' momentum of torch's BatchNorm (0.1 there, written the other way round).
@@ -51,15 +49,20 @@ BATCHNORM_MOMENTUM = 0.9
 
 
 class FerCnnBlock(ak.Block):
-    """FaceNet's family: `depth` VGG blocks of width `width` * 2^i, augmentation in front."""
+    """FaceNet's family: `depth` VGG blocks of width `width` * 2^i, augmentation in front; the
+    hyperparameters named in `fixed` are held at its values."""
+
+    def __init__(self, fixed: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.fixed = dict(fixed or {})
+
+    def get_config(self):
+        return {**super().get_config(), "fixed": self.fixed}
 
     def build(self, hp, inputs=None):
         x = keras.tree.flatten(inputs)[0]
-        width = hp.Choice("width", SPACE["width"], default=DEFAULTS["width"])
-        depth = hp.Choice("depth", SPACE["depth"], default=DEFAULTS["depth"])
-        dropout = hp.Choice("dropout", SPACE["dropout"], default=DEFAULTS["dropout"])
-        shift = hp.Choice("shift", SPACE["shift"], default=DEFAULTS["shift"])
-        flip = hp.Boolean("flip", default=DEFAULTS["flip"])
+        width, depth, dropout, shift, flip = (choose(hp, name, self.fixed)
+                                              for name in ("width", "depth", "dropout", "shift", "flip"))
         # Augmentation layers act in training only; at inference the whole face goes through
         # (global pooling makes the network indifferent to the input size).
         if flip:
@@ -83,34 +86,39 @@ class FerClassificationHead(ak.ClassificationHead):
     """AutoKeras's classification head with label smoothing as a hyperparameter (and no
     dropout of its own: the block has it)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, fixed: dict | None = None, **kwargs):
         kwargs["dropout"] = 0.0
         super().__init__(**kwargs)
+        self.fixed = dict(fixed or {})
+
+    def get_config(self):
+        return {**super().get_config(), "fixed": self.fixed}
 
     def build(self, hp, inputs=None):
-        smoothing = hp.Choice("label_smoothing", SPACE["label_smoothing"], default=DEFAULTS["label_smoothing"])
+        smoothing = choose(hp, "label_smoothing", self.fixed)
         # The graph compiles with the head's loss after every block is built.
         self.loss = type(self.infer_loss())(label_smoothing=smoothing)
         return super().build(hp, inputs)
 
 
-def compile_hyperparameters():
+def compile_hyperparameters(fixed: dict | None = None):
     """The graph's compile-time hyperparameters, narrowed: Adam (a constant rate ranks short
-    trials fairly; the final run adds warm-up and cosine decay) over the rates in SPACE.
-    Registered before the graph asks for them, so the graph's wider choices are not used."""
+    trials fairly; the final run adds warm-up and cosine decay) over the rates in SPACE, or the
+    one `fixed` names. Registered before the graph asks for them, so the graph's wider choices
+    are not used."""
     import keras_tuner
 
     hp = keras_tuner.HyperParameters()
     hp.Fixed("optimizer", "adam")
-    hp.Choice("learning_rate", SPACE["learning_rate"], default=DEFAULTS["learning_rate"])
+    choose(hp, "learning_rate", fixed or {})
     return hp
 
 
-def fer_cnn_graph(num_classes: int):
+def fer_cnn_graph(num_classes: int, fixed: dict | None = None):
     """(inputs, outputs) of the AutoModel: image in, the block, the head."""
     inputs = ak.ImageInput()
-    x = FerCnnBlock(name="fer_cnn")(inputs)
-    outputs = FerClassificationHead(num_classes=num_classes, multi_label=False, name="head")(x)
+    x = FerCnnBlock(fixed, name="fer_cnn")(inputs)
+    outputs = FerClassificationHead(fixed, num_classes=num_classes, multi_label=False, name="head")(x)
     return inputs, outputs
 
 
@@ -298,11 +306,11 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     budget = config.time_budget_minutes * 60.0
     labels = y_train.argmax(1)
     subset = stratified_subset(labels, config.trial_images, seed)
-    inputs, outputs = fer_cnn_graph(num_classes)
+    inputs, outputs = fer_cnn_graph(num_classes, config.fixed)
     search = ak.AutoModel(
         inputs=inputs, outputs=outputs, max_trials=config.max_trials, directory=str(work_dir), project_name="search",
         overwrite=True, seed=seed, tuner=FerHyperband, objective="val_accuracy",
-        hyperparameters=compile_hyperparameters(), tune_new_entries=True, max_epochs=config.epochs, factor=3,
+        hyperparameters=compile_hyperparameters(config.fixed), tune_new_entries=True, max_epochs=config.epochs, factor=3,
         # brackets again until max_trials or the budget ends the search (one pass of the brackets
         # may hold fewer trials: a single one when trials are 1 epoch long)
         hyperband_iterations=config.max_trials,
@@ -313,9 +321,10 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
                  trial_recorder(search.tuner, records)]
     if budget > 0:
         callbacks.append(deadline_callback(t0 + budget * config.search_share, search.tuner))
-    log.info("fer_cnn search: up to %d trials of at most %d epochs on %d of %d training images%s", config.max_trials,
+    log.info("fer_cnn search: up to %d trials of at most %d epochs on %d of %d training images%s%s", config.max_trials,
              config.epochs, len(subset), len(labels),
-             f", {budget * config.search_share / 60:.1f} of the budget's {budget / 60:.1f} min" if budget else "")
+             f", {budget * config.search_share / 60:.1f} of the budget's {budget / 60:.1f} min" if budget else "",
+             "; held: " + ", ".join(f"{k} {v}" for k, v in config.fixed.items()) if config.fixed else "")
     search.fit(x_train[subset], y_train[subset], epochs=config.epochs, batch_size=config.batch_size,
                validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
     trials = trial_rows(search.tuner, records)
@@ -339,7 +348,7 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     info = {"space": "fer_cnn", "trial_images": len(subset), "search_seconds": round(search_seconds, 1),
             # AutoKeras's own time around the trials' fits (setup, model builds, checkpoints)
             "search_overhead_seconds": round(search_seconds - sum(t["seconds"] for t in trials), 1),
-            "best_trial": best_trial["trial"], "best_hyperparameters": {k: best_trial[k] for k in SPACE},
+            "fixed": dict(config.fixed), "best_trial": best_trial["trial"], "best_hyperparameters": {k: best_trial[k] for k in SPACE},
             "best_trial_val_acc": best_trial["val_acc"], "final_min_epochs": config.final_min_epochs}
 
     final_history: list[dict] = []

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from fertransfer.expression.config import CnnConfig
 from fertransfer.options import declared_default, option
 
+from .automl_hparams import SPACE
+
 ENGINES = ("cnn", "autokeras")
 EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
 # The options the CNN takes as they are, CnnConfig fields of the same name (crop is derived from
@@ -95,6 +97,9 @@ class ClassifyOptions:
                                           "trial whose configuration can train this many epochs on every image in "
                                           "what is left of the budget (estimated from its trial's epochs; 0: the "
                                           "best trial, whatever its cost).", ge=0)
+    automl_fixed: dict = option({}, "autokeras, fer_cnn: hyperparameters held at a value instead of searched "
+                                "(recorded in every trial all the same), e.g. the CNN's augmentation: "
+                                f"{{ shift = 2, flip = true, label_smoothing = 0.1, dropout = 0.3 }}. Known: {', '.join(SPACE)}.")
     train_limit: int = option(0, "Use at most this many training images per set, stratified (0: all); for quick runs.", ge=0)
     oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
     leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")

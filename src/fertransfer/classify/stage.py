@@ -93,10 +93,14 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
 def _check_autokeras(options: ClassifyOptions) -> list[str]:
     """The search's own settings, and a time budget that holds at least one trial."""
     from .automl import SECONDS_PER_TRIAL_IMAGE, SPACES, smallest_budget_minutes
+    from .automl_hparams import fixed_problems
 
     if options.automl_space not in SPACES:  # the config's choices catch it first; this guards the API
         return [f"automl_space: unknown search space {options.automl_space!r}; known: {', '.join(SPACES)}"]
-    problems = []
+    problems = fixed_problems(options.automl_fixed)
+    if options.automl_fixed and options.automl_space != "fer_cnn":
+        problems.append(f"automl_fixed: holds hyperparameters of the fer_cnn space, not of {options.automl_space!r}; "
+                        f"remove it or set automl_space = \"fer_cnn\"")
     if options.time_budget_minutes <= 0:
         return problems
     # One trial's images: fer_cnn's subset, or (convblock) the whole set, FER2013's 28,709 unless limited.
@@ -133,7 +137,8 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                              time_budget_minutes=options.time_budget_minutes, block=options.automl_block,
                              batch_size=options.batch_size, space=options.automl_space,
                              trial_images=options.automl_trial_images, search_share=options.automl_search_share,
-                             final_epochs=options.automl_final_epochs, final_min_epochs=options.automl_final_min_epochs)
+                             final_epochs=options.automl_final_epochs, final_min_epochs=options.automl_final_min_epochs,
+                             fixed=dict(options.automl_fixed))
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 
