@@ -43,7 +43,7 @@ def fixed_problems(fixed: dict) -> list[str]:
     name (the known ones listed) or a value of the wrong kind."""
     problems = []
     for name, value in fixed.items():
-        if name not in FIXED_VALUES:
+        if name not in SPACE:
             problems.append(f"automl_fixed: unknown hyperparameter {name!r}; known: {', '.join(SPACE)}")
         elif not FIXED_VALUES[name][0](value):
             problems.append(f"automl_fixed.{name}: expected {FIXED_VALUES[name][1]}, got {value!r}")

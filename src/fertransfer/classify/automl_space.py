@@ -36,7 +36,7 @@ def choose(hp, name: str, fixed: dict):
     same), searched over SPACE otherwise."""
     if name in fixed:
         return hp.Fixed(name, fixed[name])
-    if name == "flip":
+    if isinstance(DEFAULTS[name], bool):
         return hp.Boolean(name, default=DEFAULTS[name])
     return hp.Choice(name, SPACE[name], default=DEFAULTS[name])
 
@@ -310,7 +310,8 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     search = ak.AutoModel(
         inputs=inputs, outputs=outputs, max_trials=config.max_trials, directory=str(work_dir), project_name="search",
         overwrite=True, seed=seed, tuner=FerHyperband, objective="val_accuracy",
-        hyperparameters=compile_hyperparameters(config.fixed), tune_new_entries=True, max_epochs=config.epochs, factor=3,
+        hyperparameters=compile_hyperparameters(config.fixed), tune_new_entries=True, max_epochs=config.epochs,
+        factor=3,
         # brackets again until max_trials or the budget ends the search (one pass of the brackets
         # may hold fewer trials: a single one when trials are 1 epoch long)
         hyperband_iterations=config.max_trials,
@@ -348,7 +349,8 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     info = {"space": "fer_cnn", "trial_images": len(subset), "search_seconds": round(search_seconds, 1),
             # AutoKeras's own time around the trials' fits (setup, model builds, checkpoints)
             "search_overhead_seconds": round(search_seconds - sum(t["seconds"] for t in trials), 1),
-            "fixed": dict(config.fixed), "best_trial": best_trial["trial"], "best_hyperparameters": {k: best_trial[k] for k in SPACE},
+            "fixed": dict(config.fixed), "best_trial": best_trial["trial"],
+            "best_hyperparameters": {k: best_trial[k] for k in SPACE},
             "best_trial_val_acc": best_trial["val_acc"], "final_min_epochs": config.final_min_epochs}
 
     final_history: list[dict] = []

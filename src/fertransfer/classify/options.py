@@ -98,8 +98,8 @@ class ClassifyOptions:
                                           "what is left of the budget (estimated from its trial's epochs; 0: the "
                                           "best trial, whatever its cost).", ge=0)
     automl_fixed: dict = option({}, "autokeras, fer_cnn: hyperparameters held at a value instead of searched "
-                                "(recorded in every trial all the same), e.g. the CNN's augmentation: "
-                                f"{{ shift = 2, flip = true, label_smoothing = 0.1, dropout = 0.3 }}. Known: {', '.join(SPACE)}.")
+                                "(recorded in every trial all the same), e.g. the CNN's augmentation: { shift = 2, "
+                                f"flip = true, label_smoothing = 0.1, dropout = 0.3 }}. Known: {', '.join(SPACE)}.")
     train_limit: int = option(0, "Use at most this many training images per set, stratified (0: all); for quick runs.", ge=0)
     oversample: bool = option(False, "Repeat minority-class training images up to the majority count.")
     leave_out: list[str] = option([], "Classes left out of training and evaluation, e.g. [\"disgust\"].")
