@@ -75,6 +75,61 @@ def test_random_shift_moves_each_image_within_its_reflected_border_and_survives_
     assert np.allclose(loaded.predict_proba(faces), classifier.predict_proba(faces), atol=1e-6)
 
 
+def test_a_search_under_bf16_saves_a_model_that_computes_in_float32(tmp_path):
+    """bf16 = "on": the trials and the final run under Keras's mixed_bfloat16 policy, recorded; the
+    model handed back (and saved) computes in float32, so a CPU without native bf16 predicts at full
+    speed, and the global policy is what it was before."""
+    from fertransfer.expression.keras_layers import keras
+    from fertransfer.expression.keras_model import AutoKerasClassifier
+
+    x, y = tiny_data(36)
+    xv, yv = tiny_data(12, seed=1)
+    # a small network: a CPU without native bf16 emulates it, many times slower
+    config = AutoKerasConfig(max_trials=1, epochs=1, batch_size=12, trial_images=24, final_epochs=1, bf16="on",
+                             fixed={"width": 8, "depth": 2})
+    result = train_autokeras(x, y, xv, yv, CLASSES, config, tmp_path / "trials", seed=0)
+    assert result.info["precision"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    model = result.classifier.model
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    probs = result.classifier.predict_proba(xv)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-5)
+    meta = {**result.classifier.save(tmp_path), "classes": CLASSES, "channels": 1, "size": 16}
+    loaded = AutoKerasClassifier.load(tmp_path, meta)
+    assert {layer.dtype_policy.name for layer in loaded.model.layers} == {"float32"}
+    assert np.allclose(loaded.predict_proba(xv), probs, atol=1e-6)
+
+
+def test_the_float32_copy_of_a_bf16_model_predicts_what_it_did(tmp_path):
+    """as_float32 keeps the architecture and the weights: its predictions are the bf16 model's to
+    within bf16's rounding, and exactly a float32 model's own."""
+    from fertransfer.classify.automl import as_float32
+    from fertransfer.expression.keras_layers import RandomShift, keras
+
+    def build():
+        inputs = keras.Input((8, 8, 1))
+        x = RandomShift(1)(inputs)
+        x = keras.layers.Conv2D(4, 3, padding="same")(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    images = np.random.default_rng(0).normal(size=(6, 8, 8, 1)).astype(np.float32)
+    copy = as_float32(mixed)
+    assert {layer.dtype_policy.name for layer in mixed.layers} == {"mixed_bfloat16"}
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    low, full = np.asarray(mixed.predict(images, verbose=0), np.float32), np.asarray(copy.predict(images, verbose=0))
+    assert full.dtype == np.float32 and not np.array_equal(low, full)  # the copy really computes otherwise
+    assert np.allclose(low, full, atol=0.02)
+    plain = build()
+    assert np.array_equal(as_float32(plain).predict(images, verbose=0), plain.predict(images, verbose=0))
+
+
 def test_held_hyperparameters_are_the_same_in_every_trial_and_built_into_the_model(tmp_path):
     """automl_fixed: the CNN's augmentation held, the rest searched; a held value need not be one
     of the space's (width 20), and the model built is the one held."""

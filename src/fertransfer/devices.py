@@ -25,19 +25,12 @@ def resolve_device(name: str, local_rank: int = 0) -> Any:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (AMX tiles or AVX512-BF16): there bf16 autocast
-    makes CycleGAN training steps about 1.4-1.8x faster (docs/benchmarks.md); elsewhere it is slower."""
+    makes CycleGAN and CNN training steps about 1.4-2x faster (docs/benchmarks.md); elsewhere it is
+    many times slower."""
     import torch
 
     checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(check() for check in checks if check is not None)
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (the CNN's bf16 pays off only there, not with AVX512-BF16 alone)."""
-    import torch
-
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(check and check())
-
-
-__all__ = ["cpu_has_amx", "cpu_has_native_bf16", "resolve_device"]
+__all__ = ["cpu_has_native_bf16", "resolve_device"]

@@ -57,6 +57,7 @@ class AutoKerasConfig:
     final_epochs: int = 30  # fer_cnn: epochs of the best configuration's run on all images (0: keep the trial)
     final_min_epochs: int = 10  # fer_cnn: the final run's configuration must afford this many epochs (0: any)
     fixed: dict = field(default_factory=dict)  # fer_cnn: hyperparameters held at a value, not searched
+    bf16: str = "auto"  # Keras's mixed_bfloat16 policy while training: auto (GPU, or a CPU with native bf16), on, off
 
 
 @dataclass
@@ -89,16 +90,59 @@ def train_autokeras(
     x_train, y_train = standardise(train_images), eye[train_labels]
     x_val, y_val = standardise(val_images), eye[val_labels]
     verbose = 1 if sys.stdout.isatty() else 2  # a live progress bar in a terminal; one line per epoch in logs
-    if config.space == "fer_cnn":
-        from .automl_space import search_fer_cnn
+    bf16 = keras_bf16(config.bf16)
+    policy = keras.config.dtype_policy()
+    if bf16:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        if config.space == "fer_cnn":
+            from .automl_space import search_fer_cnn
 
-        model, rows, info = search_fer_cnn(x_train, y_train, x_val, y_val, len(classes), config, work_dir, seed, verbose)
-    else:
-        model, rows, info = _search_convblock(x_train, y_train, x_val, y_val, len(classes), config, work_dir, seed,
-                                              verbose)
+            model, rows, info = search_fer_cnn(x_train, y_train, x_val, y_val, len(classes), config, work_dir, seed,
+                                               verbose)
+        else:
+            model, rows, info = _search_convblock(x_train, y_train, x_val, y_val, len(classes), config, work_dir,
+                                                  seed, verbose)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    info["precision"] = "mixed_bfloat16" if bf16 else "float32"
+    if bf16:
+        model = as_float32(model)
     classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1],
                                      asdict(config))
     return SearchResult(classifier, rows, time.monotonic() - t0, info)
+
+
+def keras_bf16(setting: str) -> bool:
+    """Whether to train under Keras's mixed_bfloat16 policy: where bf16 is native (a CUDA GPU, a CPU
+    with AMX or AVX512-BF16: 1.25-1.55x per image on an AVX512-BF16 CPU, bench/automl_cost.py); a CPU
+    without it emulates bf16, many times slower."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if setting != "auto":
+        raise ValueError(f"bf16 must be auto, on or off, got {setting!r}")
+    import torch
+
+    from fertransfer.devices import cpu_has_native_bf16
+
+    return torch.cuda.is_available() or cpu_has_native_bf16()
+
+
+def as_float32(model):
+    """The same network and weights computing in float32. A model trained under mixed_bfloat16 keeps
+    its float32 weights but would compute in bf16 wherever it is loaded, and a CPU without native
+    bf16 (most laptops, for the webcam page) emulates that many times slower."""
+    import json
+
+    keras, ak = import_keras()
+    from fertransfer.expression.keras_layers import RandomShift
+
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(model)).replace('"mixed_bfloat16"',
+                                                                                         '"float32"'))
+    copy = keras.saving.deserialize_keras_object(config, custom_objects={**ak.CUSTOM_OBJECTS,
+                                                                         "RandomShift": RandomShift})
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _search_convblock(x_train, y_train, x_val, y_val, num_classes: int, config: AutoKerasConfig, work_dir: Path,

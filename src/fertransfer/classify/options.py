@@ -78,7 +78,9 @@ class ClassifyOptions:
     ema: float = option(_cnn("ema"), "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
                         "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
     bf16: str = option(_cnn("bf16"),
-        "cnn: bf16 autocast: auto (GPU, or CPU with AMX), on, off.", choices=("auto", "on", "off"))
+        "bf16 arithmetic while training: auto (a GPU, or a CPU with native bf16: AMX or AVX512-BF16), on, off. "
+        "cnn: autocast, also when predicting; autokeras: Keras's mixed_bfloat16 policy, the saved model "
+        "computing in float32.", choices=("auto", "on", "off"))
     max_trials: int = option(3, "autokeras: models tried (fer_cnn: trials of the successive halving, each "
                              "continuation counted).", ge=1)
     automl_space: str = option("fer_cnn", "autokeras: the search space: fer_cnn, this project's CNN family (width, "

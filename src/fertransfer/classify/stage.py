@@ -138,7 +138,7 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                              batch_size=options.batch_size, space=options.automl_space,
                              trial_images=options.automl_trial_images, search_share=options.automl_search_share,
                              final_epochs=options.automl_final_epochs, final_min_epochs=options.automl_final_min_epochs,
-                             fixed=dict(options.automl_fixed))
+                             fixed=dict(options.automl_fixed), bf16=options.bf16)
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 

@@ -28,4 +28,4 @@ class CnnConfig:
     time_budget_minutes: float = 0.0  # 0 = no limit
     tta: str = "tencrop"  # final evaluation: center, flip or tencrop
     ema: float = 0.999  # decay of the weights' moving average per step; 0 = off
-    bf16: str = "auto"  # auto (GPU, or CPU with AMX), on, off
+    bf16: str = "auto"  # auto (GPU, or a CPU with native bf16: AMX or AVX512-BF16), on, off
