@@ -14,7 +14,8 @@ from fertransfer.cyclegan.checkpoint import load_checkpoint
 from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.train import TrainConfig, train
 from fertransfer.cyclegan.translate import Translator
-from fertransfer.expression.cnn import CnnConfig, FaceNet, train_cnn, use_bf16
+from fertransfer.devices import use_bf16
+from fertransfer.expression.cnn import CnnConfig, FaceNet, train_cnn
 from fertransfer.expression.models import load_classifier, save_classifier
 
 pytestmark = [pytest.mark.cuda,

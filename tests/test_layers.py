@@ -199,7 +199,8 @@ def test_device_bf16_and_atomic_writes_live_in_one_place_each():
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.name in ("resolve_device", "pick_device", "cpu_has_native_bf16"):
+            if isinstance(node, ast.FunctionDef) and node.name in ("resolve_device", "pick_device", "cpu_has_native_bf16",
+                                                                   "use_bf16"):
                 if path.name != "stage.py" or node.name != "resolve_device":  # extract's wraps it in a StageError
                     offenders.append(f"{path.relative_to(PACKAGE)} defines {node.name}")
             if isinstance(node, ast.Constant) and node.value in ("amx_bf16", "/proc/cpuinfo") and "runner" not in path.name:

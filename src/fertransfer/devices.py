@@ -33,4 +33,19 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
-__all__ = ["cpu_has_native_bf16", "resolve_device"]
+def use_bf16(setting: str, device: Any) -> bool:
+    """The `bf16` setting (auto, on, off) on `device`: auto is bf16 on GPUs that have it and on CPUs
+    with native bf16 (AMX or AVX512-BF16: 1.75-2x for the CNN at width 32, docs/benchmarks.md);
+    without it the CPU emulates bf16, many times slower."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if setting != "auto":
+        raise ValueError(f"bf16 must be auto, on or off, got {setting!r}")
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+__all__ = ["cpu_has_native_bf16", "resolve_device", "use_bf16"]

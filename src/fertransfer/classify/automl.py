@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fertransfer.devices import resolve_device, use_bf16
 from fertransfer.expression.keras_backend import import_keras
-from fertransfer.expression.keras_model import AutoKerasClassifier, standardise
+from fertransfer.expression.keras_model import AutoKerasClassifier, custom_objects, standardise
 
 from .keras_env import deadline_callback
 
@@ -90,7 +91,7 @@ def train_autokeras(
     x_train, y_train = standardise(train_images), eye[train_labels]
     x_val, y_val = standardise(val_images), eye[val_labels]
     verbose = 1 if sys.stdout.isatty() else 2  # a live progress bar in a terminal; one line per epoch in logs
-    bf16 = keras_bf16(config.bf16)
+    bf16 = use_bf16(config.bf16, resolve_device("auto"))  # where Keras's torch backend runs: CUDA if any
     policy = keras.config.dtype_policy()
     if bf16:
         keras.config.set_dtype_policy("mixed_bfloat16")
@@ -113,34 +114,17 @@ def train_autokeras(
     return SearchResult(classifier, rows, time.monotonic() - t0, info)
 
 
-def keras_bf16(setting: str) -> bool:
-    """Whether to train under Keras's mixed_bfloat16 policy: where bf16 is native (a CUDA GPU, a CPU
-    with AMX or AVX512-BF16: 1.25-1.55x per image on an AVX512-BF16 CPU, bench/automl_cost.py); a CPU
-    without it emulates bf16, many times slower."""
-    if setting in ("on", "off"):
-        return setting == "on"
-    if setting != "auto":
-        raise ValueError(f"bf16 must be auto, on or off, got {setting!r}")
-    import torch
-
-    from fertransfer.devices import cpu_has_native_bf16
-
-    return torch.cuda.is_available() or cpu_has_native_bf16()
-
-
 def as_float32(model):
     """The same network and weights computing in float32. A model trained under mixed_bfloat16 keeps
     its float32 weights but would compute in bf16 wherever it is loaded, and a CPU without native
     bf16 (most laptops, for the webcam page) emulates that many times slower."""
     import json
 
-    keras, ak = import_keras()
-    from fertransfer.expression.keras_layers import RandomShift
-
+    keras, _ = import_keras()
+    # every layer's dtype policy is a serialized name: rename it, rebuild, take the weights over
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(model)).replace('"mixed_bfloat16"',
                                                                                          '"float32"'))
-    copy = keras.saving.deserialize_keras_object(config, custom_objects={**ak.CUSTOM_OBJECTS,
-                                                                         "RandomShift": RandomShift})
+    copy = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects())
     copy.set_weights(model.get_weights())
     return copy
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from fertransfer.devices import cpu_has_native_bf16, resolve_device
+from fertransfer.devices import resolve_device, use_bf16
 from fertransfer.progress import progress as progress_bar
 
 from .config import CnnConfig
@@ -116,18 +116,6 @@ def test_views(batch: torch.Tensor, crop: int, tta: str) -> list[torch.Tensor]:
 
 
 # --- the trained model ----------------------------------------------------------------
-
-
-def use_bf16(setting: str, device: torch.device) -> bool:
-    """bf16 autocast pays off on GPUs and on CPUs with native bf16 (AMX or AVX512-BF16: 1.75-2x at
-    width 32, docs/benchmarks.md); without it the CPU emulates bf16, many times slower."""
-    if setting == "on":
-        return True
-    if setting == "off":
-        return False
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
 
 
 @dataclass

@@ -24,6 +24,14 @@ def standardise(images: np.ndarray) -> np.ndarray:
     return (x - mean) / (std + 1.0)
 
 
+def custom_objects() -> dict:
+    """What keras needs to rebuild a searched model: AutoKeras's layers and the fer_cnn space's."""
+    _, ak = import_keras()
+    from .keras_layers import RandomShift
+
+    return {**ak.CUSTOM_OBJECTS, "RandomShift": RandomShift}
+
+
 @dataclass
 class AutoKerasClassifier:
     model: object  # the exported keras.Model
@@ -49,9 +57,6 @@ class AutoKerasClassifier:
 
     @classmethod
     def load(cls, folder: Path, meta: dict) -> AutoKerasClassifier:
-        keras, ak = import_keras()
-        from .keras_layers import RandomShift  # the fer_cnn space's layers
-
-        custom = {**ak.CUSTOM_OBJECTS, "RandomShift": RandomShift}
-        model = keras.models.load_model(folder / meta["file"], custom_objects=custom, compile=False)
+        keras, _ = import_keras()
+        model = keras.models.load_model(folder / meta["file"], custom_objects=custom_objects(), compile=False)
         return cls(model, list(meta["classes"]), meta["channels"], meta["size"], dict(meta.get("config", {})))
