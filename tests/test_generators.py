@@ -1,4 +1,5 @@
-"""The cyclegan stage's other models: the shared-encoder autoencoder and CUT/FastCUT.
+"""The cyclegan stage's other models: the shared-encoder autoencoder, CUT/FastCUT and the edit of the
+person's own crops (reference).
 
 Each trains on tiny data, saves, resumes exactly (bit-identical to an uninterrupted run),
 translates through the Translator augment uses, and is an option of the stage."""
@@ -13,6 +14,7 @@ from fertransfer.cyclegan.autoencoder import build_networks, random_warp
 from fertransfer.cyclegan.checkpoint import CheckpointError, load_checkpoint, load_newest_valid
 from fertransfer.cyclegan.data import Domains
 from fertransfer.cyclegan.models import MODELS
+from fertransfer.cyclegan.reference import ReferenceGenerator, reference_bank
 from fertransfer.cyclegan.train import train
 from fertransfer.cyclegan.translate import Translator
 from test_cyclegan import face_folder, random_domains, tiny_config, tiny_expression, write_config
@@ -28,7 +30,7 @@ def model_config(model: str, **overrides):
 
 
 @pytest.mark.parametrize("model,lambda_expression", [("autoencoder", 0.0), ("autoencoder", 2.0), ("cut", 2.0),
-                                                     ("fastcut", 0.0)])
+                                                     ("fastcut", 0.0), ("reference", 2.0)])
 def test_resume_continues_exactly(tmp_path, model, lambda_expression):
     """8 steps in one go == 4 steps, interruption, resume, 4 steps: every weight, the loss log, SWD."""
     domains = random_domains()
@@ -176,3 +178,43 @@ def test_each_model_trains_under_bf16_autocast(tmp_path, model):
     assert summary["precision"] == "bf16"
     rows = (tmp_path / "losses.csv").read_text().splitlines()[1:]
     assert len(rows) == 2 and all(np.isfinite(float(v)) for r in rows for v in r.split(",")[2:] if v)
+
+
+# --- reference: the person's own crops, edited -------------------------------------------------
+
+
+def test_reference_bank_is_a_seeded_choice_of_centre_crops():
+    person = np.arange(10 * 18 * 18 * 3, dtype=np.int64).reshape(10, 18, 18, 3).astype(np.uint8)
+    bank = reference_bank(person, 16, keep=4, seed=0)
+    assert bank.shape == (4, 16, 16, 3) and np.array_equal(bank, reference_bank(person, 16, keep=4, seed=0))
+    chosen = [next(i for i in range(10) if np.array_equal(person[i, 1:17, 1:17], crop)) for crop in bank]
+    assert chosen == sorted(chosen)  # centre crops, in their order
+    assert len(reference_bank(person, 16, keep=0, seed=0)) == 10 and len(reference_bank(person, 16, 40, 0)) == 10
+
+
+def test_untrained_reference_generator_returns_the_person_crop_nearest_in_layout():
+    """Before any step the change is zero: F(b) is the bank's crop whose gray layout is nearest b's,
+    whatever b's brightness and contrast."""
+    size = 16
+    yy, xx = np.mgrid[:size, :size]
+    left, right, top = (xx < 8), (xx >= 8), (yy < 8)
+    bank = np.stack([np.repeat(np.where(m, 220, 30)[..., None], 3, 2) for m in (left, right, top)]).astype(np.uint8)
+    generator = ReferenceGenerator(1, 3, ngf=4, image_size=size, bank=bank).eval()
+    fer = np.stack([np.where(m, hi, lo) for m, hi, lo in ((right, 140, 100), (top, 250, 0), (left, 90, 60))])
+    x = torch.from_numpy(fer[:, None].astype(np.float32) / 127.5 - 1)
+    assert generator.nearest(x).tolist() == [1, 2, 0]
+    with torch.no_grad():
+        out = generator(x)
+    assert torch.allclose(out, torch.from_numpy(bank[[1, 2, 0]]).permute(0, 3, 1, 2).float() / 127.5 - 1, atol=2e-3)
+
+
+def test_reference_generator_saves_its_bank_and_translator_loads_it(tmp_path):
+    domains = random_domains()
+    train(model_config("reference", steps=4, reference_bank=5), domains, tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert state["models"]["G_BA"]["bank"].shape == (5, 3, 16, 16)
+    translator = Translator.from_checkpoint(tmp_path / "checkpoints" / "latest.pt", "BtoA", "cpu")
+    assert torch.equal(translator.generator.bank, state["models"]["G_BA"]["bank"])
+    crops = {c.tobytes() for c in reference_bank(domains.train_a, 16, 5, 0)}
+    saved = state["models"]["G_BA"]["bank"].permute(0, 2, 3, 1).numpy()
+    assert {c.tobytes() for c in saved} == crops  # the person's own training crops

@@ -7,6 +7,7 @@ Modules (laid out like the CycleGAN authors' repository, smaller):
   parts.py       what the objectives share: the fake pool, the losses tied to the FER source, D_A updates
   autoencoder.py the shared-encoder autoencoder, one decoder per domain (model = "autoencoder")
   cut.py         contrastive unpaired translation, PatchNCE (model = "cut" / "fastcut")
+  reference.py   an edit of the person's own crop nearest the FER face (model = "reference")
   checkpoint.py  atomic checkpoints, validation, fall-back to the newest valid one
   swd.py         sliced Wasserstein distance on Laplacian-pyramid patches
   person_score.py  the person score: a domain classifier of held-out person crops against FER faces

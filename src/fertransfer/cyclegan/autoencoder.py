@@ -27,7 +27,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import build_discriminator
-from .parts import ImagePool, person_discriminator_step, set_requires_grad, source_losses
+from .parts import ImagePool, adam, person_discriminator_step, set_requires_grad, source_losses
 from .tensors import match_channels
 
 
@@ -152,9 +152,9 @@ class SharedAutoencoder:
     def make_optimizers(self) -> None:
         cfg = self.cfg
         generator_params = {id(p): p for name in ("G_AB", "G_BA") for p in self.nets[name].parameters()}  # encoder once
-        self.optimizers = {"G": torch.optim.Adam(list(generator_params.values()), lr=cfg.lr, betas=(cfg.beta1, 0.999))}
+        self.optimizers = {"G": adam(cfg, list(generator_params.values()))}
         if self.adversarial:
-            self.optimizers["D"] = torch.optim.Adam(self.nets["D_A"].parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+            self.optimizers["D"] = adam(cfg, self.nets["D_A"].parameters())
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
         cfg, D_A = self.cfg, self.nets["D_A"]

@@ -26,7 +26,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, build_discriminator, build_generator
-from .parts import person_discriminator_step, set_requires_grad, source_losses
+from .parts import adam, person_discriminator_step, set_requires_grad, source_losses
 from .tensors import match_channels
 
 # Layers of the ResNet generator's Sequential whose outputs PatchNCE compares: the padded input
@@ -126,8 +126,8 @@ class ContrastiveTranslation:
     def make_optimizers(self) -> None:
         cfg, n = self.cfg, self.nets
         self.optimizers = {
-            "G": torch.optim.Adam([*n["G_BA"].parameters(), *n["F"].parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-            "D": torch.optim.Adam(n["D_A"].parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+            "G": adam(cfg, [*n["G_BA"].parameters(), *n["F"].parameters()]),
+            "D": adam(cfg, n["D_A"].parameters()),
         }
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:

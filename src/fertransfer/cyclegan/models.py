@@ -27,8 +27,9 @@ from .tensors import match_channels
 
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual", "resnet_6blocks_residual_resize")
 # What is trained (train.build_objective): CycleGAN's two generators; a shared-encoder autoencoder with a
-# decoder per domain (autoencoder.py); one generator with PatchNCE, with and without its identity term (cut.py).
-MODELS = ("cyclegan", "autoencoder", "cut", "fastcut")
+# decoder per domain (autoencoder.py); one generator with PatchNCE, with and without its identity term (cut.py);
+# one generator that edits the nearest of the person's own crops (reference.py).
+MODELS = ("cyclegan", "autoencoder", "cut", "fastcut", "reference")
 
 
 def _norm(channels: int) -> nn.Module:
@@ -171,8 +172,9 @@ class ResidualGenerator(nn.Module):
         nn.init.zeros_(last.bias)
         self.body = body
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = match_channels(x, self.out_channels).clamp(-0.999, 0.999)
+    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """`base`: the image the change is made to (default: x itself; reference.py passes the person's crop)."""
+        base = match_channels(x if base is None else base, self.out_channels).clamp(-0.999, 0.999)
         return torch.tanh(torch.atanh(base) + self.body(x))
 
 

@@ -13,7 +13,7 @@ from fertransfer.options import THREADS_HELP, option
 GENERATORS = ("resnet_6blocks", "resnet_9blocks", "unet", "resnet_6blocks_residual",
               "resnet_6blocks_residual_resize")  # as models.py's (no torch here)
 GAN_MODES = ("lsgan", "vanilla", "hinge", "wgangp")
-MODELS = ("cyclegan", "autoencoder", "cut", "fastcut")  # as models.py's
+MODELS = ("cyclegan", "autoencoder", "cut", "fastcut", "reference")  # as models.py's
 AUGMENTATIONS = ("color", "translation", "cutout")  # as diffaugment.py's
 
 
@@ -28,7 +28,9 @@ class CycleganOptions:
                         "design: a shared encoder with a small code and one decoder per domain, FER -> person = "
                         "decoder_A(encoder(b)); `generator` is not used); cut and fastcut (Park et al. 2020: one "
                         "FER -> person generator whose output patches must match their input patches, PatchNCE; "
-                        "cut adds PatchNCE on the person's own faces).", choices=MODELS)
+                        "cut adds PatchNCE on the person's own faces); reference (one generator that starts from the person: "
+                        "it takes the person's training crop whose coarse layout is nearest the FER face's and learns "
+                        "a change of it that wears the FER face's expression; `generator` is not used).", choices=MODELS)
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).", ge=16, le=1024)
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).", ge=16, le=2048)
     generator: str = option("resnet_6blocks_residual_resize", "Generator architecture. The residual ones start as "
@@ -62,6 +64,9 @@ class CycleganOptions:
     lambda_nce: float | None = option(None, "cut/fastcut: weight of the PatchNCE loss (default: the paper's, 1 for "
                                       "cut, 10 for fastcut).", ge=0)
     nce_patches: int = option(256, "cut/fastcut: patches per image and layer in the PatchNCE loss.", ge=1)
+    reference_bank: int = option(256, "reference: how many of the person's training crops the generator keeps to "
+                                 "start from (a seeded choice when there are more; 0: all). They are saved with it.",
+                                 ge=0)
     lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).", ge=0)
     lambda_expression: float = option(
         1.0, "Weight of the expression-consistency loss: a frozen FER classifier must read the same expression in "

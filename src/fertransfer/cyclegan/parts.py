@@ -52,13 +52,15 @@ def structure_distance(translated: torch.Tensor, source: torch.Tensor, scale: in
     person's skin tone and lighting are not held to the FER face's. With `crop` < 1 only the
     centred part is compared: on aligned faces the inner face carries the expression, while
     hair, outline and background carry much of who it is."""
-    def layout(x: torch.Tensor) -> torch.Tensor:
-        x = centre_crop(match_channels(x.float(), 1), crop)
-        x = F.avg_pool2d(x, scale)
-        x = x - x.mean(dim=(1, 2, 3), keepdim=True)
-        return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
+    return F.l1_loss(coarse_layout(translated, scale, crop), coarse_layout(source, scale, crop))
 
-    return F.l1_loss(layout(translated), layout(source))
+
+def coarse_layout(x: torch.Tensor, scale: int, crop: float = 1.0) -> torch.Tensor:
+    """Each image's gray, centre-cropped to `crop`, average-pooled by `scale`, with its mean and
+    contrast taken out: where the face is light and dark, not how light it is."""
+    x = F.avg_pool2d(centre_crop(match_channels(x.float(), 1), crop), scale)
+    x = x - x.mean(dim=(1, 2, 3), keepdim=True)
+    return x / (x.std(dim=(1, 2, 3), keepdim=True) + 0.01)
 
 
 def centre_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -67,6 +69,11 @@ def centre_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
     h, w = max(1, round(height * fraction)), max(1, round(width * fraction))
     top, left = (height - h) // 2, (width - w) // 2
     return x[..., top:top + h, left:left + w]
+
+
+def adam(cfg, params) -> torch.optim.Adam:
+    """The recipe's optimiser, for every objective: Adam(lr, betas (beta1, 0.999))."""
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, 0.999))
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:

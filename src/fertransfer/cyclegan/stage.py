@@ -1,7 +1,8 @@
 """The cyclegan stage: CycleGAN between one person's faces (A) and FER images (B).
 
 `model` picks what is trained: CycleGAN (the default), a shared-encoder autoencoder with one
-decoder per domain, or CUT/FastCUT; every model writes the same outputs below.
+decoder per domain, CUT/FastCUT, or an edit of the person's own nearest crop; every model writes
+the same outputs below.
 
 Outputs in <run dir>/cyclegan/: checkpoints/ (step_*.pt full training states, the last few;
 latest.pt the generators, which `Translator.from_checkpoint` loads), samples/step_*.png and
@@ -353,7 +354,7 @@ def run(ctx: StageContext) -> dict:
     return {
         **summary,
         "model": cfg.model,
-        "generator": cfg.generator if cfg.model != "autoencoder" else f"shared encoder, bottleneck {cfg.bottleneck}",
+        "generator": _generator_name(cfg),
         "domains": domains_sources or {"A": data["faces"], "B": data["fer"]},
         "swd": swd_table,
         "translation": translation,
@@ -362,6 +363,15 @@ def run(ctx: StageContext) -> dict:
         "sample_grid": "samples/final.png" if (out / "samples" / "final.png").exists() else None,
         "loss_curve": "loss_curve.png",
     }
+
+
+def _generator_name(cfg) -> str:
+    """What translates FER -> person, in the manifest's words."""
+    if cfg.model == "autoencoder":
+        return f"shared encoder, bottleneck {cfg.bottleneck}"
+    if cfg.model == "reference":
+        return f"residual resnet_6blocks_resize editing the nearest of {cfg.reference_bank or 'all'} person crops"
+    return cfg.generator
 
 
 def _ferplus_path(ctx: StageContext) -> str | None:

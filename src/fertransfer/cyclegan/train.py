@@ -8,8 +8,9 @@ then linear decay to zero over the last `decay_steps`. Every `sample_every` step
 grid and the SWD metric; every `checkpoint_every` steps a checkpoint.
 
 The loop is the same for every `model`; what a step does is the objective's (`build_objective`):
-`CycleGAN` here, the shared-encoder autoencoder in autoencoder.py, CUT/FastCUT in cut.py. All
-three export G_AB and G_BA, so samples, SWD, checkpoints, resume and `Translator` are one path.
+`CycleGAN` here, the shared-encoder autoencoder in autoencoder.py, CUT/FastCUT in cut.py, the
+edit of the person's own crops in reference.py. All export G_AB and G_BA, so samples, SWD,
+checkpoints, resume and `Translator` are one path.
 
 Multi-GPU: run this module under `torchrun --nproc_per_node N -m fertransfer.cyclegan.train
 SPEC.json` (the stage does this when `processes > 1`). It uses plain torch.distributed
@@ -50,7 +51,8 @@ from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from .models import MODELS, build_discriminator, build_generator
 from .options import CycleganOptions
-from .parts import ImagePool, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
+from .parts import ImagePool, adam, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
+from .reference import ReferenceEdit
 from .swd import swd
 from .tensors import from_tensor, match_channels, to_tensor
 
@@ -97,6 +99,8 @@ class TrainConfig:
     lambda_nce: float | None = _option("lambda_nce")  # PatchNCE weight; None: the paper's (1 for cut, 10 for fastcut)
     nce_patches: int = _option("nce_patches")  # patches per image and layer
     nce_temperature: float = 0.07
+    # reference (reference.py)
+    reference_bank: int = _option("reference_bank")  # the person's crops the generator starts from (0: all)
     pool_size: int = _option("pool_size")
     lr: float = _option("lr")
     beta1: float = 0.5
@@ -263,8 +267,8 @@ class CycleGAN:
     def make_optimizers(self) -> None:
         n, cfg = self.nets, self.cfg
         self.optimizers = {
-            "G": torch.optim.Adam([*n["G_AB"].parameters(), *n["G_BA"].parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-            "D": torch.optim.Adam([*n["D_A"].parameters(), *n["D_B"].parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+            "G": adam(cfg, [*n["G_AB"].parameters(), *n["G_BA"].parameters()]),
+            "D": adam(cfg, [*n["D_A"].parameters(), *n["D_B"].parameters()]),
         }
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
@@ -312,14 +316,17 @@ class CycleGAN:
 
 
 def build_objective(cfg: TrainConfig, expression: ExpressionConsistency | None,
-                    wrap: Callable[[nn.Module], nn.Module]):
-    """The objective `cfg.model` names (models.MODELS)."""
+                    wrap: Callable[[nn.Module], nn.Module], person: np.ndarray):
+    """The objective `cfg.model` names (models.MODELS); `person` (domain A's training images) is
+    what the reference model starts from."""
     if cfg.model == "cyclegan":
         return CycleGAN(cfg, expression, wrap)
     if cfg.model == "autoencoder":
         return SharedAutoencoder(cfg, expression, wrap)
     if cfg.model in ("cut", "fastcut"):
         return ContrastiveTranslation(cfg, expression, wrap)
+    if cfg.model == "reference":
+        return ReferenceEdit(cfg, expression, wrap, person)
     raise ValueError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODELS)}")
 
 
@@ -550,7 +557,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
             module = nn.parallel.DistributedDataParallel(module, **ddp_args)
         return torch.compile(module) if cfg.compile else module
 
-    objective = build_objective(cfg, expression, wrap)
+    objective = build_objective(cfg, expression, wrap, domains.train_a)
     nets = objective.nets
     for net in nets.values():
         net.to(device, memory_format=memory_format)

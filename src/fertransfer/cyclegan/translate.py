@@ -21,6 +21,7 @@ from fertransfer.progress import progress as progress_bar
 from .autoencoder import build_networks
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import ChannelMatch, build_generator
+from .reference import ReferenceGenerator
 from .tensors import from_tensor, to_tensor
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -34,8 +35,10 @@ def build_translation(config: dict, direction: str) -> torch.nn.Module:
     if model == "autoencoder":
         networks = build_networks(config["image_size"], config["ngf"], config["bottleneck"], a, b)
         return networks["G_AB"] if direction == "AtoB" else networks["G_BA"]
-    if model in ("cut", "fastcut") and direction == "AtoB":
+    if model in ("cut", "fastcut", "reference") and direction == "AtoB":
         return ChannelMatch(out_channels)
+    if model == "reference":  # the bank of the person's crops comes with the saved state
+        return ReferenceGenerator(in_channels, out_channels, config["ngf"], config["image_size"])
     return build_generator(config["generator"], in_channels, out_channels, config["ngf"], config["image_size"])
 
 

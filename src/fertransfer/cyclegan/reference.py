@@ -1,0 +1,121 @@
+"""Editing the person's own face (`model = "reference"`): F(b) starts from the person, not from b.
+
+Every other model starts from the FER face and has to make it the person's, while the losses that
+keep its expression (expression, PatchNCE, cycle) pull it back to the FER face; on MEAD they traded
+person score for judge agreement along one edge (docs/results.md, "The person score and the
+frontier"). This one starts at the other end. The generator keeps a bank of the person's own
+training crops; for a FER face b it takes the crop whose coarse layout (gray, pooled to 8x8,
+mean and contrast taken out: pose and lighting) is nearest b's, and learns a change of that crop,
+reading b and the crop together, so that the result wears b's expression (the expression loss)
+and still passes for the person (the adversarial loss: D_A against the person's crops). Untrained,
+it is a nearest-neighbour retrieval from the person's footage; training buys expression with
+distance from the person's real faces.
+
+The bank is part of the generator's state (a uint8 buffer), so `Translator` and augment use it as
+they use any generator. FER -> person only: the A -> B direction is the identity, as CUT's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .losses import generator_loss
+from .models import ChannelMatch, ResidualGenerator, ResnetGenerator, build_discriminator, init_weights
+from .parts import adam, coarse_layout, person_discriminator_step, set_requires_grad, source_losses
+from .tensors import match_channels, to_tensor
+
+LAYOUT_CELLS = 8  # the retrieval compares layouts of LAYOUT_CELLS x LAYOUT_CELLS cells
+
+
+def reference_bank(person: np.ndarray, image_size: int, keep: int, seed: int) -> np.ndarray:
+    """Centre crops (image_size) of the person's training images (N, load, load, C) uint8: `keep` of
+    them, a seeded choice in their order, or all when keep is 0 or there are fewer."""
+    if keep and len(person) > keep:
+        person = person[np.sort(np.random.default_rng(seed).choice(len(person), keep, replace=False))]
+    top = (person.shape[1] - image_size) // 2
+    left = (person.shape[2] - image_size) // 2
+    return np.ascontiguousarray(person[:, top:top + image_size, left:left + image_size])
+
+
+class ReferenceGenerator(nn.Module):
+    """FER face (in_channels) -> the nearest of the person's crops, changed by a residual ResNet that
+    reads the face and the crop together (out_channels). The change starts at zero."""
+
+    def __init__(self, in_channels: int, out_channels: int, ngf: int, image_size: int, bank: np.ndarray | None = None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.scale = max(1, image_size // LAYOUT_CELLS)
+        body = ResnetGenerator(in_channels + out_channels, out_channels, ngf, n_blocks=6, upsample="resize")
+        self.edit = ResidualGenerator(init_weights(body), out_channels)
+        if bank is None:  # loading a saved generator: the buffers take the saved bank's size
+            bank = np.zeros((1, image_size, image_size, out_channels), np.uint8)
+        images = to_tensor(bank, out_channels)
+        self.register_buffer("bank", ((images + 1) * 127.5).round().to(torch.uint8))
+        self.register_buffer("bank_layout", coarse_layout(images, self.scale).flatten(1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("bank", "bank_layout"):  # a bank of another size than the placeholder's
+            saved = state_dict.get(prefix + name)
+            if saved is not None:
+                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """The index in the bank of the crop whose layout is nearest each image's."""
+        layout = coarse_layout(x, self.scale).flatten(1)
+        return torch.cdist(layout, self.bank_layout).argmin(dim=1)
+
+    def references(self, x: torch.Tensor) -> torch.Tensor:
+        """The bank's crops nearest x, as floats in [-1, 1]."""
+        return self.bank[self.nearest(x)].float() / 127.5 - 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reference = self.references(x).to(x.dtype)
+        return self.edit(torch.cat([match_channels(x, self.in_channels), reference], dim=1), base=reference)
+
+
+class ReferenceEdit:
+    """The training objective (the shape train.CycleGAN documents): adversarial on G_BA's edits of the
+    person's crops, plus the expression and structure losses that tie them to their FER source;
+    one discriminator, D_A, on the person; no image pool (as CUT)."""
+
+    columns = ("G", "G_BA", "expression", "structure", "D_A")
+    shown = ("G", "G_BA", "expression", "D_A")
+
+    def __init__(self, cfg, expression, wrap: Callable[[nn.Module], nn.Module], person: np.ndarray):
+        self.cfg, self.expression = cfg, expression
+        a, b = cfg.a_channels, cfg.b_channels
+        bank = reference_bank(person, cfg.image_size, cfg.reference_bank, cfg.seed)
+        G = ReferenceGenerator(b, a, cfg.ngf, cfg.image_size, bank)
+        D_A = build_discriminator(a, cfg.ndf, cfg.n_layers, cfg.diffaugment)
+        self.nets = {"G_AB": ChannelMatch(b), "G_BA": G, "D_A": D_A}
+        self.pools = {}
+        self.generator = wrap(G)
+        self.discriminator = wrap(D_A)
+
+    def make_optimizers(self) -> None:
+        cfg, n = self.cfg, self.nets
+        self.optimizers = {
+            "G": adam(cfg, n["G_BA"].parameters()),
+            "D": adam(cfg, n["D_A"].parameters()),
+        }
+
+    def step(self, real_A: torch.Tensor, real_B: torch.Tensor, rng: np.random.Generator, autocast) -> dict[str, torch.Tensor]:
+        cfg, D_A = self.cfg, self.nets["D_A"]
+        losses: dict[str, torch.Tensor] = {}
+        set_requires_grad([D_A], False)
+        with autocast():
+            fake_A = self.generator(real_B).float()
+            losses["G_BA"] = cfg.lambda_adversarial * generator_loss(cfg.gan_mode, D_A(fake_A))
+            losses.update(source_losses(cfg, self.expression, fake_A, real_B))
+            loss_G = losses["G"] = sum(losses.values())
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.optimizers["G"].step()
+        losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A,
+                                                  fake_A.detach(), autocast)
+        return {k: v.detach() for k, v in losses.items()}
