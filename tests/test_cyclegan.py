@@ -156,6 +156,23 @@ def tiny_expression(seed: int = 0) -> ExpressionConsistency:
     return ExpressionConsistency(CnnClassifier(FaceNet(7, 1, 4), list(FER.names), 1, 16, config))
 
 
+def test_expression_jitter_moves_and_flips_the_translation_only_and_follows_torchs_seed():
+    expression = tiny_expression()  # size 16, crop 14: centred, the crop starts at pixel 1
+    image = torch.arange(16.0).view(1, 1, 1, 16).expand(1, 1, 16, 16) / 8 - 1  # a left-to-right ramp
+    centred = expression.classifier_input(image)
+    torch.manual_seed(3)
+    shown = [expression.classifier_input(image, 2) for _ in range(12)]
+    torch.manual_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(shown, [expression.classifier_input(image, 2) for _ in range(12)]))
+    assert any(not torch.equal(x, centred) for x in shown) and all(x.shape == centred.shape for x in shown)
+    assert any(x[0, 0, 0, 0] > x[0, 0, 0, -1] for x in shown)  # some flipped (the ramp runs the other way)
+    source = torch.rand(2, 1, 16, 16) * 2 - 1
+    translated = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_()
+    assert torch.equal(expression(translated, source, 0), expression(translated, source))  # off: no randomness
+    expression(translated, source, 2).backward()
+    assert translated.grad.abs().sum() > 0
+
+
 def test_expression_loss_reads_translations_as_fer_faces_and_trains_only_the_generator():
     expression = tiny_expression()
     source = torch.rand(3, 1, 16, 16) * 2 - 1

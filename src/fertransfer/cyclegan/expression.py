@@ -38,25 +38,33 @@ class ExpressionConsistency(nn.Module):
     def train(self, mode: bool = True) -> ExpressionConsistency:
         return super().train(False)  # frozen: never back to training mode (DDP, .train() calls)
 
-    def classifier_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Generator images (N, C, H, W) in [-1, 1] -> what the classifier was trained on."""
+    def classifier_input(self, x: torch.Tensor, jitter: int = 0) -> torch.Tensor:
+        """Generator images (N, C, H, W) in [-1, 1] -> what the classifier was trained on; with `jitter`,
+        the crop moved by up to that many pixels each way and flipped half the time (torch's RNG)."""
         x = match_channels(x.float(), self.channels)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        top = (self.size - self.crop) // 2
-        x = x[..., top : top + self.crop, top : top + self.crop]
+        top = left = (self.size - self.crop) // 2
+        if jitter:
+            x = F.pad(x, (jitter,) * 4, mode="replicate")
+            dy, dx = torch.randint(0, 2 * jitter + 1, (2,)).tolist()
+            top, left = top + dy, left + dx
+            x = x.flip(-1) if torch.rand(()).item() < 0.5 else x
+        x = x[..., top : top + self.crop, left : left + self.crop]
         return standardise((x + 1.0) * 127.5)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.classifier_input(x))
+    def logits(self, x: torch.Tensor, jitter: int = 0) -> torch.Tensor:
+        return self.net(self.classifier_input(x, jitter))
 
-    def forward(self, translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def forward(self, translated: torch.Tensor, source: torch.Tensor, jitter: int = 0) -> torch.Tensor:
         """Cross-entropy of the translation's prediction against the source's soft prediction.
 
         Always in fp32, also inside the training step's bf16 autocast: the loss lives on small
         differences between two soft predictions, which bf16's 8-bit mantissa rounds away (the
-        small classifier costs little next to the generators)."""
+        small classifier costs little next to the generators). `jitter` moves and flips the
+        translation (not the source) before the classifier reads it: a change the classifier reads
+        as an expression only at one exact position is an adversarial pattern, not a face's."""
         with torch.autocast(translated.device.type, enabled=False):
             with torch.no_grad():
                 target = F.softmax(self.logits(source.float()), dim=1)
-            return -(target * F.log_softmax(self.logits(translated.float()), dim=1)).sum(1).mean()
+            return -(target * F.log_softmax(self.logits(translated.float(), jitter), dim=1)).sum(1).mean()

@@ -71,6 +71,11 @@ class CycleganOptions:
     lambda_expression: float = option(
         1.0, "Weight of the expression-consistency loss: a frozen FER classifier must read the same expression in "
              "a FER face and in its translation into the person's domain (0: off).", ge=0)
+    expression_jitter: int = option(
+        0, "Moves each translation by up to this many pixels (of the classifier's input) and flips it half the time "
+           "before the expression loss's classifier reads it, so that the generator cannot satisfy it with a "
+           "pattern the classifier reads at one exact position only, an adversarial pattern rather than a face "
+           "(measured with model = \"reference\", docs/results.md). 0: off.", ge=0)
     expression_classifier: str = option(
         "", "A classify-stage CNN model folder (trained on FER with the same classes) for that loss; empty: one is "
             "trained here on domain B's labelled images.", kind="path")

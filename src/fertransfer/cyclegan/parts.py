@@ -88,7 +88,7 @@ def source_losses(cfg, expression: ExpressionConsistency | None, translated: tor
     as a frozen FER classifier reads it, and its coarse layout of light and dark (each when on)."""
     losses = {}
     if cfg.lambda_expression > 0:  # F(b) must show b's expression to a classifier that reads FER faces
-        losses["expression"] = cfg.lambda_expression * expression(translated, source)
+        losses["expression"] = cfg.lambda_expression * expression(translated, source, cfg.expression_jitter)
     if cfg.lambda_structure > 0:  # ... and keep b's coarse layout of light and dark (mouth, brows, eyes)
         losses["structure"] = cfg.lambda_structure * structure_distance(translated, source, cfg.structure_scale,
                                                                         cfg.structure_crop)

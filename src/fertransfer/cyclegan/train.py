@@ -85,6 +85,7 @@ class TrainConfig:
     lambda_cycle: float = _option("lambda_cycle")
     lambda_identity: float = _option("lambda_identity")  # times lambda_cycle
     lambda_expression: float = _option("lambda_expression")  # expression consistency of F(b) with b (needs a classifier)
+    expression_jitter: int = _option("expression_jitter")  # random shift (px) and flip of F(b) before that classifier
     lambda_structure: float = _option("lambda_structure")  # L1 between the coarse gray layouts of F(b) and b
     structure_scale: int = _option("structure_scale")  # the layout is the image average-pooled by this factor
     structure_crop: float = _option("structure_crop")  # the centred part of the image whose layout is held
