@@ -30,7 +30,9 @@ class CycleganOptions:
                         "FER -> person generator whose output patches must match their input patches, PatchNCE; "
                         "cut adds PatchNCE on the person's own faces); reference (one generator that starts from the person: "
                         "it takes the person's training crop whose coarse layout is nearest the FER face's and learns "
-                        "a change of it that wears the FER face's expression; `generator` is not used).", choices=MODELS)
+                        "a change of it that wears the FER face's expression; `generator` is not used; measured on MEAD W009: "
+                        "it reaches the person, and the expression loss is met by patterns the judge does not "
+                        "read, docs/results.md).", choices=MODELS)
     image_size: int = option(64, "Training image size in pixels (64 on a CPU; 128 or 256 on a GPU).", ge=16, le=1024)
     load_size: int | None = option(None, "Images are resized to this, then randomly cropped (default: 9/8 image_size).", ge=16, le=2048)
     generator: str = option("resnet_6blocks_residual_resize", "Generator architecture. The residual ones start as "
@@ -74,8 +76,9 @@ class CycleganOptions:
     expression_jitter: int = option(
         0, "Moves each translation by up to this many pixels (of the classifier's input) and flips it half the time "
            "before the expression loss's classifier reads it, so that the generator cannot satisfy it with a "
-           "pattern the classifier reads at one exact position only, an adversarial pattern rather than a face "
-           "(measured with model = \"reference\", docs/results.md). 0: off.", ge=0)
+           "pattern the classifier reads at one exact position only, an adversarial pattern rather than a face. "
+           "Measured on MEAD W009 with model = \"reference\" at 4: the generator drew stripes that survive a "
+           "shift instead (docs/results.md). 0: off.", ge=0)
     expression_classifier: str = option(
         "", "A classify-stage CNN model folder (trained on FER with the same classes) for that loss; empty: one is "
             "trained here on domain B's labelled images.", kind="path")
