@@ -206,3 +206,20 @@ def test_device_bf16_and_atomic_writes_live_in_one_place_each():
             if isinstance(node, ast.Constant) and node.value in ("amx_bf16", "/proc/cpuinfo") and "runner" not in path.name:
                 offenders.append(f"{path.relative_to(PACKAGE)} reads CPU flags itself")
     assert not offenders, offenders
+
+
+def test_one_bf16_rule_reads_both_spellings_of_the_setting(monkeypatch):
+    """classify's bf16 (auto, on, off) and cyclegan's precision (auto, bf16, fp32) go through one rule."""
+    import pytest
+    import torch
+
+    from fertransfer import devices
+
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda native=native: native)
+        assert devices.use_bf16("auto", cpu) is native
+        assert devices.use_bf16("on", cpu) and devices.use_bf16("bf16", cpu)
+        assert not devices.use_bf16("off", cpu) and not devices.use_bf16("fp32", cpu)
+    with pytest.raises(ValueError, match="bf16 must be auto, on or off"):
+        devices.use_bf16("half", cpu)

@@ -34,9 +34,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_bf16(setting: str, device: Any) -> bool:
-    """The `bf16` setting (auto, on, off) on `device`: auto is bf16 on GPUs that have it and on CPUs
-    with native bf16 (AMX or AVX512-BF16: 1.75-2x for the CNN at width 32, docs/benchmarks.md);
-    without it the CPU emulates bf16, many times slower."""
+    """The `bf16` setting (auto, on, off; or the cyclegan stage's `precision`: auto, bf16, fp32) on
+    `device`: auto is bf16 on GPUs that have it and on CPUs with native bf16 (AMX or AVX512-BF16:
+    1.75-2x for the CNN at width 32, docs/benchmarks.md); without it the CPU emulates bf16, many
+    times slower."""
+    setting = {"bf16": "on", "fp32": "off"}.get(setting, setting)
     if setting in ("on", "off"):
         return setting == "on"
     if setting != "auto":

@@ -27,7 +27,7 @@ def _autocast_bf16_on_cpu(translator) -> None:
 def load_generator(path: Path, direction: str, device: str, precision: str = "fp32"):
     """The cyclegan Translator for one direction, as a build.Generator."""
     from fertransfer.cyclegan.translate import Translator
-    from fertransfer.devices import cpu_has_native_bf16
+    from fertransfer.devices import use_bf16
 
     from .build import callable_generator
 
@@ -38,7 +38,7 @@ def load_generator(path: Path, direction: str, device: str, precision: str = "fp
     except (OSError, RuntimeError, KeyError, ValueError) as error:
         raise StageError(f"{path}: cannot load the {direction} generator: {error}") from None
     on_cpu = translator.device.type == "cpu"
-    bf16 = on_cpu and (precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()))
+    bf16 = on_cpu and use_bf16(precision, translator.device)
     if bf16:
         _autocast_bf16_on_cpu(translator)
     generator = callable_generator(translator, f"{path} ({direction})")

@@ -27,7 +27,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import build_discriminator
-from .parts import ImagePool, adam, person_discriminator_step, set_requires_grad, source_losses
+from .parts import ImagePool, adam, descend, person_discriminator_step, set_requires_grad, source_losses
 from .tensors import match_channels
 
 
@@ -169,9 +169,7 @@ class SharedAutoencoder:
                 losses["G_BA"] = cfg.lambda_adversarial * generator_loss(cfg.gan_mode, D_A(out["fake_A"]))
             losses.update(source_losses(cfg, self.expression, out["fake_A"], real_B))
             loss_G = losses["G"] = sum(losses.values())
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.optimizers["G"].step()
+        descend(self.optimizers["G"], loss_G)
 
         if self.adversarial:  # D_A: the person's real faces against (pooled) translations of FER faces
             fake_A = self.pools["pool_A"].query(out["fake_A"].detach().float(), rng)

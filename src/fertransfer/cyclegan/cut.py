@@ -26,7 +26,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, build_discriminator, build_generator
-from .parts import adam, person_discriminator_step, set_requires_grad, source_losses
+from .parts import adam, descend, person_discriminator_step, set_requires_grad, source_losses
 from .tensors import match_channels
 
 # Layers of the ResNet generator's Sequential whose outputs PatchNCE compares: the padded input
@@ -141,9 +141,7 @@ class ContrastiveTranslation:
             losses["nce"] = self.lambda_nce * nce
             losses.update(source_losses(cfg, self.expression, out["fake_A"], real_B))
             loss_G = losses["G"] = sum(losses.values())
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.optimizers["G"].step()
+        descend(self.optimizers["G"], loss_G)
         if self.identity:
             losses["nce_same"] = out["nce_same"]
 

@@ -116,7 +116,7 @@ class CycleganOptions:
     person_score_steps: int = option(400, "Training steps of the person score's domain classifier (held-out "
                                      "person crops against FER PublicTest; seeded, seconds on a CPU).", ge=1)
     deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
-    precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16; "
+    precision: str = option("auto", "auto: bf16 autocast on GPUs that have it and on CPUs with native bf16 (AMX, AVX512-BF16; "
                             "1.4-1.8x faster steps there, docs/benchmarks.md), else fp32.", choices=("auto", "fp32", "bf16"))
     threads: int = option(1, THREADS_HELP + " More than 1 was 10-30x slower per step on a 2-core machine shared "
                           "with other busy processes.", execution=True, ge=0)

@@ -76,6 +76,13 @@ def adam(cfg, params) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, 0.999))
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss` (gradients cleared first): every update of every objective."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
     for net in nets:
         for p in net.parameters():
@@ -107,7 +114,5 @@ def person_discriminator_step(cfg, D_A: nn.Module, scorer: nn.Module, optimizer:
     if cfg.gan_mode == "wgangp":
         loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
     penalty = r1_penalty(D_A, real_A, cfg.lambda_r1) if cfg.lambda_r1 else 0  # not in the logged loss
-    optimizer.zero_grad(set_to_none=True)
-    (loss_D + penalty).backward()
-    optimizer.step()
+    descend(optimizer, loss_D + penalty)
     return loss_D

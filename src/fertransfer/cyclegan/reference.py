@@ -25,8 +25,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, ResnetGenerator, build_discriminator, init_weights
-from .parts import adam, coarse_layout, person_discriminator_step, set_requires_grad, source_losses
-from .tensors import match_channels, to_tensor
+from .parts import adam, coarse_layout, descend, person_discriminator_step, set_requires_grad, source_losses
 
 LAYOUT_CELLS = 8  # the retrieval compares layouts of LAYOUT_CELLS x LAYOUT_CELLS cells
 
@@ -41,41 +40,47 @@ def reference_bank(person: np.ndarray, image_size: int, keep: int, seed: int) ->
     return np.ascontiguousarray(person[:, top:top + image_size, left:left + image_size])
 
 
+def as_images(bank: torch.Tensor) -> torch.Tensor:
+    """uint8 crops -> floats in [-1, 1], as the generators see images (tensors.to_tensor's scale)."""
+    return bank.float() / 127.5 - 1.0
+
+
 class ReferenceGenerator(nn.Module):
     """FER face (in_channels) -> the nearest of the person's crops, changed by a residual ResNet that
     reads the face and the crop together (out_channels). The change starts at zero."""
 
     def __init__(self, in_channels: int, out_channels: int, ngf: int, image_size: int, bank: np.ndarray | None = None):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
         self.scale = max(1, image_size // LAYOUT_CELLS)
         body = ResnetGenerator(in_channels + out_channels, out_channels, ngf, n_blocks=6, upsample="resize")
         self.edit = ResidualGenerator(init_weights(body), out_channels)
-        if bank is None:  # loading a saved generator: the buffers take the saved bank's size
+        if bank is None:  # loading a saved generator: the buffer takes the saved bank's size
             bank = np.zeros((1, image_size, image_size, out_channels), np.uint8)
-        images = to_tensor(bank, out_channels)
-        self.register_buffer("bank", ((images + 1) * 127.5).round().to(torch.uint8))
-        self.register_buffer("bank_layout", coarse_layout(images, self.scale).flatten(1))
+        self.register_buffer("bank", torch.from_numpy(bank).permute(0, 3, 1, 2).contiguous())  # uint8 (K, C, S, S)
+        self.register_buffer("bank_layout", self.layouts(as_images(self.bank)), persistent=False)  # derived: not saved
+
+    def layouts(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, cells * cells) for images in [-1, 1]: what the retrieval compares."""
+        return coarse_layout(images, self.scale).flatten(1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("bank", "bank_layout"):  # a bank of another size than the placeholder's
-            saved = state_dict.get(prefix + name)
-            if saved is not None:
-                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        saved = state_dict.get(prefix + "bank")
+        if saved is not None:  # a bank of another size than the placeholder's
+            self.bank = torch.empty_like(saved, device=self.bank.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.bank_layout = self.layouts(as_images(self.bank))
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """The index in the bank of the crop whose layout is nearest each image's."""
-        layout = coarse_layout(x, self.scale).flatten(1)
-        return torch.cdist(layout, self.bank_layout).argmin(dim=1)
+        return torch.cdist(self.layouts(x), self.bank_layout).argmin(dim=1)
 
     def references(self, x: torch.Tensor) -> torch.Tensor:
         """The bank's crops nearest x, as floats in [-1, 1]."""
-        return self.bank[self.nearest(x)].float() / 127.5 - 1.0
+        return as_images(self.bank[self.nearest(x)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reference = self.references(x).to(x.dtype)
-        return self.edit(torch.cat([match_channels(x, self.in_channels), reference], dim=1), base=reference)
+        return self.edit(torch.cat([x, reference], dim=1), base=reference)
 
 
 class ReferenceEdit:
@@ -113,9 +118,7 @@ class ReferenceEdit:
             losses["G_BA"] = cfg.lambda_adversarial * generator_loss(cfg.gan_mode, D_A(fake_A))
             losses.update(source_losses(cfg, self.expression, fake_A, real_B))
             loss_G = losses["G"] = sum(losses.values())
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.optimizers["G"].step()
+        descend(self.optimizers["G"], loss_G)
         losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A,
                                                   fake_A.detach(), autocast)
         return {k: v.detach() for k, v in losses.items()}

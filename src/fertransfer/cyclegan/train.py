@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fertransfer.data import write_png
-from fertransfer.devices import cpu_has_native_bf16, resolve_device
+from fertransfer.devices import resolve_device, use_bf16
 from fertransfer.options import declared_default
 from fertransfer.progress import progress as progress_bar
 
@@ -51,7 +51,7 @@ from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from .models import MODELS, build_discriminator, build_generator
 from .options import CycleganOptions
-from .parts import ImagePool, adam, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
+from .parts import ImagePool, adam, descend, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
 from .reference import ReferenceEdit
 from .swd import swd
 from .tensors import from_tensor, match_channels, to_tensor
@@ -292,9 +292,7 @@ class CycleGAN:
             losses.update(source_losses(cfg, self.expression, out["fake_A"], real_B))
             loss_G = losses["G"] = sum(losses.values())
         opt_G, opt_D = self.optimizers["G"], self.optimizers["D"]
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
+        descend(opt_G, loss_G)
 
         # 2. Discriminators: real images against fakes drawn from the pools of past fakes.
         set_requires_grad([D_A, D_B], True)
@@ -309,9 +307,7 @@ class CycleGAN:
             loss_D_B = loss_D_B + gradient_penalty(D_B, real_B, fake_B, cfg.lambda_gp)
         # R1 is left out of the logged D losses, which stay comparable across settings.
         penalty = r1_penalty(D_A, real_A, cfg.lambda_r1) + r1_penalty(D_B, real_B, cfg.lambda_r1) if cfg.lambda_r1 else 0
-        opt_D.zero_grad(set_to_none=True)
-        (loss_D_A + loss_D_B + penalty).backward()
-        opt_D.step()
+        descend(opt_D, loss_D_A + loss_D_B + penalty)
         losses["D_A"], losses["D_B"] = loss_D_A, loss_D_B
         return {k: v.detach() for k, v in losses.items()}
 
@@ -538,8 +534,8 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    bf16 = use_bf16(cfg.precision, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     # Channels-last only on CUDA: on a CPU (oneDNN, 64 px, batch 1) it made the step slower, 0.85x in
     # fp32 and 0.86x under bf16 autocast (docs/benchmarks.md).
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -703,7 +699,7 @@ def _train(cfg: TrainConfig, domains: Domains, out_dir: Path, resume: bool, stop
             "resumed_from_step": resumed_from,
             "processes": world,
             "device": str(device),
-            "precision": "bf16" if use_bf16 else "fp32",
+            "precision": "bf16" if bf16 else "fp32",
             "seconds": round(time.perf_counter() - t_start, 2),
             "train_seconds": round(train_seconds, 2),
             "seconds_per_step": round(train_seconds / steps_run, 4) if steps_run else None,
