@@ -46,7 +46,7 @@ def test_fer_cnn_search_records_every_trial_and_keeps_the_best(tmp_path):
     probs = result.classifier.predict_proba(xv)
     assert probs.shape == (12, 3) and np.allclose(probs.sum(1), 1, atol=1e-4)
     # short trials are only comparable when BatchNorm's running statistics follow the training
-    norms = [layer for layer in result.classifier.model.layers if type(layer).__name__ == "BatchNormalization"]
+    norms = [layer for layer in result.classifier.model.layers if type(layer).__name__ == "FusedBatchNorm"]
     assert norms and all(layer.momentum == BATCHNORM_MOMENTUM for layer in norms)
 
 
@@ -236,3 +236,77 @@ def test_the_final_run_takes_the_best_trial_that_affords_its_epochs():
     assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 505.0, min_epochs=0)[0] is wide
     assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 0.0, min_epochs=10)[0] is wide
     assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 50.0, min_epochs=10)[0] is wide
+
+
+def test_the_fused_batch_norm_computes_what_keras_batch_normalization_does():
+    """FusedBatchNorm (torch's kernel) against Keras's own layer with the same weights: the same
+    outputs in training and at inference, the same running statistics after a training call (up
+    to torch's unbiased variance), and the same config."""
+    from fertransfer.expression.keras_layers import FusedBatchNorm, keras
+
+    images = np.random.default_rng(0).normal(2.0, 3.0, size=(8, 5, 5, 4)).astype(np.float32)
+    fused, plain = FusedBatchNorm(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    fused.build(images.shape)
+    plain.build(images.shape)
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(size=4).astype(np.float32) for _ in range(2)] + [np.zeros(4, np.float32),
+                                                                           np.ones(4, np.float32)]
+    fused.set_weights(weights)
+    plain.set_weights(weights)
+    out_fused, out_plain = (keras.ops.convert_to_numpy(layer(images, training=True)) for layer in (fused, plain))
+    assert np.allclose(out_fused, out_plain, atol=1e-4)
+    pixels = 8 * 5 * 5
+    mean, variance = images.mean(axis=(0, 1, 2)), images.var(axis=(0, 1, 2))
+    assert np.allclose(fused.moving_mean.numpy(), 0.1 * mean, atol=1e-5)
+    assert np.allclose(fused.moving_variance.numpy(), 0.9 + 0.1 * variance * pixels / (pixels - 1), atol=1e-4)
+    assert np.allclose(plain.moving_mean.numpy(), fused.moving_mean.numpy(), atol=1e-5)
+    fused.set_weights(plain.get_weights())
+    at_inference = [keras.ops.convert_to_numpy(layer(images, training=False)) for layer in (fused, plain)]
+    assert np.allclose(*at_inference, atol=1e-4)
+    assert {k: v for k, v in fused.get_config().items() if k != "name"} == \
+        {k: v for k, v in plain.get_config().items() if k != "name"}
+
+
+def test_test_time_views_and_the_classifier_averaging_them(tmp_path):
+    """tencrop: the face, moved 2 px towards each corner (border reflected), each mirrored; the
+    classifier averages its model's outputs over them, and keeps its tta through saving."""
+    from fertransfer.expression.keras_layers import keras
+    from fertransfer.expression.keras_model import AutoKerasClassifier, standardise, test_views
+
+    images = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6, 1)
+    assert len(test_views(images, "center")) == 1 and len(test_views(images, "flip")) == 2
+    views = test_views(images, "tencrop")
+    assert len(views) == 10 and all(v.shape == images.shape for v in views)
+    assert np.array_equal(views[1], np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")[:, :6, :6])
+    assert np.array_equal(views[5], images[:, :, ::-1])
+    with pytest.raises(ValueError, match="tta must be center, flip or tencrop"):
+        test_views(images, "fivecrop")
+    inputs = keras.Input((6, 6, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs)))
+    classifier = AutoKerasClassifier(model, CLASSES, 1, 6, tta="flip")
+    faces = np.random.default_rng(0).integers(0, 255, (4, 6, 6, 1)).astype(np.uint8)
+    x = standardise(faces)
+    expected = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert np.allclose(classifier.predict_proba(faces), expected, atol=1e-6)
+    assert not np.allclose(classifier.predict_proba(faces, tta="center"), expected, atol=1e-3)
+    meta = {**classifier.save(tmp_path), "classes": CLASSES, "channels": 1, "size": 6}
+    assert AutoKerasClassifier.load(tmp_path, meta).tta == "flip"
+
+
+def test_the_final_run_can_train_with_the_cnns_sgd(tmp_path):
+    """automl_final_optimizer = "sgd": the pick is trained by Nesterov SGD at the CNN's rate, with
+    no weight decay on norms and biases; recorded in the search's info."""
+    from fertransfer.classify.automl_space import cnn_sgd
+
+    x, y = tiny_data(36)
+    xv, yv = tiny_data(12, seed=1)
+    config = AutoKerasConfig(max_trials=1, epochs=1, batch_size=12, trial_images=24, final_epochs=2,
+                             final_optimizer="sgd", final_lr=0.02, final_weight_decay=1e-3, tta="flip")
+    result = train_autokeras(x, y, xv, yv, CLASSES, config, tmp_path / "trials", seed=0)
+    assert result.info["final_optimizer"] == {"name": "sgd", "lr": 0.02, "weight_decay": 1e-3}
+    assert result.info["final_epochs_run"] == 2 and result.classifier.tta == "flip"
+    assert max(row["lr"] for row in result.history if "lr" in row) <= 0.02
+    optimizer = cnn_sgd(0.05, 5e-4)
+    assert optimizer.nesterov and optimizer.momentum == 0.9 and optimizer.weight_decay == pytest.approx(5e-3)
+    with pytest.raises(ValueError, match="final_optimizer must be one of adam, sgd"):
+        train_autokeras(x, y, xv, yv, CLASSES, AutoKerasConfig(final_optimizer="lamb"), tmp_path / "t2")

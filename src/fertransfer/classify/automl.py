@@ -29,6 +29,7 @@ BLOCKS = ("vanilla", "resnet", "xception")
 # The search spaces: fer_cnn, the project's CNN family as a custom block with successive
 # halving (automl_space.py); convblock, AutoKeras's own blocks (BLOCKS) with its greedy tuner.
 SPACES = ("fer_cnn", "convblock")
+FINAL_OPTIMIZERS = ("adam", "sgd")
 
 # Seconds per training image and epoch, validation included as a share: fer_cnn's default trial
 # (width 32, depth 4; Keras 3 on torch, fp32, one thread of a 2-core AMD EPYC at load 2.4: 62
@@ -59,6 +60,10 @@ class AutoKerasConfig:
     final_min_epochs: int = 10  # fer_cnn: the final run's configuration must afford this many epochs (0: any)
     fixed: dict = field(default_factory=dict)  # fer_cnn: hyperparameters held at a value, not searched
     bf16: str = "auto"  # Keras's mixed_bfloat16 policy while training: auto (GPU, or a CPU with native bf16), on, off
+    final_optimizer: str = "adam"  # fer_cnn: adam (the trial's rate) or sgd (the CNN's: Nesterov, final_lr, weight decay)
+    final_lr: float = 0.05  # fer_cnn, sgd: the final run's peak learning rate
+    final_weight_decay: float = 5e-4  # fer_cnn, sgd: as torch's SGD applies it (an L2 term in the gradient)
+    tta: str = "center"  # the model's views averaged when predicting: center, flip or tencrop
 
 
 @dataclass
@@ -84,6 +89,8 @@ def train_autokeras(
         raise ValueError(f"search space must be one of {', '.join(SPACES)}, got {config.space!r}")
     if config.block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {config.block!r}")
+    if config.final_optimizer not in FINAL_OPTIMIZERS:
+        raise ValueError(f"final_optimizer must be one of {', '.join(FINAL_OPTIMIZERS)}, got {config.final_optimizer!r}")
     keras, ak = import_keras()
     keras.utils.set_random_seed(seed)
     t0 = time.monotonic()
@@ -110,7 +117,7 @@ def train_autokeras(
     if bf16:
         model = as_float32(model)
     classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1],
-                                     asdict(config))
+                                     asdict(config), config.tta)
     return SearchResult(classifier, rows, time.monotonic() - t0, info)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fertransfer.expression.keras_backend import import_keras
-from fertransfer.expression.keras_layers import RandomShift
+from fertransfer.expression.keras_layers import FusedBatchNorm, RandomShift
 
 from .automl_hparams import DEFAULTS, SPACE
 from .keras_env import deadline_callback
@@ -72,7 +72,7 @@ class FerCnnBlock(ak.Block):
         for i in range(depth):
             for _ in range(2):
                 x = keras.layers.Conv2D(width * 2**i, 3, padding="same", use_bias=False)(x)
-                x = keras.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM)(x)
+                x = FusedBatchNorm(momentum=BATCHNORM_MOMENTUM)(x)
                 x = keras.layers.ReLU()(x)
             if i < depth - 1:
                 x = keras.layers.MaxPooling2D(2)(x)
@@ -238,6 +238,17 @@ def budget_schedule(lr: float, epochs: int, steps_per_epoch: int, budget_seconds
     return BudgetCosine()
 
 
+def cnn_sgd(lr: float, weight_decay: float, momentum: float = 0.9):
+    """The CNN engine's optimiser for the final run: SGD with Nesterov momentum, no weight decay on
+    norms and biases. torch's SGD adds `weight_decay * w` to the gradient, which momentum then
+    carries about 1 / (1 - momentum) times; Keras's shrinks the weights once a step, so the same
+    strength there is `weight_decay / (1 - momentum)`."""
+    optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, nesterov=True,
+                                     weight_decay=weight_decay / (1 - momentum))
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
 def keep_best(final_history: list[dict], schedule):
     """A callback that records each epoch of the final run and keeps the weights of the best
     validation epoch (as the CNN engine does)."""
@@ -357,11 +368,19 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     model, kept = None, "trial"
     if config.final_epochs > 0 and (budget <= 0 or remaining > 0):
         model = search.tuner.hypermodel.build(best_hp)
+        peak = best_trial["learning_rate"]
+        if config.final_optimizer == "sgd":  # the trials' Adam ranks configurations; the CNN's recipe trains the pick
+            peak = config.final_lr
+            model.compile(optimizer=cnn_sgd(peak, config.final_weight_decay), loss=model.loss, metrics=["accuracy"])
+        info["final_optimizer"] = {"name": config.final_optimizer, "lr": peak,
+                                   **({"weight_decay": config.final_weight_decay} if config.final_optimizer == "sgd"
+                                      else {})}
         steps = -(-len(labels) // config.batch_size)
-        schedule = budget_schedule(best_trial["learning_rate"], config.final_epochs, steps, max(0.0, remaining))
+        schedule = budget_schedule(peak, config.final_epochs, steps, max(0.0, remaining))
         best = keep_best(final_history, schedule)
-        log.info("final run: trial %s's configuration on all %d images, %d epochs%s", best_trial["trial"], len(labels),
-                 config.final_epochs, f" or {remaining / 60:.1f} min" if budget > 0 else "")
+        log.info("final run: trial %s's configuration on all %d images, %s at %g, %d epochs%s", best_trial["trial"],
+                 len(labels), config.final_optimizer, peak, config.final_epochs,
+                 f" or {remaining / 60:.1f} min" if budget > 0 else "")
         model.fit(x_train, y_train, epochs=config.final_epochs, batch_size=config.batch_size,
                   validation_data=(x_val, y_val), callbacks=[schedule, best], verbose=verbose)
         if best.best_weights is not None and best.best_acc >= best_trial["val_acc"]:

@@ -66,16 +66,18 @@ class ClassifyOptions:
                             "(0: no intervals).", ge=0)
     batch_size: int = option(_cnn("batch_size"), "Images per training step.", ge=1)
     width: int = option(_cnn("width"), "cnn: channels of the first of four blocks (doubled per block).", ge=1)
-    lr: float = option(_cnn("lr"), "cnn: peak learning rate (after warm-up, then cosine decay).", gt=0)
+    lr: float = option(_cnn("lr"), "cnn (and autokeras's sgd final run): peak learning rate (after warm-up, then "
+                       "cosine decay).", gt=0)
     optimizer: str = option(_cnn("optimizer"), "cnn: SGD with Nesterov momentum, or AdamW.", choices=("sgd", "adamw"))
-    weight_decay: float = option(_cnn("weight_decay"), "cnn: weight decay.", ge=0)
+    weight_decay: float = option(_cnn("weight_decay"), "cnn (and autokeras's sgd final run): weight decay.", ge=0)
     label_smoothing: float = option(_cnn("label_smoothing"),
         "cnn: label smoothing of the cross-entropy loss.", ge=0, lt=1)
     patience: int = option(_cnn("patience"),
         "cnn: stop after this many epochs without a better validation accuracy (0: never). Validation "
         "accuracy plateaus mid-schedule and climbs again as the rate anneals: for a run sized by "
         "`time_budget_minutes` use 0 (docs/results.md: stopped 7 minutes early, 71.8% against 72.9%).", ge=0)
-    tta: str = option(_cnn("tta"), "cnn: test-time averaging for the final val/test scores.",
+    tta: str = option(_cnn("tta"), "Test-time averaging for the final val/test scores and predictions (autokeras: "
+                      "tencrop moves the whole face 2 px towards each corner instead of cropping it).",
                       choices=("center", "flip", "tencrop"))
     ema: float = option(_cnn("ema"), "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
                         "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
@@ -101,6 +103,10 @@ class ClassifyOptions:
                                           "trial whose configuration can train this many epochs on every image in "
                                           "what is left of the budget (estimated from its trial's epochs; 0: the "
                                           "best trial, whatever its cost).", ge=0)
+    automl_final_optimizer: str = option("adam", "autokeras, fer_cnn: the final run's optimiser, with warm-up and "
+                                         "cosine decay: adam at the chosen trial's learning rate, or sgd, the CNN's "
+                                         "(Nesterov momentum 0.9 at `lr`, `weight_decay` except on norms and biases).",
+                                         choices=("adam", "sgd"))
     automl_fixed: dict = option({}, "autokeras, fer_cnn: hyperparameters held at a value instead of searched "
                                 "(recorded in every trial all the same), e.g. the CNN's augmentation: { shift = 2, "
                                 f"flip = true, label_smoothing = 0.1, dropout = 0.3 }}. Known: {', '.join(SPACE)}.")

@@ -138,7 +138,9 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                              batch_size=options.batch_size, space=options.automl_space,
                              trial_images=options.automl_trial_images, search_share=options.automl_search_share,
                              final_epochs=options.automl_final_epochs, final_min_epochs=options.automl_final_min_epochs,
-                             fixed=dict(options.automl_fixed), bf16=options.bf16)
+                             fixed=dict(options.automl_fixed), bf16=options.bf16,
+                             final_optimizer=options.automl_final_optimizer, final_lr=options.lr,
+                             final_weight_decay=options.weight_decay, tta=options.tta)
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 

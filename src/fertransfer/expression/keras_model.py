@@ -27,9 +27,30 @@ def standardise(images: np.ndarray) -> np.ndarray:
 def custom_objects() -> dict:
     """What keras needs to rebuild a searched model: AutoKeras's layers and the fer_cnn space's."""
     _, ak = import_keras()
-    from .keras_layers import RandomShift
+    from .keras_layers import FusedBatchNorm, RandomShift
 
-    return {**ak.CUSTOM_OBJECTS, "RandomShift": RandomShift}
+    return {**ak.CUSTOM_OBJECTS, "RandomShift": RandomShift, "FusedBatchNorm": FusedBatchNorm}
+
+
+# How far the ten-crop views move the face: the CNN's corner crops of 44 px from 48 lie 2 px from
+# its centre crop each way.
+TTA_SHIFT = 2
+
+
+def test_views(images: np.ndarray, tta: str) -> list[np.ndarray]:
+    """The views of NHWC images averaged at test time: the face (center); and its mirror (flip);
+    and (tencrop) the face moved TTA_SHIFT px towards each corner, border reflected, each mirrored
+    too: the CNN's ten crops kept at full size, as the fer_cnn block's RandomShift trains."""
+    if tta not in ("center", "flip", "tencrop"):
+        raise ValueError(f"tta must be center, flip or tencrop, got {tta!r}")
+    views = [images]
+    if tta == "center":
+        return views
+    if tta == "tencrop":
+        s, (h, w) = TTA_SHIFT, images.shape[1:3]
+        padded = np.pad(images, [(0, 0), (s, s), (s, s), (0, 0)], mode="reflect")
+        views += [padded[:, r : r + h, c : c + w] for r in (0, 2 * s) for c in (0, 2 * s)]
+    return views + [view[:, :, ::-1] for view in views]
 
 
 @dataclass
@@ -39,13 +60,16 @@ class AutoKerasClassifier:
     channels: int
     size: int
     search: dict = field(default_factory=dict)  # the search's settings, kept in model.json
+    tta: str = "center"  # the views averaged when predicting (test_views)
 
     engine = "autokeras"
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, tta: str | None = None, batch_size: int = 256) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        probs = np.asarray(self.model.predict(standardise(images), batch_size=batch_size, verbose=0))
+        views = test_views(standardise(images), tta or self.tta)
+        probs = np.mean([np.asarray(self.model.predict(view, batch_size=batch_size, verbose=0)) for view in views],
+                        axis=0)
         if probs.ndim == 1 or probs.shape[1] == 1:  # a binary head gives P(class 1) only
             p1 = probs.reshape(-1)
             probs = np.stack([1 - p1, p1], axis=1)
@@ -53,10 +77,11 @@ class AutoKerasClassifier:
 
     def save(self, folder: Path) -> dict:
         self.model.save(folder / "model.keras")
-        return {"file": "model.keras", "config": self.search}
+        return {"file": "model.keras", "config": self.search, "tta": self.tta}
 
     @classmethod
     def load(cls, folder: Path, meta: dict) -> AutoKerasClassifier:
         keras, _ = import_keras()
         model = keras.models.load_model(folder / meta["file"], custom_objects=custom_objects(), compile=False)
-        return cls(model, list(meta["classes"]), meta["channels"], meta["size"], dict(meta.get("config", {})))
+        return cls(model, list(meta["classes"]), meta["channels"], meta["size"], dict(meta.get("config", {})),
+                   meta.get("tta", "center"))
