@@ -113,12 +113,18 @@ def train_autokeras(
                                                   seed, verbose)
     finally:
         keras.config.set_dtype_policy(policy)
-    info["precision"] = "mixed_bfloat16" if bf16 else "float32"
+    info["precision"] = trained_precision(model)  # as the kept model computed, read from its layers
     if bf16:
         model = as_float32(model)
     classifier = AutoKerasClassifier(model, list(classes), train_images.shape[3], train_images.shape[1],
                                      asdict(config), config.tta)
     return SearchResult(classifier, rows, time.monotonic() - t0, info)
+
+
+def trained_precision(model) -> str:
+    """mixed_bfloat16 if any layer of `model` computes under that policy, else float32."""
+    policies = {layer.dtype_policy.name for layer in model.layers}
+    return "mixed_bfloat16" if "mixed_bfloat16" in policies else "float32"
 
 
 def as_float32(model):
@@ -140,7 +146,7 @@ def _search_convblock(x_train, y_train, x_val, y_val, num_classes: int, config: 
                       seed: int, verbose: int):
     """AutoKeras's image classifier graph with its own block, greedy tuner; (model, history, info)."""
     keras, ak = import_keras()
-    from .automl_space import trial_recorder, trial_rows
+    from .automl_space import Greedy, trial_recorder, trial_rows
 
     t0 = time.monotonic()
     inputs = ak.ImageInput()
@@ -155,7 +161,7 @@ def _search_convblock(x_train, y_train, x_val, y_val, num_classes: int, config: 
     outputs = ak.ClassificationHead(num_classes=num_classes, multi_label=False)(x)
     search = ak.AutoModel(
         inputs=inputs, outputs=outputs, max_trials=config.max_trials, directory=str(work_dir),
-        project_name="search", overwrite=True, seed=seed, tuner="greedy",
+        project_name="search", overwrite=True, seed=seed, tuner=Greedy,
     )
     # With any callback but no EarlyStopping, AutoKeras 3.0.0 refits the best model after the
     # search and crashes ('list' object has no attribute 'on_batch_end': its

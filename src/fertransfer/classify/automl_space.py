@@ -131,7 +131,22 @@ def plain_values(values: dict) -> dict:
 # --- the search: successive halving on a subset, then the best configuration on all images ----
 
 
-class FerHyperband(ak.tuners.Hyperband):
+class KeepsDtypePolicy:
+    """A tuner that builds every model under the dtype policy set when it was made. keras-tuner
+    clears Keras's session before each trial, and Keras 3 keeps the global policy in that state:
+    a search under mixed_bfloat16 built every trial, and the final run, in float32 (session 23's
+    "bf16" hour trained in float32)."""
+
+    def __init__(self, *args, **kwargs):
+        self.dtype_policy = keras.config.dtype_policy().name
+        super().__init__(*args, **kwargs)
+
+    def _build_hypermodel(self, hp):
+        keras.config.set_dtype_policy(self.dtype_policy)
+        return super()._build_hypermodel(hp)
+
+
+class FerHyperband(KeepsDtypePolicy, ak.tuners.Hyperband):
     """AutoKeras's Hyperband (successive halving over brackets: many 1-epoch trials, the best
     continued for more epochs), with the continuation repaired: AutoKeras 3.0.0's tuner never
     writes the build config keras-tuner 1.4 reads back before loading a trial's weights
@@ -141,10 +156,15 @@ class FerHyperband(ak.tuners.Hyperband):
     def _build_hypermodel(self, hp):
         import keras_tuner
 
+        keras.config.set_dtype_policy(self.dtype_policy)
         model = keras_tuner.Tuner._build_hypermodel(self, hp)
         if "tuner/trial_id" in hp.values:
             model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
         return model
+
+
+class Greedy(KeepsDtypePolicy, ak.tuners.Greedy):
+    """AutoKeras's greedy tuner (the convblock space's), keeping the dtype policy."""
 
 
 def trial_recorder(tuner, records: dict):
@@ -367,6 +387,7 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     final_history: list[dict] = []
     model, kept = None, "trial"
     if config.final_epochs > 0 and (budget <= 0 or remaining > 0):
+        keras.config.set_dtype_policy(search.tuner.dtype_policy)
         model = search.tuner.hypermodel.build(best_hp)
         peak = best_trial["learning_rate"]
         if config.final_optimizer == "sgd":  # the trials' Adam ranks configurations; the CNN's recipe trains the pick
