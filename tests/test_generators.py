@@ -208,6 +208,30 @@ def test_untrained_reference_generator_returns_the_person_crop_nearest_in_layout
     assert torch.allclose(out, torch.from_numpy(bank[[1, 2, 0]]).permute(0, 3, 1, 2).float() / 127.5 - 1, atol=2e-3)
 
 
+def test_reference_detail_puts_the_fer_faces_fine_lines_on_the_persons_crop(tmp_path):
+    """reference_detail = 1: untrained, F(b) is the nearest crop's blur plus b's fine detail (a
+    hybrid image); a flat crop takes b's lines exactly, a share of 0.5 half of them; the setting
+    reaches the Translator through the checkpoint's config."""
+    from fertransfer.cyclegan.reference import fine_detail
+
+    size = 16
+    bank = np.full((1, size, size, 1), 128, np.uint8)  # a flat crop: no detail of its own
+    fer = np.zeros((1, 1, size, size), np.float32)
+    fer[..., 6:10, 3:13] = 0.8  # a mouth-like bar
+    x = torch.from_numpy(fer)
+    crop = torch.full((1, 1, size, size), 128 / 127.5 - 1)
+    with torch.no_grad():
+        full = ReferenceGenerator(1, 1, ngf=4, image_size=size, bank=bank, detail=1.0, detail_sigma=1.0).eval()(x)
+        half = ReferenceGenerator(1, 1, ngf=4, image_size=size, bank=bank, detail=0.5, detail_sigma=1.0).eval()(x)
+    lines = fine_detail(x, 1.0)
+    assert lines.abs().max() > 0.3  # the bar's edges are detail
+    assert torch.allclose(full, crop + lines, atol=2e-3) and torch.allclose(half, crop + 0.5 * lines, atol=2e-3)
+    domains = random_domains()
+    train(model_config("reference", steps=2, reference_bank=3, reference_detail=0.5), domains, tmp_path)
+    translator = Translator.from_checkpoint(tmp_path / "checkpoints" / "latest.pt", "BtoA", "cpu")
+    assert translator.generator.detail == 0.5 and translator.generator.detail_sigma == 2.0
+
+
 def test_reference_generator_saves_its_bank_and_translator_loads_it(tmp_path):
     domains = random_domains()
     train(model_config("reference", steps=4, reference_bank=5), domains, tmp_path)

@@ -69,6 +69,12 @@ class CycleganOptions:
     reference_bank: int = option(256, "reference: how many of the person's training crops the generator keeps to "
                                  "start from (a seeded choice when there are more; 0: all). They are saved with it.",
                                  ge=0)
+    reference_detail: float = option(0.0, "reference: share of the FER face's fine detail (finer than "
+                                     "`reference_detail_sigma`) put on the person's crop in place of the crop's "
+                                     "own before the edit: the lines of brows, eyes and mouth on the person's face "
+                                     "and light (1: all of it; 0: the crop as it is).", ge=0, le=1)
+    reference_detail_sigma: float = option(2.0, "reference: the Gaussian blur (pixels at image_size) that parts "
+                                           "fine detail from the rest.", gt=0)
     lambda_identity: float = option(0.5, "Weight of the identity loss, times lambda_cycle (0: off).", ge=0)
     lambda_expression: float = option(
         1.0, "Weight of the expression-consistency loss: a frozen FER classifier must read the same expression in "

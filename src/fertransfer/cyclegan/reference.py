@@ -17,6 +17,7 @@ they use any generator. FER -> person only: the A -> B direction is the identity
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +27,7 @@ from torch import nn
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, ResnetGenerator, build_discriminator, init_weights
 from .parts import adam, coarse_layout, descend, person_discriminator_step, set_requires_grad, source_losses
+from .tensors import match_channels
 
 LAYOUT_CELLS = 8  # the retrieval compares layouts of LAYOUT_CELLS x LAYOUT_CELLS cells
 
@@ -40,6 +42,14 @@ def reference_bank(person: np.ndarray, image_size: int, keep: int, seed: int) ->
     return np.ascontiguousarray(person[:, top:top + image_size, left:left + image_size])
 
 
+def fine_detail(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each image minus its Gaussian blur: the lines and edges finer than `sigma` pixels."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    kernel = 2 * math.ceil(3 * sigma) + 1
+    return images - gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+
+
 def as_images(bank: torch.Tensor) -> torch.Tensor:
     """uint8 crops -> floats in [-1, 1], as the generators see images (tensors.to_tensor's scale)."""
     return bank.float() / 127.5 - 1.0
@@ -47,10 +57,13 @@ def as_images(bank: torch.Tensor) -> torch.Tensor:
 
 class ReferenceGenerator(nn.Module):
     """FER face (in_channels) -> the nearest of the person's crops, changed by a residual ResNet that
-    reads the face and the crop together (out_channels). The change starts at zero."""
+    reads the face and the crop together (out_channels). The change starts at zero. With `detail`,
+    the crop's fine detail is first swapped for that share of the FER face's (`with_detail`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, ngf: int, image_size: int, bank: np.ndarray | None = None):
+    def __init__(self, in_channels: int, out_channels: int, ngf: int, image_size: int, bank: np.ndarray | None = None,
+                 detail: float = 0.0, detail_sigma: float = 2.0):
         super().__init__()
+        self.detail, self.detail_sigma = detail, detail_sigma
         self.scale = max(1, image_size // LAYOUT_CELLS)
         body = ResnetGenerator(in_channels + out_channels, out_channels, ngf, n_blocks=6, upsample="resize")
         self.edit = ResidualGenerator(init_weights(body), out_channels)
@@ -78,8 +91,16 @@ class ReferenceGenerator(nn.Module):
         """The bank's crops nearest x, as floats in [-1, 1]."""
         return as_images(self.bank[self.nearest(x)])
 
+    def with_detail(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The crop with `detail` of its fine detail replaced by the FER face's: the face's expression
+        lines drawn on the person's face and light (untrained, a hybrid image of the two)."""
+        if not self.detail:
+            return reference
+        swap = fine_detail(match_channels(x, reference.shape[1]), self.detail_sigma) - fine_detail(reference, self.detail_sigma)
+        return (reference + self.detail * swap).clamp(-1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reference = self.references(x).to(x.dtype)
+        reference = self.with_detail(x, self.references(x).to(x.dtype))
         return self.edit(torch.cat([x, reference], dim=1), base=reference)
 
 
@@ -95,7 +116,7 @@ class ReferenceEdit:
         self.cfg, self.expression = cfg, expression
         a, b = cfg.a_channels, cfg.b_channels
         bank = reference_bank(person, cfg.image_size, cfg.reference_bank, cfg.seed)
-        G = ReferenceGenerator(b, a, cfg.ngf, cfg.image_size, bank)
+        G = ReferenceGenerator(b, a, cfg.ngf, cfg.image_size, bank, cfg.reference_detail, cfg.reference_detail_sigma)
         D_A = build_discriminator(a, cfg.ndf, cfg.n_layers, cfg.diffaugment)
         self.nets = {"G_AB": ChannelMatch(b), "G_BA": G, "D_A": D_A}
         self.pools = {}

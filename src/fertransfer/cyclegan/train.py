@@ -102,6 +102,8 @@ class TrainConfig:
     nce_temperature: float = 0.07
     # reference (reference.py)
     reference_bank: int = _option("reference_bank")  # the person's crops the generator starts from (0: all)
+    reference_detail: float = _option("reference_detail")  # share of the FER face's fine detail put on the crop
+    reference_detail_sigma: float = _option("reference_detail_sigma")  # the blur that parts fine detail off
     pool_size: int = _option("pool_size")
     lr: float = _option("lr")
     beta1: float = 0.5

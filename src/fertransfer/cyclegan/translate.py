@@ -38,7 +38,9 @@ def build_translation(config: dict, direction: str) -> torch.nn.Module:
     if model in ("cut", "fastcut", "reference") and direction == "AtoB":
         return ChannelMatch(out_channels)
     if model == "reference":  # the bank of the person's crops comes with the saved state
-        return ReferenceGenerator(in_channels, out_channels, config["ngf"], config["image_size"])
+        return ReferenceGenerator(in_channels, out_channels, config["ngf"], config["image_size"],
+                                  detail=config.get("reference_detail", 0.0),
+                                  detail_sigma=config.get("reference_detail_sigma", 2.0))
     return build_generator(config["generator"], in_channels, out_channels, config["ngf"], config["image_size"])
 
 
