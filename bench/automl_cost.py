@@ -1,12 +1,14 @@
 """Seconds per training image of the AutoKeras fer_cnn space's models (Keras 3, torch backend).
 
-    PYTHONPATH=src python bench/automl_cost.py [--images 1024] [--threads 1] [--bf16]
+    PYTHONPATH=src python bench/automl_cost.py [--images 1024] [--threads 1] [--bf16] [--batchnorm keras,fused]
 
 Builds the space's default model (width 32, depth 4, shift 2, flip) and a few others through
 the space's own block and head, fits each on random 48x48 images for one epoch after a warm-up
 epoch, and prints images/s by the wall clock and per CPU-second per thread (the fair measure on a
 shared machine), plus the implied seconds per image and epoch with a validation pass of a
 quarter of the training images (how classify/automl.py's SECONDS_PER_TRIAL_IMAGE was set).
+`--batchnorm keras,fused` times each model with Keras's BatchNormalization and with the space's
+FusedBatchNorm (torch's kernel), in the same run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bf16", action="store_true", help="Keras's mixed_bfloat16 policy")
+    parser.add_argument("--batchnorm", default="fused", help="keras, fused or both (keras,fused)")
+    parser.add_argument("--models", default="32x4,16x3,48x4", help="width x depth, comma-separated")
     args = parser.parse_args()
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras_tuner
@@ -40,7 +44,10 @@ def main() -> None:
     y = np.eye(7, dtype=np.float32)[rng.integers(0, 7, args.images)]
     print(f"keras {keras.__version__} ({keras.backend.backend()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), policy {keras.mixed_precision.global_policy().name}")
-    for width, depth in ((32, 4), (16, 3), (48, 4)):
+    norms = {"keras": keras.layers.BatchNormalization, "fused": space.FusedBatchNorm}
+    models = [tuple(int(v) for v in m.split("x")) for m in args.models.split(",")]
+    for (width, depth), norm in ((m, n) for m in models for n in args.batchnorm.split(",")):
+        space.FerCnnBlock.norm = norms[norm]
         hp = keras_tuner.HyperParameters()
         for name, value in {**space.DEFAULTS, "width": width, "depth": depth}.items():
             hp.Fixed(f"fer_cnn/{name}" if name not in ("label_smoothing", "learning_rate") else
@@ -60,7 +67,7 @@ def main() -> None:
         infer = (time.perf_counter() - t1) / len(x)
         per_cpu = len(x) / (cpu / torch.get_num_threads())
         cost = 1 / per_cpu + 0.25 * infer
-        print(f"width {width} depth {depth}: {len(x) / wall:6.0f} images/s wall, {per_cpu:6.0f} per CPU-second/thread; "
+        print(f"width {width} depth {depth}, {norm} batch norm: {len(x) / wall:6.0f} images/s wall, {per_cpu:6.0f} per CPU-second/thread; "
               f"about {cost * 1000:.1f} ms per training image and epoch with validation")
 
 

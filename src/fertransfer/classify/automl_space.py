@@ -52,6 +52,8 @@ class FerCnnBlock(ak.Block):
     """FaceNet's family: `depth` VGG blocks of width `width` * 2^i, augmentation in front; the
     hyperparameters named in `fixed` are held at its values."""
 
+    norm = FusedBatchNorm  # bench/automl_cost.py --batchnorm keras puts Keras's own layer here to compare
+
     def __init__(self, fixed: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.fixed = dict(fixed or {})
@@ -72,7 +74,7 @@ class FerCnnBlock(ak.Block):
         for i in range(depth):
             for _ in range(2):
                 x = keras.layers.Conv2D(width * 2**i, 3, padding="same", use_bias=False)(x)
-                x = FusedBatchNorm(momentum=BATCHNORM_MOMENTUM)(x)
+                x = self.norm(momentum=BATCHNORM_MOMENTUM)(x)
                 x = keras.layers.ReLU()(x)
             if i < depth - 1:
                 x = keras.layers.MaxPooling2D(2)(x)
