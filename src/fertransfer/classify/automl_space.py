@@ -158,7 +158,7 @@ class FerHyperband(KeepsDtypePolicy, ak.tuners.Hyperband):
     def _build_hypermodel(self, hp):
         import keras_tuner
 
-        keras.config.set_dtype_policy(self.dtype_policy)
+        keras.config.set_dtype_policy(self.dtype_policy)  # keras-tuner's own build, past KeepsDtypePolicy's
         model = keras_tuner.Tuner._build_hypermodel(self, hp)
         if "tuner/trial_id" in hp.values:
             model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
