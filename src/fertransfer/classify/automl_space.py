@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fertransfer.expression.config import CnnConfig
 from fertransfer.expression.keras_backend import import_keras
 from fertransfer.expression.keras_layers import FusedBatchNorm, RandomShift
 
@@ -260,7 +261,7 @@ def budget_schedule(lr: float, epochs: int, steps_per_epoch: int, budget_seconds
     return BudgetCosine()
 
 
-def cnn_sgd(lr: float, weight_decay: float, momentum: float = 0.9):
+def cnn_sgd(lr: float, weight_decay: float, momentum: float = CnnConfig.momentum):
     """The CNN engine's optimiser for the final run: SGD with Nesterov momentum, no weight decay on
     norms and biases. torch's SGD adds `weight_decay * w` to the gradient, which momentum then
     carries about 1 / (1 - momentum) times; Keras's shrinks the weights once a step, so the same

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fertransfer.expression.config import CnnConfig
+from fertransfer.expression.config import TTA_VIEWS, CnnConfig
 from fertransfer.options import declared_default, option
 
 from .automl_hparams import SPACE
@@ -78,7 +78,7 @@ class ClassifyOptions:
         "`time_budget_minutes` use 0 (docs/results.md: stopped 7 minutes early, 71.8% against 72.9%).", ge=0)
     tta: str = option(_cnn("tta"), "Test-time averaging for the final val/test scores and predictions (autokeras: "
                       "tencrop moves the whole face 2 px towards each corner instead of cropping it).",
-                      choices=("center", "flip", "tencrop"))
+                      choices=TTA_VIEWS)
     ema: float = option(_cnn("ema"), "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
                         "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
     bf16: str = option(_cnn("bf16"),

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel
 from fertransfer.devices import resolve_device, use_bf16
 from fertransfer.progress import progress as progress_bar
 
-from .config import CnnConfig
+from .config import CnnConfig, check_tta
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def random_crop_flip(batch: torch.Tensor, crop: int, generator: torch.Generator)
 
 def test_views(batch: torch.Tensor, crop: int, tta: str) -> list[torch.Tensor]:
     """The views averaged at test time: the centre crop, plus its mirror, plus 4 corner crops."""
+    check_tta(tta)
     h, w = batch.shape[-2:]
     top, left = (h - crop) // 2, (w - crop) // 2
     centre = batch[..., top : top + crop, left : left + crop]
@@ -107,12 +108,10 @@ def test_views(batch: torch.Tensor, crop: int, tta: str) -> list[torch.Tensor]:
         return [centre]
     if tta == "flip":
         return [centre, centre.flip(-1)]
-    if tta == "tencrop":
-        corners = [batch[..., :crop, :crop], batch[..., :crop, w - crop :], batch[..., h - crop :, :crop],
-                   batch[..., h - crop :, w - crop :]]
-        views = [centre, *corners]
-        return views + [v.flip(-1) for v in views]
-    raise ValueError(f"tta must be center, flip or tencrop, got {tta!r}")
+    corners = [batch[..., :crop, :crop], batch[..., :crop, w - crop :], batch[..., h - crop :, :crop],
+               batch[..., h - crop :, w - crop :]]
+    views = [centre, *corners]
+    return views + [v.flip(-1) for v in views]
 
 
 # --- the trained model ----------------------------------------------------------------

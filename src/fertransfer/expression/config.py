@@ -5,6 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The test-time views both engines average (expression/cnn.py, expression/keras_model.py).
+TTA_VIEWS = ("center", "flip", "tencrop")
+
+
+def check_tta(tta: str) -> None:
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"tta must be {', '.join(TTA_VIEWS[:-1])} or {TTA_VIEWS[-1]}, got {tta!r}")
+
 
 @dataclass
 class CnnConfig:

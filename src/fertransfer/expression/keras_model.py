@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import check_tta
 from .keras_backend import import_keras
 
 
@@ -41,8 +42,7 @@ def test_views(images: np.ndarray, tta: str) -> list[np.ndarray]:
     """The views of NHWC images averaged at test time: the face (center); and its mirror (flip);
     and (tencrop) the face moved TTA_SHIFT px towards each corner, border reflected, each mirrored
     too: the CNN's ten crops kept at full size, as the fer_cnn block's RandomShift trains."""
-    if tta not in ("center", "flip", "tencrop"):
-        raise ValueError(f"tta must be center, flip or tencrop, got {tta!r}")
+    check_tta(tta)
     views = [images]
     if tta == "center":
         return views
