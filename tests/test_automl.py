@@ -301,12 +301,61 @@ def test_the_final_run_can_train_with_the_cnns_sgd(tmp_path):
     x, y = tiny_data(36)
     xv, yv = tiny_data(12, seed=1)
     config = AutoKerasConfig(max_trials=1, epochs=1, batch_size=12, trial_images=24, final_epochs=2,
-                             final_optimizer="sgd", final_lr=0.02, final_weight_decay=1e-3, tta="flip")
+                             final_optimizer="sgd", final_lr=0.02, final_weight_decay=1e-3, final_ema=0.9,
+                             tta="flip")
     result = train_autokeras(x, y, xv, yv, CLASSES, config, tmp_path / "trials", seed=0)
     assert result.info["final_optimizer"] == {"name": "sgd", "lr": 0.02, "weight_decay": 1e-3}
+    assert result.info["final_ema"] == 0.9
+    assert all("val_acc_ema" in row for row in result.info.get("final_history", result.history))
     assert result.info["final_epochs_run"] == 2 and result.classifier.tta == "flip"
     assert max(row["lr"] for row in result.history if "lr" in row) <= 0.02
     optimizer = cnn_sgd(0.05, 5e-4)
     assert optimizer.nesterov and optimizer.momentum == 0.9 and optimizer.weight_decay == pytest.approx(5e-3)
     with pytest.raises(ValueError, match="final_optimizer must be one of adam, sgd"):
         train_autokeras(x, y, xv, yv, CLASSES, AutoKerasConfig(final_optimizer="lamb"), tmp_path / "t2")
+
+
+def test_the_final_runs_weight_average_follows_the_cnns_and_competes_on_validation():
+    """keep_best with ema: the average is expression.cnn's (warm-up included) over every step's
+    weights, BatchNorm's statistics too; it is scored on validation each epoch with the raw weights
+    put back after, and the better of the two is kept."""
+    from fertransfer.classify.automl_space import keep_best
+    from fertransfer.expression.keras_layers import FusedBatchNorm, keras
+
+    keras.utils.set_random_seed(0)
+    x, y = tiny_data(32)
+    xv, yv = tiny_data(16, seed=1)
+    x, xv = x.astype(np.float32) / 255, xv.astype(np.float32) / 255
+    y, yv = np.eye(3, dtype=np.float32)[y], np.eye(3, dtype=np.float32)[yv]
+    inputs = keras.Input(x.shape[1:])
+    hidden = FusedBatchNorm(momentum=0.9)(keras.layers.Conv2D(4, 3)(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy", metrics=["accuracy"])
+
+    class Schedule:
+        lr = 0.5
+
+    seen = [model.get_weights()]
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(self.model.get_weights())
+
+    history: list[dict] = []
+    best = keep_best(history, Schedule(), 0.9, (xv, yv), batch_size=8)
+    model.fit(x, y, epochs=2, batch_size=8, validation_data=(xv, yv), callbacks=[best, Record()], verbose=0)
+    expected = [w.astype(np.float64) for w in seen[0]]
+    for n, weights in enumerate(seen[1:]):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = [e + (1 - d) * (w - e) for e, w in zip(expected, weights, strict=True)]
+    averaged = [a.detach().cpu().numpy() for a in best.averaged]
+    assert len(seen) == 9 and all(np.allclose(a, e, atol=1e-5) for a, e in zip(averaged, expected, strict=True))
+    assert all(np.array_equal(w, s) for w, s in zip(model.get_weights(), seen[-1], strict=True))  # raw put back
+    model.set_weights(averaged)
+    scores = model.evaluate(xv, yv, batch_size=8, verbose=0, return_dict=True)
+    assert history[-1]["val_acc_ema"] == pytest.approx(scores["accuracy"])
+    kinds = {"raw": max(r["val_acc"] for r in history), "ema": max(r["val_acc_ema"] for r in history)}
+    assert best.best_acc == max(kinds.values()) and best.best_kind in kinds
+    with pytest.raises(ValueError, match="needs the validation data"):
+        keep_best([], Schedule(), 0.9)

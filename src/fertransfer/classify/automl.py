@@ -63,6 +63,7 @@ class AutoKerasConfig:
     final_optimizer: str = "adam"  # fer_cnn: adam (the trial's rate) or sgd (the CNN's: Nesterov, final_lr, weight decay)
     final_lr: float = 0.05  # fer_cnn, sgd: the final run's peak learning rate
     final_weight_decay: float = 5e-4  # fer_cnn, sgd: as torch's SGD applies it (an L2 term in the gradient)
+    final_ema: float = 0.0  # fer_cnn: decay per step of the final run's weight average (the CNN's); 0 = off
     tta: str = "center"  # the model's views averaged when predicting: center, flip or tencrop
 
 

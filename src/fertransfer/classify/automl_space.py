@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from fertransfer.expression.cnn import ema_update_with_warmup
 from fertransfer.expression.config import CnnConfig
 from fertransfer.expression.keras_backend import import_keras
 from fertransfer.expression.keras_layers import FusedBatchNorm, RandomShift
@@ -272,25 +274,65 @@ def cnn_sgd(lr: float, weight_decay: float, momentum: float = CnnConfig.momentum
     return optimizer
 
 
-def keep_best(final_history: list[dict], schedule):
+def keep_best(final_history: list[dict], schedule, ema: float = 0.0, val_data: tuple | None = None,
+              batch_size: int = 64):
     """A callback that records each epoch of the final run and keeps the weights of the best
-    validation epoch (as the CNN engine does)."""
+    validation epoch, as the CNN engine does. With `ema` > 0 it also keeps the CNN's moving average
+    of the weights (BatchNorm's statistics included, the same warm-up) and scores it on `val_data`
+    each epoch: the better of the raw and the averaged weights competes for best."""
+    update = ema_update_with_warmup(ema) if ema > 0 else None
+    if update is not None and val_data is None:
+        raise ValueError("a weight average needs the validation data to score it")
 
     class KeepBest(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.best_acc, self.best_epoch, self.best_weights = -1.0, 0, None
+            self.best_acc, self.best_epoch, self.best_weights, self.best_kind = -1.0, 0, None, "raw"
+            if update is not None:
+                self.variables = self.model.weights
+                self.averaged = [v.value.detach().clone() for v in self.variables]
+                self.updates = torch.zeros((), dtype=torch.long)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if update is None:
+                return
+            # as torch's AveragedModel does: float weights averaged, integer counters copied
+            for is_float in (True, False):
+                pairs = [(a, v.value) for a, v in zip(self.averaged, self.variables, strict=True)
+                         if torch.is_floating_point(a) == is_float]
+                if pairs:
+                    update([a for a, _ in pairs], [c for _, c in pairs], self.updates)
+            self.updates += 1
+
+        def averaged_scores(self) -> dict:
+            """Val loss and accuracy of the averaged weights; the raw ones are put back after."""
+            raw = [v.value.detach().clone() for v in self.variables]
+            for v, a in zip(self.variables, self.averaged, strict=True):
+                v.assign(a)
+            scores = self.model.evaluate(*val_data, batch_size=batch_size, verbose=0, return_dict=True)
+            for v, r in zip(self.variables, raw, strict=True):
+                v.assign(r)
+            return scores
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            row = history_row(epoch + 1, logs or {}, time.monotonic() - self.epoch_start, schedule.lr)
+            candidates = [("raw", float((logs or {}).get("val_accuracy", np.nan)))]
+            extra = {}
+            if update is not None:
+                scores = self.averaged_scores()
+                extra = {"val_loss_ema": float(scores["loss"]), "val_acc_ema": float(scores["accuracy"])}
+                candidates.append(("ema", extra["val_acc_ema"]))
+            row = {**history_row(epoch + 1, logs or {}, time.monotonic() - self.epoch_start, schedule.lr), **extra}
             final_history.append(row)
-            log.info("final run epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f, lr %.5f, %.0f s",
-                     row["epoch"], row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"],
-                     row["seconds"])
-            if row["val_acc"] > self.best_acc:
-                self.best_acc, self.best_epoch, self.best_weights = row["val_acc"], row["epoch"], self.model.get_weights()
+            log.info("final run epoch %d: train loss %.3f acc %.3f, val loss %.3f acc %.3f%s, lr %.5f, %.0f s",
+                     row["epoch"], row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                     f" (ema {row['val_acc_ema']:.3f})" if extra else "", row["lr"], row["seconds"])
+            kind, acc = max(candidates, key=lambda c: c[1])
+            if acc > self.best_acc:
+                self.best_acc, self.best_epoch, self.best_kind = acc, row["epoch"], kind
+                self.best_weights = (self.model.get_weights() if kind == "raw"
+                                     else [a.detach().cpu().numpy() for a in self.averaged])
 
     return KeepBest()
 
@@ -399,9 +441,10 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
         info["final_optimizer"] = {"name": config.final_optimizer, "lr": peak,
                                    **({"weight_decay": config.final_weight_decay} if config.final_optimizer == "sgd"
                                       else {})}
+        info["final_ema"] = config.final_ema
         steps = -(-len(labels) // config.batch_size)
         schedule = budget_schedule(peak, config.final_epochs, steps, max(0.0, remaining))
-        best = keep_best(final_history, schedule)
+        best = keep_best(final_history, schedule, config.final_ema, (x_val, y_val), config.batch_size)
         log.info("final run: trial %s's configuration on all %d images, %s at %g, %d epochs%s", best_trial["trial"],
                  len(labels), config.final_optimizer, peak, config.final_epochs,
                  f" or {remaining / 60:.1f} min" if budget > 0 else "")
@@ -410,7 +453,8 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
         if best.best_weights is not None and best.best_acc >= best_trial["val_acc"]:
             model.set_weights(best.best_weights)
             kept = "final"
-            info.update(final_best_epoch=best.best_epoch, final_val_acc=round(best.best_acc, 4))
+            info.update(final_best_epoch=best.best_epoch, final_val_acc=round(best.best_acc, 4),
+                        final_best_weights=best.best_kind)
     history = final_history
     if kept == "trial":  # the final run did not run, or did not beat the trial on val
         model = search.tuner.load_model(search.tuner.oracle.get_trial(best_trial["trial"]))

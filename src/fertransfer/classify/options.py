@@ -79,8 +79,9 @@ class ClassifyOptions:
     tta: str = option(_cnn("tta"), "Test-time averaging for the final val/test scores and predictions (autokeras: "
                       "tencrop moves the whole face 2 px towards each corner instead of cropping it).",
                       choices=TTA_VIEWS)
-    ema: float = option(_cnn("ema"), "cnn: decay per step of the weights' moving average; each epoch keeps the raw or "
-                        "the averaged weights, whichever scores higher on validation (0: no average).", ge=0, lt=1)
+    ema: float = option(_cnn("ema"), "cnn, and autokeras fer_cnn's final run: decay per step of the weights' moving average; "
+                        "each epoch keeps the raw or the averaged weights, whichever scores higher on validation "
+                        "(0: no average).", ge=0, lt=1)
     bf16: str = option(_cnn("bf16"),
         "bf16 arithmetic while training: auto (a GPU, or a CPU with native bf16: AMX or AVX512-BF16), on, off. "
         "cnn: autocast, also when predicting; autokeras: Keras's mixed_bfloat16 policy, the saved model "

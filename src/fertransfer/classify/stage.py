@@ -140,7 +140,7 @@ def _settings(options: ClassifyOptions, ctx: StageContext):
                              final_epochs=options.automl_final_epochs, final_min_epochs=options.automl_final_min_epochs,
                              fixed=dict(options.automl_fixed), bf16=options.bf16,
                              final_optimizer=options.automl_final_optimizer, final_lr=options.lr,
-                             final_weight_decay=options.weight_decay, tta=options.tta)
+                             final_weight_decay=options.weight_decay, final_ema=options.ema, tta=options.tta)
     return EngineSettings(options.engine, cnn, automl, seed=ctx.run.seed, device=ctx.run.device)
 
 
