@@ -50,7 +50,7 @@ log = logging.getLogger("frontier")
 NAMED_POINTS = 6  # more points than this are numbered, their names listed beside the plot
 
 COLUMNS = ("setting", "person_score", "judge_agreement", "swd_translated", "swd_untranslated", "swd_change",
-           "person_control", "untranslated_control", "person_crops", "images", "steps", "train_seconds",
+           "person_control", "untranslated_control", "hybrid_control", "person_crops", "images", "steps", "train_seconds",
            "judge_source_accuracy", "judge_person_accuracy", "warning", "error")
 
 
@@ -138,6 +138,8 @@ def point(name: str, summary: dict) -> dict:
         "swd_change": (round(swd["translated"] / swd["untranslated"] - 1, 4) if swd.get("untranslated") else None),
         "person_control": controls.get("held_out_person_crops"),
         "untranslated_control": controls.get("untranslated_sources"),
+        # the largest share of hybrids it took for the person, over their detail scales
+        "hybrid_control": max((controls.get("blends") or {}).values(), default=None),
         "person_crops": translation.get("person_crops"), "images": translation.get("images"),
         "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
         "judge_source_accuracy": (judge.get("source_accuracy") or {}).get("overall"),

@@ -212,7 +212,7 @@ def test_reference_detail_puts_the_fer_faces_fine_lines_on_the_persons_crop(tmp_
     """reference_detail = 1: untrained, F(b) is the nearest crop's blur plus b's fine detail (a
     hybrid image); a flat crop takes b's lines exactly, a share of 0.5 half of them; the setting
     reaches the Translator through the checkpoint's config."""
-    from fertransfer.cyclegan.reference import fine_detail
+    from fertransfer.cyclegan.tensors import fine_detail
 
     size = 16
     bank = np.full((1, size, size, 1), 128, np.uint8)  # a flat crop: no detail of its own

@@ -10,6 +10,8 @@ from fertransfer.cyclegan.person_score import (
     MIN_CROPS,
     PersonScoreConfig,
     PersonScorer,
+    blends,
+    blends_note,
     crops_warning,
     gray_resize,
     person_score_by_class,
@@ -96,3 +98,39 @@ def test_the_report_lines_of_the_cyclegan_stage():
     summary["translation"]["judge"]["person_accuracy"] = {"overall": 0.5, "images": 40, "per_class": {}}
     assert cyclegan_translation_lines(summary)[0].endswith(
         "judge agreement 80.0% (the judge reads the person's own 40 labelled faces at 50.0%)")
+
+
+def smooth_faces(count: int, seed: int, person: bool, size: int = 32) -> np.ndarray:
+    """Smooth random faces; the person's carry a soft dark band (eyes) and a soft light one (chin),
+    their coarse look, and a thin dark line of their own (fine detail)."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(size)
+    bands = 50 * (np.exp(-((rows - 0.85 * size) ** 2) / 18) - np.exp(-((rows - 0.35 * size) ** 2) / 18))
+    out = []
+    for _ in range(count):
+        image = cv2.resize(rng.integers(60, 200, (6, 6), dtype=np.uint8), (size, size)).astype(float)
+        if person:
+            image += bands[:, None]
+            image[int(0.6 * size)] -= 20
+        out.append(np.clip(image, 0, 255).astype(np.uint8)[..., None])
+    return np.stack(out)
+
+
+def test_hybrids_are_a_control_and_with_blend_negatives_the_score_must_read_the_persons_detail():
+    """A hybrid (the person's blur + a FER face's fine lines) of a face with itself is the face; a
+    score that learned the person's coarse look takes hybrids for the person, and the control says
+    so; trained with hybrids among its negatives it refuses them and still knows the person."""
+    face = faces(1, 9, False, size=32)
+    assert np.abs(blends(face, face, 32, 2.0).astype(int) - face).max() <= 1
+    person, fer, unseen = smooth_faces(40, 1, True), smooth_faces(200, 2, False), smooth_faces(100, 3, False)
+    config = PersonScoreConfig(steps=150, width=8, batch_size=16)
+    _, plain = train_person_scorer(person, fer, 32, config, control_fer=unseen)
+    strict_config = PersonScoreConfig(steps=150, width=8, batch_size=16, blend_negatives=0.5)
+    strict, info = train_person_scorer(person, fer, 32, strict_config, control_fer=unseen)
+    assert set(plain["blend_control"]) == {"1", "2", "4"}
+    assert plain["blend_control"]["1"] >= 0.8 and plain["blend_control"]["2"] >= 0.6  # the cheat met the score
+    assert max(info["blend_control"].values()) <= 0.1  # refused once hybrids were negatives
+    assert info["person_control_score"] >= 0.9 and strict.share(unseen) <= 0.1  # and the person still known
+    quick = PersonScoreConfig(steps=2, width=8, batch_size=16)
+    assert train_person_scorer(person, fer, 32, quick)[1]["blend_control"] is None  # no unseen FER faces: none
+    assert blends_note(info["blend_control"]).startswith("σ1 ") and blends_note(None) == "not measured"

@@ -12,6 +12,11 @@ classifier has to look at the face. Training is balanced (half of each batch fro
 seeded and a fixed number of steps; a part of the person's crops is kept out of its training
 as a control (its score on them should be near 1; on untranslated FER faces near 0).
 
+A third control says whether the score can be met without translating: hybrid images, a person
+crop's blur plus a FER face's fine lines (what `reference_detail` makes untrained, and what took
+both axes on W009 in session 24). Its share of them, per detail scale, is `blend_control`; with
+`blend_negatives` they are also among its negatives, so that it must read the person's own detail.
+
 Arrays in, arrays out; no files (the cyclegan stage saves and loads it).
 """
 
@@ -28,6 +33,9 @@ from fertransfer.data.images import fit_square, to_channels
 
 MIN_CROPS = 5  # fewer held-out person crops: no score (nothing to learn the person from)
 WARN_CROPS = 20  # fewer: the score is computed, with a warning naming the count
+# The hybrids' fine-detail scales, in pixels at the generator's size (session 24's W009 hybrids:
+# 1 and 2 met both axes' numbers, 4 kept the FER face's look).
+BLEND_SIGMAS = (1.0, 2.0, 4.0)
 
 
 @dataclass
@@ -38,6 +46,7 @@ class PersonScoreConfig:
     width: int = 16  # channels of the first of three conv blocks (doubled per block)
     lr: float = 2e-3
     control_fraction: float = 0.3  # share of the person's crops kept out of training, as the control
+    blend_negatives: float = 0.0  # share of each batch's FER half that is hybrids (`blends`) instead
     seed: int = 0
 
 
@@ -51,6 +60,18 @@ def gray_resize(images: np.ndarray, via_size: int, size: int) -> np.ndarray:
         gray = fit_square(to_channels(image, 1), via_size)
         out[i] = fit_square(gray.reshape(via_size, via_size, 1), size).reshape(size, size, 1)
     return out
+
+
+def blends(person: np.ndarray, fer: np.ndarray, via_size: int, sigma: float, seed: int = 0) -> np.ndarray:
+    """Hybrid images, gray at the generator's size: a person crop's Gaussian blur plus a FER face's
+    detail finer than `sigma` pixels, one per FER face (crops drawn at random). uint8 (N, via, via, 1)."""
+    from .tensors import fine_detail
+
+    rng = np.random.default_rng(seed)
+    crops = _tensor(gray_resize(person, via_size, via_size))[rng.integers(0, len(person), len(fer))]
+    faces = _tensor(gray_resize(fer, via_size, via_size))
+    mixed = (crops - fine_detail(crops, sigma) + fine_detail(faces, sigma)).clamp(-1, 1)
+    return ((mixed + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 class DomainNet(nn.Module):
@@ -130,11 +151,14 @@ def split_control(count: int, fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 def train_person_scorer(person: np.ndarray, fer: np.ndarray, via_size: int,
-                        config: PersonScoreConfig | None = None) -> tuple[PersonScorer, dict]:
-    """Train on the person's held-out crops (minus the control part) against FER faces.
+                        config: PersonScoreConfig | None = None,
+                        control_fer: np.ndarray | None = None) -> tuple[PersonScorer, dict]:
+    """Train on the person's held-out crops (minus the control part) against FER faces (and, with
+    `config.blend_negatives`, hybrids of the two at BLEND_SIGMAS).
 
     Returns the scorer and what it was trained on: counts, the control share on the kept-out
-    person crops, and its training accuracy. Raises ValueError with fewer than MIN_CROPS crops.
+    person crops, its training accuracy, and with `control_fer` (FER faces it never saw) its share
+    of hybrids of those with the kept-out crops. Raises ValueError with fewer than MIN_CROPS crops.
     """
     config = config or PersonScoreConfig()
     if len(person) < MIN_CROPS:
@@ -145,6 +169,9 @@ def train_person_scorer(person: np.ndarray, fer: np.ndarray, via_size: int,
     train_index, control_index = split_control(len(person), config.control_fraction, config.seed)
     x_person = _tensor(gray_resize(person[train_index], via_size, config.size))
     x_fer = _tensor(gray_resize(fer, via_size, config.size))
+    x_blend = (_tensor(gray_resize(np.concatenate([blends(person[train_index], fer, via_size, sigma, config.seed + k)
+                                                    for k, sigma in enumerate(BLEND_SIGMAS)]), via_size, config.size))
+               if config.blend_negatives > 0 else None)
     generator = torch.Generator().manual_seed(config.seed)
     threads = torch.get_num_threads()
     torch.manual_seed(config.seed)
@@ -152,14 +179,18 @@ def train_person_scorer(person: np.ndarray, fer: np.ndarray, via_size: int,
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.2)
     half = config.batch_size
+    hybrids = int(round(half * config.blend_negatives)) if x_blend is not None else 0
     targets = torch.cat([torch.ones(half), torch.zeros(half)])
     try:
         torch.set_num_threads(1)  # small enough that one thread is the fastest on a shared CPU
         net.train()
         for _ in range(config.steps):
             p = torch.randint(0, len(x_person), (half,), generator=generator)
-            f = torch.randint(0, len(x_fer), (half,), generator=generator)
-            batch = _augment(torch.cat([x_person[p], x_fer[f]]), generator)
+            f = torch.randint(0, len(x_fer), (half - hybrids,), generator=generator)
+            parts = [x_person[p], x_fer[f]]
+            if hybrids:
+                parts.append(x_blend[torch.randint(0, len(x_blend), (hybrids,), generator=generator)])
+            batch = _augment(torch.cat(parts), generator)
             loss = F.binary_cross_entropy_with_logits(net(batch), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -172,6 +203,10 @@ def train_person_scorer(person: np.ndarray, fer: np.ndarray, via_size: int,
             "person_control_score": round(scorer.share(person[control_index]), 4) if len(control_index) else None,
             "train_accuracy": round(float((scorer.share(person[train_index]) + 1 - scorer.share(fer)) / 2), 4),
             "final_loss": round(float(loss.item()), 4),
+            "blend_control": ({f"{sigma:g}": round(scorer.share(blends(person[control_index], control_fer, via_size,
+                                                                       sigma, config.seed)), 4)
+                               for sigma in BLEND_SIGMAS}
+                              if control_fer is not None and len(control_fer) and len(control_index) else None),
             "config": asdict(config), "via_size": via_size,
         }
     finally:
@@ -186,6 +221,13 @@ def crops_warning(count: int) -> str | None:
                 "the footage held out is swd_images, at most a fifth of it: more footage, or labelled footage "
                 "(extract's person_test), gives a firmer one")
     return None
+
+
+def blends_note(control: dict | None) -> str:
+    """The hybrid control in words, e.g. 'σ1 0.96, σ2 0.49, σ4 0.07' ('not measured' without one)."""
+    if not control:
+        return "not measured"
+    return ", ".join(f"σ{sigma} {share:.2f}" for sigma, share in control.items())
 
 
 def person_score_by_class(scorer: PersonScorer, images: np.ndarray, labels: np.ndarray,

@@ -17,7 +17,6 @@ they use any generator. FER -> person only: the A -> B direction is the identity
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -27,7 +26,7 @@ from torch import nn
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, ResnetGenerator, build_discriminator, init_weights
 from .parts import adam, coarse_layout, descend, person_discriminator_step, set_requires_grad, source_losses
-from .tensors import match_channels
+from .tensors import fine_detail, match_channels
 
 LAYOUT_CELLS = 8  # the retrieval compares layouts of LAYOUT_CELLS x LAYOUT_CELLS cells
 
@@ -40,14 +39,6 @@ def reference_bank(person: np.ndarray, image_size: int, keep: int, seed: int) ->
     top = (person.shape[1] - image_size) // 2
     left = (person.shape[2] - image_size) // 2
     return np.ascontiguousarray(person[:, top:top + image_size, left:left + image_size])
-
-
-def fine_detail(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Each image minus its Gaussian blur: the lines and edges finer than `sigma` pixels."""
-    from torchvision.transforms.v2.functional import gaussian_blur
-
-    kernel = 2 * math.ceil(3 * sigma) + 1
-    return images - gaussian_blur(images, [kernel, kernel], [sigma, sigma])
 
 
 def as_images(bank: torch.Tensor) -> torch.Tensor:

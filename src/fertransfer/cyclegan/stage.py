@@ -179,7 +179,14 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
     from fertransfer.expression.judge import judge_at_judge_size
 
     from .data import domain_b_classes
-    from .person_score import MIN_CROPS, PersonScoreConfig, crops_warning, person_score_by_class, train_person_scorer
+    from .person_score import (
+        MIN_CROPS,
+        PersonScoreConfig,
+        blends_note,
+        crops_warning,
+        person_score_by_class,
+        train_person_scorer,
+    )
     from .translate import Translator
 
     o: CycleganOptions = ctx.options
@@ -215,8 +222,8 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
         if warning:
             ctx.log.warning(warning)
             result["warning"] = warning
-        config = PersonScoreConfig(steps=o.person_score_steps, seed=ctx.run.seed)
-        scorer, info = train_person_scorer(person, negatives, cfg.image_size, config)
+        config = PersonScoreConfig(steps=o.person_score_steps, seed=ctx.run.seed, blend_negatives=o.person_score_blends)
+        scorer, info = train_person_scorer(person, negatives, cfg.image_size, config, control_fer=test.images)
         translator = Translator.from_checkpoint(ctx.out_dir / "checkpoints" / "latest.pt", "BtoA", cfg.device)
         translated = translator.translate(test.images, progress=True)
         names = list(classes.names)
@@ -225,7 +232,9 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
             person_score=person_score_by_class(scorer, translated, test.labels, names),
             controls={"untranslated_sources": person_score_by_class(scorer, test.images, test.labels, names)["overall"],
                       "held_out_person_crops": info["person_control_score"], "held_out_person_crops_count":
-                      info["person_control"]},
+                      info["person_control"],
+                      # hybrids of those crops and the test sources, by detail scale: near 0, or a hybrid meets the score
+                      "blends": info["blend_control"]},
             classifier={k: v for k, v in info.items() if k != "config"} | {"file": PERSON_SCORER},
         )
         if o.judge:
@@ -250,8 +259,9 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
     result["seconds"] = round(time.perf_counter() - t0, 1)
     agreement = (result.get("judge") or {}).get("judge_agreement", {}).get("overall")
     ctx.log.info("person score on %d translated test images: %.3f (controls: untranslated %.3f, held-out person "
-                 "crops %s)%s", len(test), result["person_score"]["overall"], result["controls"]["untranslated_sources"],
-                 result["controls"]["held_out_person_crops"],
+                 "crops %s, hybrids %s)%s", len(test), result["person_score"]["overall"],
+                 result["controls"]["untranslated_sources"], result["controls"]["held_out_person_crops"],
+                 blends_note(result["controls"]["blends"]),
                  "" if agreement is None else f"; judge agreement {agreement:.3f}"
                  + _on_person_note((result.get("judge") or {}).get("person_accuracy")))
     return result

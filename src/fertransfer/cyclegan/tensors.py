@@ -1,6 +1,8 @@
-"""uint8 image arrays <-> generator tensors, and gray <-> RGB on tensors."""
+"""uint8 image arrays <-> generator tensors, gray <-> RGB on tensors, and their fine detail."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -33,3 +35,11 @@ def from_tensor(x: torch.Tensor) -> np.ndarray:
     """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
     x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def fine_detail(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each image minus its Gaussian blur: the lines and edges finer than `sigma` pixels."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    kernel = 2 * math.ceil(3 * sigma) + 1
+    return images - gaussian_blur(images, [kernel, kernel], [sigma, sigma])

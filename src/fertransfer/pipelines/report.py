@@ -295,7 +295,10 @@ def cyclegan_translation_lines(cyclegan: dict) -> list[str]:
     line = (f"cyclegan on {translation['images']} translated {translation.get('split', 'test')} images: person score "
             f"{_percent(translation['person_score']['overall'])} (controls: untranslated "
             f"{_percent(controls.get('untranslated_sources'))}, {controls.get('held_out_person_crops_count')} held-out "
-            f"person crops {_percent(controls.get('held_out_person_crops'))})")
+            f"person crops {_percent(controls.get('held_out_person_crops'))}"
+            + (", hybrids of those crops with the sources' fine lines " + ", ".join(
+                f"σ{sigma} {_percent(share)}" for sigma, share in controls["blends"].items())
+               if controls.get("blends") else "") + ")")
     judge = translation.get("judge")
     if judge:
         line += f", judge agreement {_percent(judge['judge_agreement']['overall'])}"
