@@ -520,7 +520,8 @@ def test_stage_reports_the_person_score_with_a_warning_and_the_judge(tmp_path, s
     score = translation["person_score"]
     assert 0 <= score["overall"] <= 1 and set(score["per_class"]) <= set(FER.names)
     assert set(translation["controls"]) == {"untranslated_sources", "held_out_person_crops",
-                                            "held_out_person_crops_count"}
+                                            "held_out_person_crops_count", "blends"}
+    assert set(translation["controls"]["blends"]) == {"1", "2", "4"}  # hybrids at each detail scale
     assert translation["judge"]["images"] == 30 and 0 <= translation["judge"]["judge_agreement"]["overall"] <= 1
     assert (tmp_path / "run" / "cyclegan" / "person_score.pt").is_file()
 

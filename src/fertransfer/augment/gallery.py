@@ -130,7 +130,10 @@ def _judge_html(judge: dict | None) -> list[str]:
             "<p><b>Person score</b>: the share of translations that a domain classifier, trained on the person's "
             "held-out crops against FER validation faces (gray, resized alike) and never part of the generator's "
             f"training, takes for the person. Its controls: {_share(person.get('held_out_person_crops'))} on held-out "
-            "person crops it did not train on (near 100%), and the untranslated sources' score below (near 0%).</p>")
+            "person crops it did not train on (near 100%), and the untranslated sources' score below (near 0%)"
+            + ("; hybrids of those crops' blur with the sources' fine lines (not translations, near 0%): "
+               + ", ".join(f"{_share(share)} at {sigma} px" for sigma, share in person["blends"].items())
+               if person.get("blends") else "") + ".</p>")
         if person.get("warning"):
             parts.append(f"<p><b>Warning</b>: {html.escape(person['warning'])}</p>")
     for split, figures in judge["splits"].items():

@@ -103,12 +103,15 @@ def train_flat(
             train.images, train.labels, val.images, val.labels, classes, settings.automl, work_dir / "trials",
             seed=settings.seed,
         )
-        history = result.history
-        best = int(np.nanargmax([r["val_acc"] for r in history])) + 1 if history else None
-        search = result.info
+        history, search = result.history, result.info
+        if search.get("kept") == "final":  # the epoch whose weights were kept, raw or averaged
+            best, weights = search["final_best_epoch"], search.get("final_best_weights", "raw")
+        else:
+            best, weights = (int(np.nanargmax([r["val_acc"] for r in history])) + 1 if history else None), "raw"
         stopped = "search finished" if search.get("kept") == "trial" else "final run finished"
-        return Trained(result.classifier, history, {"best_epoch": best, "stopped": stopped, "seconds": result.seconds,
-                                                    "epochs_run": len(history), "search": search})
+        return Trained(result.classifier, history, {"best_epoch": best, "best_weights": weights, "stopped": stopped,
+                                                    "seconds": result.seconds, "epochs_run": len(history),
+                                                    "search": search})
     raise ValueError(f"unknown engine '{settings.engine}'")
 
 

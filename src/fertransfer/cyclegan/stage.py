@@ -254,7 +254,8 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
         torch.set_num_threads(threads)
     # Saved with what a reader of its scores needs to know (its controls, a warning), for classify.
     about = {"person_crops": len(person), "held_out_person_crops": info["person_control_score"],
-             "held_out_person_crops_count": info["person_control"], "warning": result.get("warning")}
+             "held_out_person_crops_count": info["person_control"], "blends": info["blend_control"],
+             "warning": result.get("warning")}
     torch.save({**scorer.state_dict(), "about": about}, ctx.out_dir / PERSON_SCORER)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     agreement = (result.get("judge") or {}).get("judge_agreement", {}).get("overall")
