@@ -98,6 +98,9 @@ def test_the_report_lines_of_the_cyclegan_stage():
     summary["translation"]["judge"]["person_accuracy"] = {"overall": 0.5, "images": 40, "per_class": {}}
     assert cyclegan_translation_lines(summary)[0].endswith(
         "judge agreement 80.0% (the judge reads the person's own 40 labelled faces at 50.0%)")
+    summary["translation"]["controls"]["blends"] = {"1": 0.96, "2": 0.5, "4": 0.0}
+    assert ("4 held-out person crops 100.0%, hybrids of those crops with the sources' fine lines σ1 96.0%, "
+            "σ2 50.0%, σ4 0.0%)") in cyclegan_translation_lines(summary)[0]
 
 
 def smooth_faces(count: int, seed: int, person: bool, size: int = 32) -> np.ndarray:
@@ -134,3 +137,17 @@ def test_hybrids_are_a_control_and_with_blend_negatives_the_score_must_read_the_
     quick = PersonScoreConfig(steps=2, width=8, batch_size=16)
     assert train_person_scorer(person, fer, 32, quick)[1]["blend_control"] is None  # no unseen FER faces: none
     assert blends_note(info["blend_control"]).startswith("σ1 ") and blends_note(None) == "not measured"
+
+
+def test_the_gallery_says_what_the_person_score_makes_of_hybrids():
+    from fertransfer.augment.gallery import gallery_html
+
+    person = {"held_out_person_crops": 1.0, "blends": {"1": 0.96, "2": 0.5, "4": 0.0}}
+    judge = {"judge": "model", "person_score": person,
+             "splits": {"test": {"images": 0, **{key: {"overall": None, "per_class": {}} for key in
+                                                ("label_preservation", "judge_agreement", "source_accuracy")}}}}
+    page = gallery_html([], None, "t", {}, judge=judge)
+    assert "hybrids of those crops' blur with the sources' fine lines" in page
+    assert "96.0% at 1 px, 50.0% at 2 px, 0.0% at 4 px" in page
+    del person["blends"]
+    assert "hybrids" not in gallery_html([], None, "t", {}, judge=judge)
