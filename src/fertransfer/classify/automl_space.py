@@ -291,16 +291,17 @@ def keep_best(final_history: list[dict], schedule, ema: float = 0.0, val_data: t
                 self.variables = self.model.weights
                 self.averaged = [v.value.detach().clone() for v in self.variables]
                 self.updates = torch.zeros((), dtype=torch.long)
+                # as torch's AveragedModel does: float weights averaged, integer counters copied
+                self.groups = [group for group in (
+                    [(a, v) for a, v in zip(self.averaged, self.variables, strict=True) if torch.is_floating_point(a)],
+                    [(a, v) for a, v in zip(self.averaged, self.variables, strict=True)
+                     if not torch.is_floating_point(a)]) if group]
 
         def on_train_batch_end(self, batch, logs=None):
             if update is None:
                 return
-            # as torch's AveragedModel does: float weights averaged, integer counters copied
-            for is_float in (True, False):
-                pairs = [(a, v.value) for a, v in zip(self.averaged, self.variables, strict=True)
-                         if torch.is_floating_point(a) == is_float]
-                if pairs:
-                    update([a for a, _ in pairs], [c for _, c in pairs], self.updates)
+            for group in self.groups:
+                update([a for a, _ in group], [v.value for _, v in group], self.updates)
             self.updates += 1
 
         def averaged_scores(self) -> dict:

@@ -31,6 +31,8 @@ from torch.nn import functional as F
 
 from fertransfer.data.images import fit_square, to_channels
 
+from .tensors import fine_detail
+
 MIN_CROPS = 5  # fewer held-out person crops: no score (nothing to learn the person from)
 WARN_CROPS = 20  # fewer: the score is computed, with a warning naming the count
 # The hybrids' fine-detail scales, in pixels at the generator's size (session 24's W009 hybrids:
@@ -65,8 +67,6 @@ def gray_resize(images: np.ndarray, via_size: int, size: int) -> np.ndarray:
 def blends(person: np.ndarray, fer: np.ndarray, via_size: int, sigma: float, seed: int = 0) -> np.ndarray:
     """Hybrid images, gray at the generator's size: a person crop's Gaussian blur plus a FER face's
     detail finer than `sigma` pixels, one per FER face (crops drawn at random). uint8 (N, via, via, 1)."""
-    from .tensors import fine_detail
-
     rng = np.random.default_rng(seed)
     crops = _tensor(gray_resize(person, via_size, via_size))[rng.integers(0, len(person), len(fer))]
     faces = _tensor(gray_resize(fer, via_size, via_size))
