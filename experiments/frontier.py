@@ -20,7 +20,12 @@ reuses finished points, and an interrupted setting resumes from its checkpoint. 
 `--judge`, else the config's [cyclegan] or [classify] judge, else the run's classify/real/model.
 A setting that fails is reported and the others go on; the exit status is then 1. With
 `--include` alone (no --set or --grid) nothing is trained: finished runs, e.g. settings run side by
-side in separate folders, are drawn together.
+side in separate folders, are drawn together. With `--rescore KEY=VALUE ...` as well, each included
+run's final evaluation is done again under its own recorded options with those changed (a stricter
+person score, `person_score_blends=0.5`; another judge; more test faces), its generator as trained:
+seconds per run instead of its training time. Its recorded score stays beside it
+(person_score_as_run), and each run's new person_score.pt and translation.json go to
+`<out>/<name>/`; the runs themselves are not touched.
 
 When the person has labelled faces (the config's [classify] person_test, e.g. extract's
 person_test/), the plot also draws the judge's accuracy on them, brought through the generator's
@@ -51,7 +56,7 @@ NAMED_POINTS = 6  # more points than this are numbered, their names listed besid
 
 COLUMNS = ("setting", "person_score", "judge_agreement", "swd_translated", "swd_untranslated", "swd_change",
            "person_control", "untranslated_control", "hybrid_control", "person_crops", "images", "steps", "train_seconds",
-           "judge_source_accuracy", "judge_person_accuracy", "warning", "error")
+           "judge_source_accuracy", "judge_person_accuracy", "person_score_as_run", "warning", "error")
 
 
 def parse_value(text: str):
@@ -231,6 +236,48 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def rescored_point(name: str, run_dir: str, config_path: Path, overrides: dict, out: Path) -> dict:
+    """The point of a finished run whose final evaluation is done again under its recorded
+    [cyclegan] options with `overrides` (nothing retrained; the run's folder is only read).
+
+    The options and seed come from the run's manifest (its fingerprint), [data] from the config
+    given with -c, which must name the same data (a differing FER folder is an error).
+    """
+    import dataclasses
+
+    from fertransfer.cyclegan.options import CycleganOptions
+    from fertransfer.cyclegan.stage import STAGE, rescore
+    from fertransfer.pipelines.runner import resolve_artifacts
+    from fertransfer.pipelines.stage import StageContext
+
+    run_dir = Path(run_dir).resolve()
+    manifest = read_manifest(run_dir / "cyclegan")
+    if not manifest or "summary" not in manifest or "fingerprint" not in manifest:
+        raise ValueError(f"--include {name}={run_dir}: no finished cyclegan stage there")
+    recorded = manifest["fingerprint"]["config"]
+    data = tomllib.loads(Path(config_path).read_text())
+    data["run"] = {**data.get("run", {}), "dir": str(run_dir), "seed": manifest["fingerprint"]["seed"]}
+    known = {f.name for f in dataclasses.fields(CycleganOptions)}
+    data["cyclegan"] = {**{k: v for k, v in recorded.items() if k in known and v is not None}, **overrides}
+    config, problems = parse_config(data, Path(config_path).resolve())
+    if problems:
+        raise ConfigError([f"--rescore {name}: {p}" for p in problems])
+    here = lambda value: resolve(config.base_dir, value).resolve()  # noqa: E731
+    if recorded.get("fer") is not None and here(recorded["fer"]) != here(config.data.fer):
+        raise ValueError(f"--include {name}={run_dir}: the run's FER folder {recorded['fer']} is not the config's "
+                         f"{config.data.fer}: give the run's own config with -c")
+    folder = out / folder_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    context = StageContext(name="cyclegan", options=config.options("cyclegan"), run=config.run, run_dir=run_dir,
+                           out_dir=folder, artifacts=resolve_artifacts(config, STAGE), config_dir=config.base_dir,
+                           log=logging.getLogger("fertransfer.cyclegan"), data=config.data)
+    translation = rescore(context, run_dir / "cyclegan" / "checkpoints" / "latest.pt")
+    (folder / "translation.json").write_text(json.dumps({"run": str(run_dir), "rescored_with": overrides,
+                                                         "translation": translation}, indent=1, default=str))
+    as_run = ((manifest["summary"].get("translation") or {}).get("person_score") or {}).get("overall")
+    return {**point(name, {**manifest["summary"], "translation": translation}), "person_score_as_run": as_run}
+
+
 def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: str | None = None,
                  out: Path | None = None, dry_run: bool = False, included: list[dict] = ()) -> list[dict]:
     """Each setting's point (after the `included` ones), the outputs rewritten after every setting."""
@@ -315,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include", action="append", default=[], metavar="NAME=RUN_DIR",
                         help="also plot a finished run's cyclegan stage as the point NAME (repeatable), e.g. the "
                              "person's own `pipeline run all`")
+    parser.add_argument("--rescore", nargs="+", metavar="KEY=VALUE",
+                        help="with --include only: evaluate each included run again under its own [cyclegan] "
+                             "options with these changed (e.g. person_score_blends=0.5); nothing is trained")
     parser.add_argument("--dry-run", action="store_true", help="check and print the settings; run nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -322,7 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         only_included = args.include and not args.set and not args.grid
         settings = [] if only_included else grid_settings(args.set, args.grid)
         common = {k: parse_value(v) for k, v in map(parse_assignment, args.common)}
-        included = [included_point(*parse_assignment(text)) for text in args.include]
+        if args.rescore:
+            if not only_included:
+                raise ValueError("--rescore evaluates --include'd runs again: give no --set or --grid with it")
+            overrides = {**common, **{k: parse_value(v) for k, v in map(parse_assignment, args.rescore)}}
+            out = args.out or load_config(args.config).run_dir / "frontier_rescored"
+            included = [rescored_point(*parse_assignment(text), args.config, overrides, out) for text in args.include]
+            args.out = out
+        else:
+            included = [included_point(*parse_assignment(text)) for text in args.include]
         points = run_frontier(args.config, settings, common, args.judge, args.out, args.dry_run, included)
         if args.dry_run:
             return 0

@@ -161,3 +161,47 @@ def test_the_judges_accuracy_on_the_persons_own_faces(demo, tmp_path):
     frontier.write_outputs([row], tmp_path, "title")
     assert next(csv.DictReader((tmp_path / "frontier.csv").open()))["judge_person_accuracy"] == str(reference["overall"])
     assert frontier.with_reference(row, None) is row
+
+
+def test_rescoring_finished_runs_without_training(demo, capsys):
+    """--rescore: the final evaluation again under the run's own options gives the run's own
+    figures (the same crops, faces and seeded score); with the score's options changed it gives the
+    new score's, beside the recorded one; the run's folder is only read."""
+    config = demo / "pipeline.toml"
+    base = ["-c", str(config), "--judge", str(demo / "judge")]
+    assert frontier.main([*base, "--set", "lambda_identity=0", "--common", "steps=4"]) == 0
+    run = demo / "run" / "frontier" / "lambda_identity-0"
+    manifest = run / "cyclegan" / "manifest.json"
+    before = manifest.stat().st_mtime_ns, (run / "cyclegan" / "person_score.pt").read_bytes()
+    recorded = json.loads(manifest.read_text())["summary"]["translation"]
+
+    same = demo / "rescored_same"
+    assert frontier.main([*base, "--out", str(same), "--include", f"a={run}", "--rescore", "threads=1"]) == 0
+    row = json.loads((same / "frontier.json").read_text())[0]
+    assert row["person_score"] == recorded["person_score"]["overall"] == row["person_score_as_run"]
+    assert row["judge_agreement"] == recorded["judge"]["judge_agreement"]["overall"]
+    assert row["hybrid_control"] == max(recorded["controls"]["blends"].values())
+    assert row["steps"] == 4 and (same / "a" / "person_score.pt").is_file()
+
+    strict = demo / "rescored_strict"
+    assert frontier.main([*base, "--out", str(strict), "--include", f"a={run}",
+                          "--rescore", "person_score_blends=0.5", "threads=1"]) == 0
+    rescored = json.loads((strict / "a" / "translation.json").read_text())
+    assert rescored["rescored_with"]["person_score_blends"] == 0.5
+    def weights(folder: Path) -> list[torch.Tensor]:
+        saved = torch.load(folder / "person_score.pt")
+        return [v for part in saved.values() if isinstance(part, dict) for v in part.values() if torch.is_tensor(v)]
+
+    assert weights(run / "cyclegan")
+    assert all(torch.equal(a, b) for a, b in zip(weights(same / "a"), weights(run / "cyclegan")))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(strict / "a"), weights(run / "cyclegan")))
+    row = json.loads((strict / "frontier.json").read_text())[0]
+    assert row["person_score_as_run"] == recorded["person_score"]["overall"]
+    assert row["judge_agreement"] == recorded["judge"]["judge_agreement"]["overall"]  # the same translations
+    assert (manifest.stat().st_mtime_ns, (run / "cyclegan" / "person_score.pt").read_bytes()) == before
+
+    # Misuse: with a grid (it trains), or an option the stage does not know.
+    assert frontier.main([*base, "--set", "lambda_identity=0", "--include", f"a={run}", "--rescore", "threads=1"]) == 2
+    assert "--rescore" in capsys.readouterr().err
+    assert frontier.main([*base, "--out", str(strict), "--include", f"a={run}", "--rescore", "person_score_blend=1"]) == 2
+    assert "person_score_blend" in capsys.readouterr().err

@@ -163,9 +163,9 @@ def _judge_on_the_person(ctx: StageContext, judge, classes, seen_size: int) -> d
     return {**rates, "folder": str(person_test)}
 
 
-def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
-    """The final generator on FER's test split (a fixed sample): the person score overall and per
-    class, its controls, and with `judge` the judge's agreement; the scorer is saved for classify.
+def _translation_scores(ctx: StageContext, cfg, held_a, held_b, checkpoint: Path) -> dict:
+    """The generator of `checkpoint` on FER's test split (a fixed sample): the person score overall
+    and per class, its controls, and with `judge` the judge's agreement; the scorer is saved for classify.
 
     The person score's classifier is trained on the held-out person crops (a part kept out as
     its control) against FER's val split (PublicTest): neither is anything the generator saw.
@@ -224,7 +224,7 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b) -> dict:
             result["warning"] = warning
         config = PersonScoreConfig(steps=o.person_score_steps, seed=ctx.run.seed, blend_negatives=o.person_score_blends)
         scorer, info = train_person_scorer(person, negatives, cfg.image_size, config, control_fer=test.images)
-        translator = Translator.from_checkpoint(ctx.out_dir / "checkpoints" / "latest.pt", "BtoA", cfg.device)
+        translator = Translator.from_checkpoint(checkpoint, "BtoA", cfg.device)
         translated = translator.translate(test.images, progress=True)
         names = list(classes.names)
         result.update(
@@ -313,14 +313,8 @@ def run(ctx: StageContext) -> dict:
     from .train import plot_losses, train
 
     o: CycleganOptions = ctx.options
-    faces = ctx.artifact("extract.faces")  # domain A: [data] faces, else extract's
     cfg = train_config(o, ctx.run.seed, ctx.run.device)
-    data = {
-        "faces": str(faces), "fer": str(ctx.path(ctx.data.fer)), "fer_splits": list(o.fer_splits),
-        "fer_classes": list(o.fer_classes), "a_channels": o.a_channels, "b_channels": o.b_channels,
-        "image_size": cfg.image_size, "load_size": cfg.load_size, "holdout": o.swd_images, "seed": ctx.run.seed,
-        "labels": ctx.data.labels, "ferplus": _ferplus_path(ctx),
-    }
+    data = _domain_spec(ctx, cfg)
     t0 = time.perf_counter()
     domains = load_domains(**data)
     ctx.timings["load_seconds"] = time.perf_counter() - t0
@@ -339,7 +333,7 @@ def run(ctx: StageContext) -> dict:
         domains_sources = domains.sources
     if o.processes > 1:
         domains = load_domains(**data)  # the held-out images, again (each rank loaded its own)
-    translation = _translation_scores(ctx, cfg, domains.held_a, domains.held_b)
+    translation = _translation_scores(ctx, cfg, domains.held_a, domains.held_b, ctx.out_dir / "checkpoints" / "latest.pt")
     ctx.timings["translation_scores_seconds"] = translation.get("seconds", 0.0)
     ctx.timings["train_seconds"] = summary.get("train_seconds", 0.0)
 
@@ -374,6 +368,30 @@ def run(ctx: StageContext) -> dict:
         "sample_grid": "samples/final.png" if (out / "samples" / "final.png").exists() else None,
         "loss_curve": "loss_curve.png",
     }
+
+
+def _domain_spec(ctx: StageContext, cfg) -> dict:
+    """What `load_domains` reads (also what torchrun's ranks are given)."""
+    o: CycleganOptions = ctx.options
+    return {
+        "faces": str(ctx.artifact("extract.faces")),  # domain A: [data] faces, else extract's
+        "fer": str(ctx.path(ctx.data.fer)), "fer_splits": list(o.fer_splits),
+        "fer_classes": list(o.fer_classes), "a_channels": o.a_channels, "b_channels": o.b_channels,
+        "image_size": cfg.image_size, "load_size": cfg.load_size, "holdout": o.swd_images, "seed": ctx.run.seed,
+        "labels": ctx.data.labels, "ferplus": _ferplus_path(ctx),
+    }
+
+
+def rescore(ctx: StageContext, checkpoint: Path) -> dict:
+    """A finished run's final evaluation done again, under `ctx.options`, for the generator of
+    `checkpoint`: another person score (e.g. `person_score_blends`), judge or test sample, no
+    training (experiments/frontier.py --rescore). The same held-out crops and test faces as the
+    run's when the options that pick them are its own; person_score.pt goes to `ctx.out_dir`."""
+    from .data import load_domains
+
+    cfg = train_config(ctx.options, ctx.run.seed, ctx.run.device)
+    domains = load_domains(**_domain_spec(ctx, cfg))
+    return _translation_scores(ctx, cfg, domains.held_a, domains.held_b, Path(checkpoint))
 
 
 def _generator_name(cfg) -> str:
