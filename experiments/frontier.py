@@ -206,13 +206,24 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(13 if numbered else 8, 6), dpi=110)
     # Labels of points close together (settings that barely differ) alternate above and below.
     by_height = sorted(enumerate(shown, 1), key=lambda np_: (np_[1]["judge_agreement"], np_[1]["person_score"]))
+    moved = False
     for rank, (number, p) in enumerate(by_height):
         ax.scatter(p["person_score"], p["judge_agreement"], s=36)
+        before = p.get("person_score_as_run")
+        if before is not None and before != p["person_score"]:  # rescored: an arrow from the run's own score
+            moved = True
+            ax.scatter(before, p["judge_agreement"], s=36, facecolors="none", edgecolors="0.6")
+            ax.annotate("", (p["person_score"], p["judge_agreement"]), xytext=(before, p["judge_agreement"]),
+                        arrowprops={"arrowstyle": "->", "color": "0.6", "linewidth": 0.7})
         ax.annotate(str(number) if numbered else p["setting"], (p["person_score"], p["judge_agreement"]),
                     fontsize=7, xytext=(4, 4 if rank % 2 else -10), textcoords="offset points")
     if numbered:
-        names = [f"{n}. {p['setting']}: {p['person_score']:.2f}, {p['judge_agreement']:.1%}" for n, p in enumerate(shown, 1)]
+        names = [f"{n}. {p['setting']}: {p['person_score']:.2f}"
+                 + (f" (was {p['person_score_as_run']:.2f})" if p.get("person_score_as_run") is not None else "")
+                 + f", {p['judge_agreement']:.1%}" for n, p in enumerate(shown, 1)]
         fig.text(0.63, 0.95, "\n".join(names), va="top", fontsize=7)
+    if moved:
+        ax.scatter([], [], s=36, facecolors="none", edgecolors="0.6", label="the person score the run recorded (arrow: rescored)")
     controls = [p["untranslated_control"] for p in shown if p["untranslated_control"] is not None]
     if controls:
         ax.axvline(sum(controls) / len(controls), color="0.6", linestyle=":", label="untranslated FER (control)")
@@ -276,6 +287,18 @@ def rescored_point(name: str, run_dir: str, config_path: Path, overrides: dict, 
                                                          "translation": translation}, indent=1, default=str))
     as_run = ((manifest["summary"].get("translation") or {}).get("person_score") or {}).get("overall")
     return {**point(name, {**manifest["summary"], "translation": translation}), "person_score_as_run": as_run}
+
+
+def rescored_or_failed(name: str, run_dir: str, config_path: Path, overrides: dict, out: Path) -> dict:
+    """`rescored_point`, or a row naming the error: one run that cannot be scored must not lose the others."""
+    try:
+        return rescored_point(name, run_dir, config_path, overrides, out)
+    except ConfigError:
+        raise  # a misspelt option is the same for every run: stop before scoring any
+    except Exception as error:  # noqa: BLE001
+        log.error("rescoring %s failed: %s: %s", name, type(error).__name__, error)
+        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return {**{c: None for c in COLUMNS}, "setting": name, "error": message}
 
 
 def run_frontier(config_path: Path, settings: list[dict], common: dict, judge: str | None = None,
@@ -377,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--rescore evaluates --include'd runs again: give no --set or --grid with it")
             overrides = {**common, **{k: parse_value(v) for k, v in map(parse_assignment, args.rescore)}}
             out = args.out or load_config(args.config).run_dir / "frontier_rescored"
-            included = [rescored_point(*parse_assignment(text), args.config, overrides, out) for text in args.include]
+            included = [rescored_or_failed(*parse_assignment(text), args.config, overrides, out) for text in args.include]
             args.out = out
         else:
             included = [included_point(*parse_assignment(text)) for text in args.include]

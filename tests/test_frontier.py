@@ -200,6 +200,12 @@ def test_rescoring_finished_runs_without_training(demo, capsys):
     assert row["judge_agreement"] == recorded["judge"]["judge_agreement"]["overall"]  # the same translations
     assert (manifest.stat().st_mtime_ns, (run / "cyclegan" / "person_score.pt").read_bytes()) == before
 
+    # A folder that is no finished run is a failed row; the other run is still scored.
+    mixed = demo / "rescored_mixed"
+    assert frontier.main([*base, "--out", str(mixed), "--include", f"none={demo / 'judge'}", "--include", f"a={run}",
+                          "--rescore", "threads=1"]) == 1
+    rows = list(csv.DictReader((mixed / "frontier.csv").open()))
+    assert "no finished cyclegan stage" in rows[0]["error"] and rows[1]["person_score"] and not rows[1]["error"]
     # Misuse: with a grid (it trains), or an option the stage does not know.
     assert frontier.main([*base, "--set", "lambda_identity=0", "--include", f"a={run}", "--rescore", "threads=1"]) == 2
     assert "--rescore" in capsys.readouterr().err

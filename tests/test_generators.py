@@ -242,3 +242,11 @@ def test_reference_generator_saves_its_bank_and_translator_loads_it(tmp_path):
     crops = {c.tobytes() for c in reference_bank(domains.train_a, 16, 5, 0)}
     saved = state["models"]["G_BA"]["bank"].permute(0, 2, 3, 1).numpy()
     assert {c.tobytes() for c in saved} == crops  # the person's own training crops
+    # A checkpoint saved while the crops' layouts were saved with them (before they were derived
+    # on load) still loads, and gives the same translations.
+    legacy = tmp_path / "legacy.pt"
+    state["models"]["G_BA"]["bank_layout"] = translator.generator.bank_layout.clone()
+    torch.save(state, legacy)
+    x = torch.from_numpy(domains.held_b[:3]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    old = Translator.from_checkpoint(legacy, "BtoA", "cpu")
+    assert torch.equal(old.generator(x), translator.generator(x))

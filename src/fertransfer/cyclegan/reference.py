@@ -71,6 +71,7 @@ class ReferenceGenerator(nn.Module):
         saved = state_dict.get(prefix + "bank")
         if saved is not None:  # a bank of another size than the placeholder's
             self.bank = torch.empty_like(saved, device=self.bank.device)
+        state_dict.pop(prefix + "bank_layout", None)  # saved before it was derived on load (session 23's runs)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.bank_layout = self.layouts(as_images(self.bank))
 
