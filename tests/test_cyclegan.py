@@ -606,3 +606,38 @@ def test_time_budget_is_resolved_once_recorded_and_kept_on_resume(tmp_path, monk
         for key in a[net]:
             assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after resume"
             assert torch.equal(a[net][key], c[net][key]), f"{net}.{key} differs from the plain 10-step run"
+
+
+def test_a_changed_person_score_evaluates_the_finished_run_again(tmp_path, smileys):
+    """Options only the final evaluation reads (the person score's, the judge) re-score the
+    finished generator in a copy of its folder: nothing is trained again. Any other change trains."""
+    from fertransfer.pipelines.config import load_config
+    from fertransfer.pipelines.runner import run_pipeline, stage_status
+
+    path = write_config(tmp_path, face_folder(tmp_path / "faces", count=40), smileys, lambda_expression=0.0)
+    (first,) = run_pipeline(load_config(path), "cyclegan")
+    out = tmp_path / "run" / "cyclegan"
+    trained = {name: (out / name).read_bytes() for name in ("checkpoints/latest.pt", "losses.csv", "swd.csv")}
+    scorer = (out / "person_score.pt").read_bytes()
+    assert first.manifest["summary"]["translation"]["person_score"]  # computed: there is something to redo
+
+    path.write_text(path.read_text().replace("[cyclegan]\n", "[cyclegan]\nperson_score_blends = 0.5\n"))
+    config = load_config(path)
+    status = stage_status(config, "cyclegan")
+    assert status.state == "stale" and "person_score_blends (only the final evaluation" in status.reason
+    (second,) = run_pipeline(config, "cyclegan")
+    summary, before = second.manifest["summary"], first.manifest["summary"]
+    assert summary["evaluated_again"] == {"changed": {"person_score_blends": 0.5}, "run_timings": first.manifest["timings"]}
+    assert {name: (out / name).read_bytes() for name in trained} == trained
+    assert (out / "person_score.pt").read_bytes() != scorer  # trained with hybrids among its negatives
+    assert {k: summary[k] for k in ("steps", "train_seconds", "swd")} == {k: before[k] for k in ("steps", "train_seconds", "swd")}
+    assert summary["translation"]["images"] == before["translation"]["images"]
+    assert stage_status(config, "cyclegan").state == "done"
+    assert not (tmp_path / "run" / "cyclegan.partial").exists()
+
+    # An option the training reads: trained again.
+    path.write_text(path.read_text().replace("steps = 6", "steps = 3"))
+    config = load_config(path)
+    assert "only the final evaluation" not in stage_status(config, "cyclegan").reason
+    (third,) = run_pipeline(config, "cyclegan")
+    assert "evaluated_again" not in third.manifest["summary"] and third.manifest["summary"]["steps"] == 3

@@ -394,6 +394,18 @@ def rescore(ctx: StageContext, checkpoint: Path) -> dict:
     return _translation_scores(ctx, cfg, domains.held_a, domains.held_b, Path(checkpoint))
 
 
+def evaluate_again(ctx: StageContext, summary: dict) -> dict:
+    """A finished run whose judge or person score options changed (`EVALUATION_OPTIONS`): its
+    final evaluation again, on its own generator, in a copy of its folder; the training is kept."""
+    translation = rescore(ctx, ctx.out_dir / "checkpoints" / "latest.pt")
+    ctx.timings["translation_scores_seconds"] = translation.get("seconds", 0.0)
+    return {**summary, "translation": translation}
+
+
+# What only the final evaluation reads: changing them evaluates a finished run again, no training.
+EVALUATION_OPTIONS = ("judge", "eval_images", "person_score_steps", "person_score_blends")
+
+
 def _generator_name(cfg) -> str:
     """What translates FER -> person, in the manifest's words."""
     if cfg.model == "autoencoder":
@@ -467,6 +479,8 @@ STAGE = Stage(
     check=_check,
     resumable=True,
     resume_point=_resume_point,
+    evaluation_options=EVALUATION_OPTIONS,
+    evaluate=evaluate_again,
     demo={
         "image_size": 32, "ngf": 16, "ndf": 16, "steps": 600,
         "checkpoint_every": 150, "sample_every": 150, "swd_images": 32,

@@ -121,9 +121,10 @@ class InputDigests:
         return content
 
 
-def input_paths(config: Config, stage: Stage) -> list[Path]:
+def input_paths(config: Config, stage: Stage, options: Any = None) -> list[Path]:
     paths: list[Path] = []
-    patterns = [*stage.inputs(config.options(stage.name)), *config.data.input_paths(stage.data_keys)]
+    options = config.options(stage.name) if options is None else options
+    patterns = [*stage.inputs(options), *config.data.input_paths(stage.data_keys)]
     for pattern in patterns:
         if not pattern:
             continue
@@ -148,28 +149,28 @@ def read_manifest(stage_dir: Path) -> dict | None:
         return None
 
 
-def fingerprinted_config(config: Config, stage: Stage) -> dict:
+def fingerprinted_config(config: Config, stage: Stage, options: Any = None) -> dict:
     """The stage's section plus the [data] keys it reads: what its output depends on. Execution
     options (threads, compile) count at their default, whatever their value, so changing them
     leaves a finished stage done and a digest recorded before they were left out stays valid."""
-    options = config.options(stage.name)
+    options = config.options(stage.name) if options is None else options
     values = dataclasses.asdict(options)
     defaults = {f.name: field_default(f) for f in dataclasses.fields(options)}
     values.update({name: defaults[name] for name in execution_options(options)})
     return {**values, **{key: getattr(config.data, key) for key in stage.data_keys}}
 
 
-def fingerprint(config: Config, stage: Stage) -> dict:
-    """What the stage's output depends on, and its digest."""
-    options = config.options(stage.name)
+def fingerprint(config: Config, stage: Stage, options: Any = None) -> dict:
+    """What the stage's output depends on, and its digest (with `options`: had its section been these)."""
+    options = config.options(stage.name) if options is None else options
     upstream = {}
     for name in stage.upstream(options, config.data):
         manifest = read_manifest(config.run_dir / name)
         upstream[name] = manifest["fingerprint"]["digest"] if manifest else None
     digest = InputDigests(config.run_dir)
-    inputs = {input_key(p, config.base_dir): digest(p) for p in input_paths(config, stage)}
+    inputs = {input_key(p, config.base_dir): digest(p) for p in input_paths(config, stage, options)}
     parts = {
-        "config": fingerprinted_config(config, stage),
+        "config": fingerprinted_config(config, stage, options),
         "seed": config.run.seed,
         "inputs": inputs,
         "upstream": upstream,
@@ -186,6 +187,22 @@ def same_fingerprint(current: dict, recorded: dict | None, options: Any) -> bool
     if recorded.get("digest") == current["digest"]:
         return True
     return recorded.get("digest") == _digest({**_parts(current), "config": _like_recorded(current, recorded, options)})
+
+
+def evaluation_changes(config: Config, stage: Stage, recorded: dict | None) -> list[str]:
+    """The evaluation options (`Stage.evaluation_options`) in which the config differs from a
+    finished run's `recorded` fingerprint, when they are all it differs in; else []: the stage
+    must run again. Seed, upstream outputs and every other option and input must be the run's."""
+    if not stage.evaluation_options or stage.evaluate is None or not isinstance((recorded or {}).get("config"), dict):
+        return []
+    options = config.options(stage.name)
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(options)}
+    listed = recorded["config"]
+    as_run = dataclasses.replace(options, **{name: listed.get(name, defaults[name]) for name in stage.evaluation_options})
+    if not same_fingerprint(fingerprint(config, stage, as_run), recorded, options):
+        return []
+    return [name for name in stage.evaluation_options
+            if _digest(getattr(options, name)) != _digest(getattr(as_run, name))]
 
 
 def _parts(fingerprint_: dict) -> dict:
@@ -396,6 +413,10 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
             return StageStatus(name, "interrupted", manifest, resume + kept)
         if manifest is None:
             return StageStatus(name, "missing")
+        evaluation = evaluation_changes(config, stage, recorded)
+        if evaluation:
+            return StageStatus(name, "stale", manifest, f"changed: {', '.join(evaluation)} (only the final evaluation "
+                               "runs again)")
         compared = {**current, "config": _like_recorded(current, recorded, config.options(name))}
         changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != compared[k]]
         return StageStatus(name, "stale", manifest, "changed: " + ", ".join(changed))
@@ -529,16 +550,22 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         log.info("%s: the run in %s finished but was not published; publishing it", name, work)
         _publish(work, config.run_dir / name)
         return StageStatus(name, "done", finished)
+    evaluation = [] if force or status.state != "stale" else evaluation_changes(
+        config, stage, status.manifest.get("fingerprint"))
     resuming = False
     if work.exists():
-        point = None if force else _resume_point(config, stage, current)
+        point = None if force or evaluation else _resume_point(config, stage, current)
         if point:
             resuming = True
             log.info("%s: continuing the interrupted run in %s (%s)", name, work, point)
         else:
             shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / FINGERPRINT_FILE).write_text(json.dumps(current, indent=1))
+    if evaluation:  # the finished run's folder, copied, is evaluated again: nothing is trained
+        shutil.copytree(config.run_dir / name, work, symlinks=True)
+        (work / MANIFEST).unlink()  # and no fingerprint file: an evaluation cut short is not resumed, but redone
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / FINGERPRINT_FILE).write_text(json.dumps(current, indent=1))
 
     context = StageContext(
         name=name,
@@ -554,9 +581,17 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
     )
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    log.info("%s: running -> %s", name, config.run_dir / name)
     with process_state():
-        summary = stage.run(context) or {}
+        if evaluation:
+            log.info("%s: %s changed, which only the final evaluation reads: evaluating the finished run again "
+                     "-> %s", name, ", ".join(evaluation), config.run_dir / name)
+            previous = status.manifest
+            summary = {**stage.evaluate(context, previous.get("summary") or {}),
+                       "evaluated_again": {"changed": {key: getattr(options, key) for key in evaluation},
+                                           "run_timings": previous.get("timings")}}
+        else:
+            log.info("%s: running -> %s", name, config.run_dir / name)
+            summary = stage.run(context) or {}
     seconds = time.perf_counter() - t0
     refuse_without_outputs(stage, work)
     manifest = {
@@ -580,7 +615,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-    (work / FINGERPRINT_FILE).unlink()
+    (work / FINGERPRINT_FILE).unlink(missing_ok=True)
     _publish(work, config.run_dir / name)
     status = StageStatus(name, "done", manifest)
     failed = status.failed_inputs

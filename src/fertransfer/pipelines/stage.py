@@ -105,6 +105,11 @@ class Stage:
     # Files a finished run must have written (relative to the stage folder): without them the
     # runner refuses to publish the stage as done (e.g. cyclegan's checkpoints/latest.pt).
     outputs: tuple[str, ...] = ()
+    # Options that change only the stage's final evaluation, not what it trains (cyclegan: the
+    # judge, the person score): a finished run whose config changed in these alone is not run
+    # again but handed, in a copy of its folder, to `evaluate` (context, its summary) -> the new summary.
+    evaluation_options: tuple[str, ...] = ()
+    evaluate: Callable[[StageContext, dict], dict] | None = None
     # Option values for the built-in demo (paths relative to the demo folder, whose data
     # lives in data/lecture.mp4 and data/smileys/), small enough for minutes on 2 CPU cores.
     demo: dict = field(default_factory=dict)
