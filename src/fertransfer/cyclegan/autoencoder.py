@@ -27,7 +27,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import build_discriminator
-from .parts import ImagePool, adam, descend, person_discriminator_step, set_requires_grad, source_losses
+from .parts import ImagePool, adam, descend, person_discriminator_step, set_requires_grad, source_losses, with_hybrids
 from .tensors import match_channels
 
 
@@ -172,7 +172,7 @@ class SharedAutoencoder:
         descend(self.optimizers["G"], loss_G)
 
         if self.adversarial:  # D_A: the person's real faces against (pooled) translations of FER faces
-            fake_A = self.pools["pool_A"].query(out["fake_A"].detach().float(), rng)
+            fake_A = with_hybrids(cfg, self.pools["pool_A"].query(out["fake_A"].detach().float(), rng), real_A, real_B, rng)
             losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A, fake_A,
                                                       autocast)
         return {k: v.detach() for k, v in losses.items()}

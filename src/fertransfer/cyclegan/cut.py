@@ -26,7 +26,7 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, build_discriminator, build_generator
-from .parts import adam, descend, person_discriminator_step, set_requires_grad, source_losses
+from .parts import adam, descend, person_discriminator_step, set_requires_grad, source_losses, with_hybrids
 from .tensors import match_channels
 
 # Layers of the ResNet generator's Sequential whose outputs PatchNCE compares: the padded input
@@ -145,6 +145,7 @@ class ContrastiveTranslation:
         if self.identity:
             losses["nce_same"] = out["nce_same"]
 
-        losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A,
-                                                  out["fake_A"].detach(), autocast)
+        fake_A = with_hybrids(cfg, out["fake_A"].detach(), real_A, real_B, rng)
+        losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A, fake_A,
+                                                  autocast)
         return {k: v.detach() for k, v in losses.items()}

@@ -55,6 +55,11 @@ class CycleganOptions:
                               "always tell apart, without hiding any cue from it as DiffAugment's colour does. "
                               "Measured on MEAD W009 at 1: the discriminator stops winning and the generator "
                               "stops moving (docs/results.md). 0: off.", ge=0)
+    hybrid_fakes: bool = option(False, "Show the person's discriminator (D_A), beside each translation, a hybrid as "
+                                "fake: a person crop's blur plus the FER source's lines finer than 1 or 2 px. "
+                                "Translations that met the person score by keeping the FER face's fine lines over "
+                                "the person's light (the paper's generator, CUT on W009: docs/results.md, session "
+                                "26) then lose to the discriminator; the held-out person score is not touched.")
     lambda_cycle: float = option(10.0, "Weight of the cycle-consistency loss (cyclegan).", ge=0)
     lambda_adversarial: float = option(1.0, "Weight of the adversarial loss on FER -> person translations "
                                        "(autoencoder, cut, fastcut; 0: no discriminator, a plain autoencoder).", ge=0)

@@ -11,7 +11,9 @@ from torch import nn
 
 from .expression import ExpressionConsistency
 from .losses import discriminator_loss, gradient_penalty, r1_penalty
-from .tensors import match_channels
+from .tensors import hybrids, match_channels
+
+HYBRID_SIGMAS = (1.0, 2.0)  # `hybrid_fakes`: the detail scales (px) of the hybrids D_A is shown, one drawn per step
 
 
 class ImagePool:
@@ -102,17 +104,28 @@ def source_losses(cfg, expression: ExpressionConsistency | None, translated: tor
     return losses
 
 
+def with_hybrids(cfg, fake_A: torch.Tensor, real_A: torch.Tensor, real_B: torch.Tensor,
+                 rng: np.random.Generator) -> torch.Tensor:
+    """D_A's fakes; with `hybrid_fakes`, followed by one hybrid per person crop of the step (its blur
+    plus the FER source's fine lines): an image that is not a translation must not pass for the person."""
+    if not cfg.hybrid_fakes:
+        return fake_A
+    sigma = HYBRID_SIGMAS[int(rng.integers(len(HYBRID_SIGMAS)))]
+    return torch.cat([fake_A, hybrids(real_A.float(), real_B.float(), sigma).to(fake_A.dtype)])
+
+
 def person_discriminator_step(cfg, D_A: nn.Module, scorer: nn.Module, optimizer: torch.optim.Optimizer,
                               real_A: torch.Tensor, fake_A: torch.Tensor, autocast) -> torch.Tensor:
-    """One update of the one discriminator of the single-direction models (autoencoder, CUT): the
-    person's real faces against translations of FER faces. `scorer` is D_A as the step calls it
-    (DDP-wrapped or compiled); the gradient penalty uses the raw D_A, as CycleGAN's does."""
+    """One update of the one discriminator of the single-direction models (autoencoder, CUT,
+    reference): the person's real faces against translations of FER faces (and hybrids, see
+    `with_hybrids`). `scorer` is D_A as the step calls it (DDP-wrapped or compiled); the gradient
+    penalty uses the raw D_A, as CycleGAN's does."""
     set_requires_grad([D_A], True)
     with autocast():
-        real_score, fake_score = scorer(torch.cat([real_A, fake_A])).chunk(2)
+        real_score, fake_score = scorer(torch.cat([real_A, fake_A])).split([len(real_A), len(fake_A)])
         loss_D = discriminator_loss(cfg.gan_mode, real_score.float(), fake_score.float())
     if cfg.gan_mode == "wgangp":
-        loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A, cfg.lambda_gp)
+        loss_D = loss_D + gradient_penalty(D_A, real_A, fake_A[: len(real_A)], cfg.lambda_gp)
     penalty = r1_penalty(D_A, real_A, cfg.lambda_r1) if cfg.lambda_r1 else 0  # not in the logged loss
     descend(optimizer, loss_D + penalty)
     return loss_D

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from fertransfer.data.images import fit_square, to_channels
 
-from .tensors import fine_detail
+from .tensors import hybrids
 
 MIN_CROPS = 5  # fewer held-out person crops: no score (nothing to learn the person from)
 WARN_CROPS = 20  # fewer: the score is computed, with a warning naming the count
@@ -70,8 +70,7 @@ def blends(person: np.ndarray, fer: np.ndarray, via_size: int, sigma: float, see
     rng = np.random.default_rng(seed)
     crops = _tensor(gray_resize(person, via_size, via_size))[rng.integers(0, len(person), len(fer))]
     faces = _tensor(gray_resize(fer, via_size, via_size))
-    mixed = (crops - fine_detail(crops, sigma) + fine_detail(faces, sigma)).clamp(-1, 1)
-    return ((mixed + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return ((hybrids(crops, faces, sigma) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 class DomainNet(nn.Module):

@@ -25,7 +25,15 @@ from torch import nn
 
 from .losses import generator_loss
 from .models import ChannelMatch, ResidualGenerator, ResnetGenerator, build_discriminator, init_weights
-from .parts import adam, coarse_layout, descend, person_discriminator_step, set_requires_grad, source_losses
+from .parts import (
+    adam,
+    coarse_layout,
+    descend,
+    person_discriminator_step,
+    set_requires_grad,
+    source_losses,
+    with_hybrids,
+)
 from .tensors import fine_detail, match_channels
 
 LAYOUT_CELLS = 8  # the retrieval compares layouts of LAYOUT_CELLS x LAYOUT_CELLS cells
@@ -133,5 +141,5 @@ class ReferenceEdit:
             loss_G = losses["G"] = sum(losses.values())
         descend(self.optimizers["G"], loss_G)
         losses["D_A"] = person_discriminator_step(cfg, D_A, self.discriminator, self.optimizers["D"], real_A,
-                                                  fake_A.detach(), autocast)
+                                                  with_hybrids(cfg, fake_A.detach(), real_A, real_B, rng), autocast)
         return {k: v.detach() for k, v in losses.items()}

@@ -43,3 +43,11 @@ def fine_detail(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
     kernel = 2 * math.ceil(3 * sigma) + 1
     return images - gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+
+
+def hybrids(person: torch.Tensor, sources: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The person's faces' Gaussian blur plus the sources' detail finer than `sigma` px, in the
+    person's channels: two faces in one, which a score reading light and edges apart takes for a
+    translation that reached the person and kept the expression (docs/results.md, session 24)."""
+    sources = match_channels(sources, person.shape[1])
+    return (person - fine_detail(person, sigma) + fine_detail(sources, sigma)).clamp(-1, 1)

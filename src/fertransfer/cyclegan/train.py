@@ -51,7 +51,7 @@ from .expression import ExpressionConsistency
 from .losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from .models import MODELS, build_discriminator, build_generator
 from .options import CycleganOptions
-from .parts import ImagePool, adam, descend, set_requires_grad, source_losses, structure_distance  # noqa: F401  (re-exported)
+from .parts import ImagePool, adam, descend, set_requires_grad, source_losses, structure_distance, with_hybrids  # noqa: F401  (re-exported)
 from .reference import ReferenceEdit
 from .swd import swd
 from .tensors import from_tensor, match_channels, to_tensor
@@ -91,6 +91,7 @@ class TrainConfig:
     structure_crop: float = _option("structure_crop")  # the centred part of the image whose layout is held
     lambda_gp: float = 10.0  # wgangp only
     lambda_r1: float = _option("lambda_r1")  # R1 penalty on the discriminators' real images (0: off)
+    hybrid_fakes: bool = _option("hybrid_fakes")  # D_A also sees hybrids (person blur + FER lines) as fakes
     # autoencoder (autoencoder.py)
     bottleneck: int = _option("bottleneck")  # size of the shared code: small, so that identity lives in the decoders
     warp: float = _option("warp")  # strength of the random warp of the encoder's inputs (0: off)
@@ -237,8 +238,8 @@ class Discriminators(nn.Module):
         self.D_A, self.D_B = D_A, D_B
 
     def forward(self, real_A, fake_A, real_B, fake_B) -> tuple[torch.Tensor, ...]:
-        real_A_score, fake_A_score = self.D_A(torch.cat([real_A, fake_A])).chunk(2)
-        real_B_score, fake_B_score = self.D_B(torch.cat([real_B, fake_B])).chunk(2)
+        real_A_score, fake_A_score = self.D_A(torch.cat([real_A, fake_A])).split([len(real_A), len(fake_A)])
+        real_B_score, fake_B_score = self.D_B(torch.cat([real_B, fake_B])).split([len(real_B), len(fake_B)])
         return real_A_score, fake_A_score, real_B_score, fake_B_score
 
 
@@ -301,7 +302,8 @@ class CycleGAN:
         fake_A = self.pools["pool_A"].query(out["fake_A"].detach().float(), rng)
         fake_B = self.pools["pool_B"].query(out["fake_B"].detach().float(), rng)
         with autocast():
-            real_A_score, fake_A_score, real_B_score, fake_B_score = self.discriminators(real_A, fake_A, real_B, fake_B)
+            real_A_score, fake_A_score, real_B_score, fake_B_score = self.discriminators(
+                real_A, with_hybrids(cfg, fake_A, real_A, real_B, rng), real_B, fake_B)
             loss_D_A = discriminator_loss(cfg.gan_mode, real_A_score.float(), fake_A_score.float())
             loss_D_B = discriminator_loss(cfg.gan_mode, real_B_score.float(), fake_B_score.float())
         if cfg.gan_mode == "wgangp":
