@@ -5,7 +5,8 @@ A stage is *done* when ``<run dir>/<stage>/manifest.json`` exists, its fingerpri
 matches the current one, its recorded outputs are intact and every upstream stage is done;
 *damaged* when an output is missing or changed; *stale* when the fingerprint differs or an
 upstream stage is not done; *interrupted* when a resumable stage's work folder would be
-continued; *missing* otherwise.
+continued; *missing* otherwise. A stale stage whose config differs only in options its final
+evaluation reads (`Stage.evaluation_options`) is evaluated again in a copy of its folder, not run again.
 Work happens in ``<run dir>/<stage>.partial/``, which becomes ``<stage>/`` only after the
 manifest is written, so an interrupted stage is never taken as done.
 """
