@@ -252,7 +252,7 @@ def rescored_point(name: str, run_dir: str, config_path: Path, overrides: dict, 
     [cyclegan] options with `overrides` (nothing retrained; the run's folder is only read).
 
     The options and seed come from the run's manifest (its fingerprint), [data] from the config
-    given with -c, which must name the same data (a differing FER folder is an error).
+    given with -c, which must name the same data (a differing FER or faces folder is an error).
     """
     import dataclasses
 
@@ -273,10 +273,11 @@ def rescored_point(name: str, run_dir: str, config_path: Path, overrides: dict, 
     config, problems = parse_config(data, Path(config_path).resolve())
     if problems:
         raise ConfigError([f"--rescore {name}: {p}" for p in problems])
-    here = lambda value: resolve(config.base_dir, value).resolve()  # noqa: E731
-    if recorded.get("fer") is not None and here(recorded["fer"]) != here(config.data.fer):
-        raise ValueError(f"--include {name}={run_dir}: the run's FER folder {recorded['fer']} is not the config's "
-                         f"{config.data.fer}: give the run's own config with -c")
+    here = lambda value: resolve(config.base_dir, value).resolve() if value else None  # noqa: E731
+    for key in ("fer", "faces"):  # the data its held-out crops and test faces come from
+        if key in recorded and here(recorded[key]) != here(getattr(config.data, key)):
+            raise ValueError(f"--include {name}={run_dir}: the run's [data] {key} {recorded[key]!r} is not the config's "
+                             f"{getattr(config.data, key)!r}: give the run's own config with -c")
     folder = out / folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     context = StageContext(name="cyclegan", options=config.options("cyclegan"), run=config.run, run_dir=run_dir,

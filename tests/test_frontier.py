@@ -206,6 +206,14 @@ def test_rescoring_finished_runs_without_training(demo, capsys):
                           "--rescore", "threads=1"]) == 1
     rows = list(csv.DictReader((mixed / "frontier.csv").open()))
     assert "no finished cyclegan stage" in rows[0]["error"] and rows[1]["person_score"] and not rows[1]["error"]
+    # A config naming other data than the run's: a failed row saying so, nothing scored.
+    other = demo / "pipeline_other.toml"
+    other.write_text(config.read_text().replace('fer = "data/smileys"', 'fer = "data/other"'))
+    assert 'fer = "data/other"' in other.read_text()
+    assert frontier.main(["-c", str(other), "--judge", str(demo / "judge"), "--out", str(demo / "rescored_other"),
+                          "--include", f"a={run}", "--rescore", "threads=1"]) == 1
+    row = next(csv.DictReader((demo / "rescored_other" / "frontier.csv").open()))
+    assert "[data] fer" in row["error"] and "run's own config" in row["error"]
     # Misuse: with a grid (it trains), or an option the stage does not know.
     assert frontier.main([*base, "--set", "lambda_identity=0", "--include", f"a={run}", "--rescore", "threads=1"]) == 2
     assert "--rescore" in capsys.readouterr().err
