@@ -338,6 +338,8 @@ class StageStatus:
     state: str  # done, stale, damaged, interrupted, missing
     manifest: dict | None = None
     reason: str = ""
+    # stale only in these `Stage.evaluation_options`: `run` evaluates the finished run again
+    evaluate_only: tuple[str, ...] = ()
 
     @property
     def failed_inputs(self) -> list[str]:
@@ -417,7 +419,7 @@ def _stage_status(config: Config, name: str, known: dict[str, StageStatus]) -> S
         evaluation = evaluation_changes(config, stage, recorded)
         if evaluation:
             return StageStatus(name, "stale", manifest, f"changed: {', '.join(evaluation)} (only the final evaluation "
-                               "runs again)")
+                               "runs again)", tuple(evaluation))
         compared = {**current, "config": _like_recorded(current, recorded, config.options(name))}
         changed = [k for k in ("config", "seed", "inputs", "upstream") if recorded.get(k) != compared[k]]
         return StageStatus(name, "stale", manifest, "changed: " + ", ".join(changed))
@@ -551,8 +553,7 @@ def run_stage(config: Config, name: str, force: bool = False) -> StageStatus:
         log.info("%s: the run in %s finished but was not published; publishing it", name, work)
         _publish(work, config.run_dir / name)
         return StageStatus(name, "done", finished)
-    evaluation = [] if force or status.state != "stale" else evaluation_changes(
-        config, stage, status.manifest.get("fingerprint"))
+    evaluation = () if force else status.evaluate_only
     resuming = False
     if work.exists():
         point = None if force or evaluation else _resume_point(config, stage, current)
