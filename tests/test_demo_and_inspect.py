@@ -108,6 +108,22 @@ def test_demo_no_run_writes_a_loadable_config(tmp_path):
     assert load_dataset(folder / "data" / "smileys").layout == "split-folders"
 
 
+def test_the_demo_holds_out_enough_person_crops_for_a_firm_person_score(tmp_path):
+    """`make demo`'s person score trains on the crops its cyclegan holds out (at most a fifth of the
+    footage): below WARN_CROPS every demo printed a warning that its score was rough (62 crops, 12 held out)."""
+    from fertransfer.cyclegan.data import holdout_split
+    from fertransfer.cyclegan.person_score import WARN_CROPS
+    from fertransfer.pipelines import load_config
+    from fertransfer.pipelines.demo import write_demo
+    from fertransfer.pipelines.runner import run_pipeline
+
+    config = load_config(write_demo(tmp_path / "demo"))
+    run_pipeline(config, "extract")
+    crops = len(list((config.run_dir / "extract" / "faces").glob("*.jpg")))
+    _, held = holdout_split(crops, config.options("cyclegan").swd_images, seed=0)
+    assert len(held) >= WARN_CROPS, f"{crops} crops, {len(held)} held out"
+
+
 def test_inspect_warns_when_one_split_is_blurred(smileys, tmp_path, capsys):
     """A blurred copy of one split (as the shared FER2013 train split once was) is flagged."""
     import shutil
