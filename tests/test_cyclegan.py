@@ -621,17 +621,19 @@ def test_a_changed_person_score_evaluates_the_finished_run_again(tmp_path, smile
     scorer = (out / "person_score.pt").read_bytes()
     assert first.manifest["summary"]["translation"]["person_score"]  # computed: there is something to redo
 
-    path.write_text(path.read_text().replace("[cyclegan]\n", "[cyclegan]\nperson_score_blends = 0.5\n"))
+    path.write_text(path.read_text().replace("[cyclegan]\n", "[cyclegan]\nperson_score_blends = 0.0\n"))
     config = load_config(path)
     status = stage_status(config, "cyclegan")
     assert status.state == "stale" and "person_score_blends (only the final evaluation" in status.reason
     (second,) = run_pipeline(config, "cyclegan")
     summary, before = second.manifest["summary"], first.manifest["summary"]
-    assert summary["evaluated_again"] == {"changed": {"person_score_blends": 0.5}, "run_timings": first.manifest["timings"]}
+    assert summary["evaluated_again"] == {"changed": {"person_score_blends": 0.0}, "run_timings": first.manifest["timings"]}
     assert {name: (out / name).read_bytes() for name in trained} == trained
-    assert (out / "person_score.pt").read_bytes() != scorer  # trained with hybrids among its negatives
+    assert (out / "person_score.pt").read_bytes() != scorer  # trained without hybrids among its negatives
     assert {k: summary[k] for k in ("steps", "train_seconds", "swd")} == {k: before[k] for k in ("steps", "train_seconds", "swd")}
     assert summary["translation"]["images"] == before["translation"]["images"]
+    assert before["translation"]["negatives"].endswith("50% of them hybrids of the person's crops")
+    assert summary["translation"]["negatives"] == "FER val (PublicTest)"  # the manifest says which score
     assert stage_status(config, "cyclegan").state == "done"
     assert not (tmp_path / "run" / "cyclegan.partial").exists()
 

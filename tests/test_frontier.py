@@ -185,9 +185,9 @@ def test_rescoring_finished_runs_without_training(demo, capsys):
 
     strict = demo / "rescored_strict"
     assert frontier.main([*base, "--out", str(strict), "--include", f"a={run}",
-                          "--rescore", "person_score_blends=0.5", "threads=1"]) == 0
+                          "--rescore", "person_score_blends=0", "threads=1"]) == 0
     rescored = json.loads((strict / "a" / "translation.json").read_text())
-    assert rescored["rescored_with"]["person_score_blends"] == 0.5
+    assert rescored["rescored_with"]["person_score_blends"] == 0
     def weights(folder: Path) -> list[torch.Tensor]:
         saved = torch.load(folder / "person_score.pt")
         return [v for part in saved.values() if isinstance(part, dict) for v in part.values() if torch.is_tensor(v)]

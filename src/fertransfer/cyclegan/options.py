@@ -126,10 +126,12 @@ class CycleganOptions:
                         kind="path")
     person_score_steps: int = option(400, "Training steps of the person score's domain classifier (held-out "
                                      "person crops against FER PublicTest; seeded, seconds on a CPU).", ge=1)
-    person_score_blends: float = option(0.0, "Share of the person score's FER negatives that are hybrids (a "
+    person_score_blends: float = option(0.5, "Share of the person score's FER negatives that are hybrids (a "
                                         "person crop's blur plus a FER face's fine lines, the cheat that met both "
                                         "axes in docs/results.md), so that it must read the person's own detail; "
-                                        "its share of unseen hybrids is reported as a control either way.",
+                                        "its share of unseen hybrids is reported as a control either way. 0: the "
+                                        "score of sessions 15-26, which took 94-100% of such hybrids for the person "
+                                        "(docs/results.md, session 27).",
                                         ge=0, le=1)
     deterministic: bool = option(False, "Deterministic algorithms, for runs that repeat exactly.")
     precision: str = option("auto", "auto: bf16 autocast on GPUs that have it and on CPUs with native bf16 (AMX, AVX512-BF16; "

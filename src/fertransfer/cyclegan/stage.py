@@ -228,7 +228,9 @@ def _translation_scores(ctx: StageContext, cfg, held_a, held_b, checkpoint: Path
         translated = translator.translate(test.images, progress=True)
         names = list(classes.names)
         result.update(
-            split="test", images=len(test), images_in_split=in_split, negatives=negatives_from,
+            split="test", images=len(test), images_in_split=in_split,
+            negatives=negatives_from + (f", {o.person_score_blends:.0%} of them hybrids of the person's crops"
+                                        if o.person_score_blends else ""),
             person_score=person_score_by_class(scorer, translated, test.labels, names),
             controls={"untranslated_sources": person_score_by_class(scorer, test.images, test.labels, names)["overall"],
                       "held_out_person_crops": info["person_control_score"], "held_out_person_crops_count":
