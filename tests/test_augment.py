@@ -12,6 +12,8 @@ from fertransfer.augment.builders import (
     balance_plan,
     balanced_set,
     classic_set,
+    ratio_sample,
+    real_classic_set,
     real_set,
     real_synthetic_set,
     synthetic_set,
@@ -159,9 +161,17 @@ def test_builders_class_counts():
     everything = {"real": real, "translated": translated}
     assert real_set(real).counts(everything, 7).tolist() == counts
     assert synthetic_set(translated).counts(everything, 7).tolist() == counts
-    half = real_synthetic_set(real, translated, 0.5, 7, rng)
+    chosen = ratio_sample(translated.labels, 0.5, 7, rng)
+    half = real_synthetic_set(real, chosen)
     assert half.counts(everything, 7).tolist() == [6 + 3, 0, 3 + 2, 12 + 6, 4 + 2, 1 + 1, 2 + 1]
-    assert real_synthetic_set(real, translated, 1.0, 7, rng).counts(everything, 7).tolist() == [2 * c for c in counts]
+    all_of_them = ratio_sample(translated.labels, 1.0, 7, rng)
+    assert real_synthetic_set(real, all_of_them).counts(everything, 7).tolist() == [2 * c for c in counts]
+    # The control: the same images as real+synthetic adds, altered by classic augmentation, not the GAN.
+    control = real_classic_set(real, chosen, rng, prepare=lambda images: conform(images, SIZE, 3))
+    assert control.recipe.counts({**everything, "classic_copies": control.extra}, 7).tolist() == half.counts(everything, 7).tolist()
+    assert control.extra.files == [real.files[i] for i in chosen]
+    assert control.extra.images.shape[1:] == (SIZE, SIZE, 3)
+    assert not np.array_equal(control.extra.images, conform(real.images[chosen], SIZE, 3))
 
     extra, notes = balance_plan(np.array(counts), 0, NAMES)
     calls = []

@@ -26,7 +26,7 @@ from fertransfer.pipelines import load_config, run_pipeline
 from fertransfer.pipelines.cli import main
 from fertransfer.pipelines.stage import StageError
 
-ALL_SETS = ["real", "synthetic", "real+synthetic", "balanced", "classic"]
+ALL_SETS = ["real", "synthetic", "real+synthetic", "balanced", "classic", "real+classic"]
 
 
 def settings(**changes) -> BuildSettings:
@@ -86,6 +86,7 @@ def test_sets_are_readable_with_the_summary_counts(built):
         "real+synthetic": [9, 0, 5, 18, 6, 3, 8],  # ratio 0.5, rounded half up
         "balanced": [12, 0, 12, 12, 12, 12, 12],
         "classic": [12, 0, 12, 12, 12, 12, 12],
+        "real+classic": [9, 0, 5, 18, 6, 3, 8],  # real+synthetic's control: the same sources
     }
     assert list(summary["sets"]) == ALL_SETS
     for name, counts in expected.items():
@@ -105,7 +106,7 @@ def test_sets_are_readable_with_the_summary_counts(built):
     real_file = next((out / "sets/real/happy").iterdir())
     assert read_image(real_file, channels=3).shape == (24, 24, 3)
     assert read_image(real_file, channels=1).shape == (24, 24, 1)
-    for name in ("synthetic", "real_synthetic", "balanced", "classic"):
+    for name in ("synthetic", "real_synthetic", "balanced", "classic", "real_classic"):
         some = next((out / "sets" / name / "happy").iterdir())
         assert read_image(some, channels=3).shape == (SIZE, SIZE, 3), name
 

@@ -26,6 +26,8 @@ from .builders import (
     balance_plan,
     balanced_set,
     classic_set,
+    ratio_sample,
+    real_classic_set,
     real_set,
     real_synthetic_set,
     synthetic_set,
@@ -220,13 +222,22 @@ def _write_sets(out_dir: Path, dataset: LabelledDataset, translated: dict[str, I
     extra, notes = balance_plan(counts, settings.balanced_target, class_names)
     skipped_classes = [class_names[c] for c in np.flatnonzero(counts == 0)]
     target = int(settings.balanced_target) or int(counts.max())
+    chosen: np.ndarray | None = None  # the images real+synthetic adds a translation of, real+classic a copy
+
+    def sampled() -> np.ndarray:
+        nonlocal chosen
+        if chosen is None:
+            chosen = ratio_sample(synthetic.labels, settings.synthetic_ratio, len(class_names), rng)
+        return chosen
+
+    prepare = lambda images: conform(images, spec.image_size, spec.out_channels)  # noqa: E731
     for name in settings.sets:
         if name == "real":
             recipes.append(real_set(real))
         elif name == "synthetic":
             recipes.append(synthetic_set(synthetic))
         elif name == "real+synthetic":
-            recipes.append(real_synthetic_set(real, synthetic, settings.synthetic_ratio, len(class_names), rng))
+            recipes.append(real_synthetic_set(real, sampled()))
         elif name == "balanced":
             more = lambda images: translate_images(  # noqa: E731
                 images, forward.fn, spec, settings.batch_size, desc="balanced: extra translations"
@@ -235,9 +246,12 @@ def _write_sets(out_dir: Path, dataset: LabelledDataset, translated: dict[str, I
             pools["gan_extra"] = result.extra
             recipes.append(result.recipe)
         elif name == "classic":
-            prepare = lambda images: conform(images, spec.image_size, spec.out_channels)  # noqa: E731
             result = classic_set(real, extra, rng, notes, prepare)
             pools["classic_extra"] = result.extra
+            recipes.append(result.recipe)
+        elif name == "real+classic":
+            result = real_classic_set(real, sampled(), rng, prepare)
+            pools["classic_copies"] = result.extra
             recipes.append(result.recipe)
     written = {("translated", i): p for i, p in enumerate(translated_paths["train"])}
     writer = SetWriter(

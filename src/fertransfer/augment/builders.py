@@ -1,7 +1,8 @@
 """Training-set builders: which images of which pool go into each training set.
 
 A set is a *recipe*: for each pool (``real``: the original FER images, ``translated``: their
-translations, index for index, ``gan_extra`` / ``classic_extra``: images made for balancing)
+translations, index for index, ``gan_extra`` / ``classic_extra``: images made for balancing,
+``classic_copies``: classic augmentations of the sources real+synthetic draws)
 the indices it takes. Recipes cost no memory and can be written with hard links, so five sets
 over FER2013 do not hold five copies of it.
 
@@ -13,6 +14,9 @@ over FER2013 do not hold five copies of it.
   crops and flips of them (``gan_extra``).
 - ``classic``: the same counts per class as ``balanced``, the additions made by ordinary
   augmentation of real images (``classic_extra``) instead of the GAN.
+- ``real+classic``: the control of ``real+synthetic``: every real image plus an ordinary
+  augmentation of each real image ``real+synthetic`` adds a translation of, so that a gain
+  of real+synthetic over it is the translation's and not that of a second, altered copy of FER.
 """
 
 from __future__ import annotations
@@ -81,21 +85,40 @@ def synthetic_set(translated: ImageSet) -> SetRecipe:
     return SetRecipe("synthetic", {"translated": np.arange(len(translated))})
 
 
-def real_synthetic_set(real: ImageSet, translated: ImageSet, ratio: float, num_classes: int, rng: np.random.Generator) -> SetRecipe:
-    """All real images plus ratio * n (rounded half up) random translations of each class's n images."""
-    if not 0 <= ratio <= 1:
-        raise ValueError(f"synthetic_ratio must be between 0 and 1, got {ratio}")
-    chosen = []
-    for index in class_indices(translated.labels, num_classes):
-        take = int(np.floor(ratio * len(index) + 0.5))
-        chosen.append(np.sort(rng.permutation(index)[:take]))
-    return SetRecipe("real+synthetic", {"real": np.arange(len(real)), "translated": np.concatenate(chosen)})
-
-
 @dataclass
 class BalanceResult:
     recipe: SetRecipe
     extra: ImageSet  # the added images beyond the plain translations, with source files
+
+
+def ratio_sample(labels: np.ndarray, ratio: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """ratio * n (rounded half up) random indices of each class's n images, sorted per class."""
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"synthetic_ratio must be between 0 and 1, got {ratio}")
+    chosen = []
+    for index in class_indices(labels, num_classes):
+        take = int(np.floor(ratio * len(index) + 0.5))
+        chosen.append(np.sort(rng.permutation(index)[:take]))
+    return np.concatenate(chosen)
+
+
+def real_synthetic_set(real: ImageSet, chosen: np.ndarray) -> SetRecipe:
+    """All real images plus the translations of the `chosen` ones (`ratio_sample`)."""
+    return SetRecipe("real+synthetic", {"real": np.arange(len(real)), "translated": chosen})
+
+
+def real_classic_set(
+    real: ImageSet,
+    chosen: np.ndarray,
+    rng: np.random.Generator,
+    prepare: Callable[[np.ndarray], np.ndarray] = lambda images: images,
+) -> BalanceResult:
+    """All real images plus an ordinary augmentation of each `chosen` one: real+synthetic with
+    the GAN replaced by `classic_augment` (after `prepare`, the generator's size and channels)."""
+    images = classic_augment(prepare(real.images[chosen]), rng)
+    copies = ImageSet(images, real.labels[chosen], [real.files[i] for i in chosen])
+    recipe = SetRecipe("real+classic", {"real": np.arange(len(real)), "classic_copies": np.arange(len(chosen))})
+    return BalanceResult(recipe, copies)
 
 
 def balanced_set(

@@ -17,7 +17,7 @@ from fertransfer.options import THREADS_HELP, option
 from fertransfer.pipelines.options import DataOptions
 from fertransfer.pipelines.stage import Consumes, Stage, StageContext
 
-from . import SET_NAMES
+from . import DEFAULT_SETS
 from .generators import load_generator
 from .io import LABELS_CSV
 
@@ -30,8 +30,9 @@ class AugmentOptions:
         "", "Generator checkpoint; empty = the cyclegan stage's checkpoints/latest.pt in this run.", kind="path"
     )
     sets: list[str] = option(
-        list(SET_NAMES),
-        "Training sets to write: real, synthetic, real+synthetic (folder real_synthetic), balanced, classic.",
+        list(DEFAULT_SETS),
+        "Training sets to write: real, synthetic, real+synthetic (folder real_synthetic), balanced, classic, "
+        "real+classic (real+synthetic's control: a classic augmentation where it has a translation).",
     )
     synthetic_ratio: float = option(
         1.0, "real+synthetic: share (0..1) of each class's translations added to the real images.", ge=0, le=1,
