@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fertransfer.classify.clips import LEVELS, find_clips, mean_std, person_statistics
+from fertransfer.classify.protocol import plot_statistics
 from fertransfer.classify.testsets import load_test_set
 from fertransfer.data.classes import class_set
 
@@ -106,6 +107,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines + [f"warning: {w}" for w in result["warnings"]]) + "\n"
 
 
+def chart(result: dict, path: Path) -> None:
+    """The figures as the classify stage draws its own sets (accuracy, and the paired differences)."""
+    fer = {name: {"accuracy": figures, **({"difference": figures["difference"]} if "difference" in figures else {})}
+           for name, figures in result["fer_test"].items()}
+    plot_statistics(fer, result["person"], path, "test", reference=result["reference"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", nargs="+", metavar="NAME=FOLDER", help="a classify stage's set folder")
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", help="the set the others are compared with (default: the first)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="clip resamples (the stage's default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--chart", type=Path, help="also draw them here (PNG): the stage's comparison_seeds.png")
     args = parser.parse_args(argv)
     try:
         named = {}
@@ -131,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    if args.chart:
+        chart(result, args.chart)
     return 0
 
 

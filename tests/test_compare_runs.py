@@ -70,3 +70,18 @@ def test_a_better_set_and_mismatches(tmp_path, person_test, capsys):
     assert "seeds [0, 2], the first set has [0, 1]: no pairing" in capsys.readouterr().err
     assert compare_runs.main([f"real={tmp_path}", "--person-test", str(person_test)]) == 2
     assert "no metrics.json and person_predictions.npz" in capsys.readouterr().err
+
+
+def test_the_chart_names_the_reference(tmp_path, person_test, capsys):
+    """--chart draws the stage's comparison_seeds.png for sets of different runs, the differences
+    taken from the reference given (here a control, not `real`)."""
+    from PIL import Image
+
+    control = write_set(tmp_path / "a" / "real_classic", {0: 4, 1: 4})
+    better = write_set(tmp_path / "b" / "real_synthetic", {0: 8, 1: 6})
+    chart = tmp_path / "chart.png"
+    assert compare_runs.main([f"real+synthetic={better}", f"real+classic={control}", "--reference", "real+classic",
+                              "--person-test", str(person_test), "--bootstrap", "50", "--chart", str(chart)]) == 0
+    assert "| real+synthetic − real+classic |" in capsys.readouterr().out
+    width, height = Image.open(chart).size
+    assert width > 2.5 * height  # two panels (one alone is 8 x 4.8): the accuracies, the differences from the reference

@@ -186,9 +186,10 @@ def statistics_markdown(fer: dict[str, dict], person: dict[str, dict] | None, se
     return "\n".join(lines) + "\n"
 
 
-def plot_statistics(fer: dict[str, dict], person: dict[str, dict] | None, path: Path, split: str) -> None:
+def plot_statistics(fer: dict[str, dict], person: dict[str, dict] | None, path: Path, split: str,
+                    reference: str = REFERENCE) -> None:
     """Accuracy per set with error bars (FER: std over seeds; person: the 95% clip-bootstrap
-    interval of the seed mean) and, beside it, the paired difference from `real`."""
+    interval of the seed mean) and, beside it, the paired difference from `reference`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,8 +200,8 @@ def plot_statistics(fer: dict[str, dict], person: dict[str, dict] | None, path: 
     if person:
         series += [(f"person, {LEVEL_NAMES[level]} (95% clip interval)", {n: person[n][level] for n in names}, True)
                    for level in LEVELS]
-    others = [n for n in names if n != REFERENCE]
-    differences = REFERENCE in names and others
+    others = [n for n in names if n != reference]
+    differences = reference in names and others
     fig, axes = plt.subplots(1, 2 if differences else 1, figsize=(15 if differences else 8, 4.8), squeeze=False)
     x = np.arange(len(names))
     width = 0.8 / len(series)
@@ -238,9 +239,9 @@ def plot_statistics(fer: dict[str, dict], person: dict[str, dict] | None, path: 
             bars(ax, figures, others, (i - (len(diff_series) - 1) / 2) * width, label, interval, f"C{i}")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(others)), others, rotation=20)
-        ax.set_ylabel("difference from real (points)")
+        ax.set_ylabel(f"difference from {reference} (points)")
         ax.legend(fontsize=7)
-        ax.set_title("each set minus real, paired by seed")
+        ax.set_title(f"each set minus {reference}, paired by seed")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
