@@ -88,7 +88,7 @@ def synthetic_set(translated: ImageSet) -> SetRecipe:
 @dataclass
 class BalanceResult:
     recipe: SetRecipe
-    extra: ImageSet  # the added images beyond the plain translations, with source files
+    extra: ImageSet  # the images made for the set (beyond any plain translations), with source files
 
 
 def ratio_sample(labels: np.ndarray, ratio: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:

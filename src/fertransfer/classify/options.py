@@ -30,7 +30,7 @@ def _cnn(name: str):
 class ClassifyOptions:
     train_sets: list[str] = option(["real"], "Training sets, each trained and compared: 'real' is the train split "
                                    "of [data] fer; any other name is one of augment's sets (real+synthetic, balanced, synthetic, "
-                                   "classic), read from <augment>/sets/.")
+                                   "classic, real+classic), read from <augment>/sets/.")
     person_test: str = option("", "Labelled faces of the target person, scored with every trained model beside "
                               "the FER test split: a dataset as `fer` takes (flat class folders are used whole, "
                               "split data by its test split), or \"extract\" for the extract stage's held-out "
