@@ -9,9 +9,9 @@ label-preservation hook), `transforms` (format conversion, crop/flip and classic
 """
 
 # The training sets, by name; `real+synthetic` is written to the folder `real_synthetic`.
-SET_NAMES: tuple[str, ...] = ("real", "synthetic", "real+synthetic", "balanced", "classic", "real+classic")
-# What the augment stage writes unless told: real+classic, the control of real+synthetic, on request.
-DEFAULT_SETS: tuple[str, ...] = SET_NAMES[:5]
+# The augment stage writes DEFAULT_SETS unless told; real+classic, real+synthetic's control, on request.
+DEFAULT_SETS: tuple[str, ...] = ("real", "synthetic", "real+synthetic", "balanced", "classic")
+SET_NAMES: tuple[str, ...] = (*DEFAULT_SETS, "real+classic")
 
 
 def set_folder(name: str) -> str:

@@ -222,7 +222,9 @@ def _write_sets(out_dir: Path, dataset: LabelledDataset, translated: dict[str, I
     extra, notes = balance_plan(counts, settings.balanced_target, class_names)
     skipped_classes = [class_names[c] for c in np.flatnonzero(counts == 0)]
     target = int(settings.balanced_target) or int(counts.max())
-    chosen: np.ndarray | None = None  # the images real+synthetic adds a translation of, real+classic a copy
+    # The images real+synthetic adds a translation of and real+classic a copy of: drawn once, when the first
+    # of the two is built, so that the rng's other draws (and every earlier run's sets) stay as they were.
+    chosen: np.ndarray | None = None
 
     def sampled() -> np.ndarray:
         nonlocal chosen

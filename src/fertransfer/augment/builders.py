@@ -86,9 +86,18 @@ def synthetic_set(translated: ImageSet) -> SetRecipe:
 
 
 @dataclass
-class BalanceResult:
+class BuiltSet:
+    """A recipe and the images made for it (beyond any plain translations), with source files."""
+
     recipe: SetRecipe
-    extra: ImageSet  # the images made for the set (beyond any plain translations), with source files
+    extra: ImageSet
+
+
+def _classic_copies(real: ImageSet, source: np.ndarray, rng: np.random.Generator,
+                    prepare: Callable[[np.ndarray], np.ndarray]) -> ImageSet:
+    """Ordinary augmentations of the real images at `source`, each labelled and named after its source."""
+    images = classic_augment(prepare(real.images[source]), rng) if len(source) else prepare(real.images[:0])
+    return ImageSet(images, real.labels[source], [real.files[i] for i in source])
 
 
 def ratio_sample(labels: np.ndarray, ratio: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,13 +121,11 @@ def real_classic_set(
     chosen: np.ndarray,
     rng: np.random.Generator,
     prepare: Callable[[np.ndarray], np.ndarray] = lambda images: images,
-) -> BalanceResult:
+) -> BuiltSet:
     """All real images plus an ordinary augmentation of each `chosen` one: real+synthetic with
     the GAN replaced by `classic_augment` (after `prepare`, the generator's size and channels)."""
-    images = classic_augment(prepare(real.images[chosen]), rng)
-    copies = ImageSet(images, real.labels[chosen], [real.files[i] for i in chosen])
     recipe = SetRecipe("real+classic", {"real": np.arange(len(real)), "classic_copies": np.arange(len(chosen))})
-    return BalanceResult(recipe, copies)
+    return BuiltSet(recipe, _classic_copies(real, chosen, rng, prepare))
 
 
 def balanced_set(
@@ -128,7 +135,7 @@ def balanced_set(
     translate_fn: Callable[[np.ndarray], np.ndarray],
     rng: np.random.Generator,
     notes: list[str],
-) -> BalanceResult:
+) -> BuiltSet:
     """Real images plus `extra[c]` translations per class: plain translations first, then
     translations of random crops/flips of the class's sources (`translate_fn` takes real images)."""
     num_classes = len(extra)
@@ -148,7 +155,7 @@ def balanced_set(
         {"real": np.arange(len(real)), "translated": np.concatenate(plain), "gan_extra": np.arange(len(source))},
         list(notes),
     )
-    return BalanceResult(recipe, gan_extra)
+    return BuiltSet(recipe, gan_extra)
 
 
 def classic_set(
@@ -157,17 +164,12 @@ def classic_set(
     rng: np.random.Generator,
     notes: list[str],
     prepare: Callable[[np.ndarray], np.ndarray] = lambda images: images,
-) -> BalanceResult:
+) -> BuiltSet:
     """Real images plus `extra[c]` classically augmented real images per class: the same class
     counts as `balanced_set`. `prepare` converts sources first (e.g. to the generator's size
     and channels, so that the additions look like balanced's in all but the GAN)."""
     num_classes = len(extra)
     per_class = class_indices(real.labels, num_classes)
     source = np.concatenate([_sources(per_class[c], int(extra[c]), rng) for c in range(num_classes)])
-    if len(source):
-        images = classic_augment(prepare(real.images[source]), rng)
-    else:
-        images = prepare(real.images[:0])
-    classic_extra = ImageSet(images, real.labels[source], [real.files[i] for i in source])
     recipe = SetRecipe("classic", {"real": np.arange(len(real)), "classic_extra": np.arange(len(source))}, list(notes))
-    return BalanceResult(recipe, classic_extra)
+    return BuiltSet(recipe, _classic_copies(real, source, rng, prepare))

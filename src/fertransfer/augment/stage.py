@@ -35,7 +35,8 @@ class AugmentOptions:
         "real+classic (real+synthetic's control: a classic augmentation where it has a translation).",
     )
     synthetic_ratio: float = option(
-        1.0, "real+synthetic: share (0..1) of each class's translations added to the real images.", ge=0, le=1,
+        1.0, "real+synthetic: share (0..1) of each class's translations added to the real images "
+        "(real+classic adds copies of the same images).", ge=0, le=1,
     )
     balanced_target: int = option(
         0, "balanced and classic: images per class to reach (classes above it keep all); 0 = the largest class.", ge=0,
