@@ -134,6 +134,22 @@ def test_fine_tuning_starts_from_the_initial_weights(smiley_data):
                   device="cpu", init=base)
 
 
+def test_fine_tuning_can_hold_batchnorm_statistics(smiley_data):
+    train, val = smiley_data["train"].subset(np.arange(64)), smiley_data["val"].subset(np.arange(20))
+    args = (train.images, train.labels, val.images, val.labels, list(FER_CLASSES))
+    base = train_cnn(*args, CnnConfig(**TINY, max_steps=3), device="cpu", seed=5).classifier
+    start = base.model.state_dict()
+    statistics = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert statistics
+    for freeze in (True, False):
+        tuned = train_cnn(*args, CnnConfig(**TINY, max_steps=2, lr=0.01, freeze_batchnorm=freeze), device="cpu",
+                          seed=1, init=base).classifier.model.state_dict()
+        held = [torch.equal(tuned[k], start[k]) for k in statistics]
+        assert all(held) if freeze else not any(held)
+        # the norms' scale still learns, frozen or not
+        assert not torch.equal(tuned["features.0.1.weight"], start["features.0.1.weight"])
+
+
 # --- the stage: seeds, init, per-clip figures ------------------------------------------------
 
 

@@ -60,6 +60,10 @@ class ClassifyOptions:
     finetune_steps: int = option(900, "With `init`: optimizer steps of fine-tuning, the same for every set.", ge=1)
     finetune_lr: float = option(0.005, "With `init`: the fine-tuning's peak learning rate (after warm-up, then "
                                 "cosine decay), the same for every set.", gt=0)
+    finetune_freeze_batchnorm: bool = option(False, "With `init`: BatchNorm keeps the initial model's running "
+                                             "statistics while fine-tuning (its scale and shift still learn), so "
+                                             "added images unlike real FER's do not shift how real faces are "
+                                             "normalised.")
     seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
                                      "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)
     bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "

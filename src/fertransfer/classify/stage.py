@@ -399,11 +399,13 @@ def _initial_model(ctx: StageContext, options: ClassifyOptions, real_train, sett
 
 
 def _finetune_settings(options: ClassifyOptions, settings, init):
-    """The fine-tuning recipe: the initial model's architecture, `finetune_steps` at `finetune_lr`."""
+    """The fine-tuning recipe: the initial model's architecture, `finetune_steps` at `finetune_lr`,
+    BatchNorm's statistics held when asked."""
     import dataclasses
 
     cnn = dataclasses.replace(settings.cnn, width=init.config.width, dropout=init.config.dropout,
-                              crop=init.config.crop, max_steps=options.finetune_steps, lr=options.finetune_lr)
+                              crop=init.config.crop, max_steps=options.finetune_steps, lr=options.finetune_lr,
+                              freeze_batchnorm=options.finetune_freeze_batchnorm)
     return dataclasses.replace(settings, cnn=cnn)
 
 
@@ -569,7 +571,7 @@ def _protocol_text(options: ClassifyOptions, init_metrics: dict | None) -> str:
     start = (f"a model trained here on real FER ({budget}, lr {options.lr:g})" if options.init == protocol.INIT_REAL
              else f"the model {init_metrics['model'] if init_metrics else options.init}")
     return (f"adapt: every set fine-tuned from {start} for {options.finetune_steps} steps at peak lr "
-            f"{options.finetune_lr:g}")
+            f"{options.finetune_lr:g}" + (", BatchNorm's statistics held" if options.finetune_freeze_batchnorm else ""))
 
 
 def _init_summary(metrics: dict) -> dict:

@@ -239,6 +239,14 @@ def _initial_network(classes: list[str], channels: int, config: CnnConfig, init:
     return model
 
 
+def hold_batchnorm_statistics(model: nn.Module) -> None:
+    """BatchNorm layers to eval mode inside a training model: they normalise with their running
+    statistics and stop updating them; their weight and bias still train."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _optimizer(model: nn.Module, config: CnnConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum or AdamW; no weight decay on biases and norms."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -336,6 +344,8 @@ def train_cnn(
         # One round of training between two validations: an epoch, or `eval_every` steps.
         end = min(total_steps, (step // evaluate_at + 1) * evaluate_at)
         model.train()
+        if config.freeze_batchnorm:
+            hold_batchnorm_statistics(model)
         round_start = time.perf_counter()
         loss_sum, correct, seen, lr = 0.0, 0, 0, config.lr
         epoch = step // steps_per_epoch + 1

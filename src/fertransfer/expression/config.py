@@ -37,3 +37,6 @@ class CnnConfig:
     tta: str = "tencrop"  # final evaluation: center, flip or tencrop
     ema: float = 0.999  # decay of the weights' moving average per step; 0 = off
     bf16: str = "auto"  # auto (GPU, or a CPU with native bf16: AMX or AVX512-BF16), on, off
+    # Fine-tuning: BatchNorm keeps the initial model's running statistics (its scale and shift still
+    # learn), so that images unlike the real ones in the added sets do not move them.
+    freeze_batchnorm: bool = False
