@@ -17,7 +17,8 @@ import pytest
 from augment_helpers import SIZE, backward, forward, labelled, to_person
 from fertransfer.augment import generators as augment_generators
 from fertransfer.augment import stage as augment_stage
-from fertransfer.augment.build import BuildSettings, build_outputs, load_fer
+from fertransfer.augment.build import BuildSettings, Generator, build_outputs, load_fer
+from fertransfer.augment.core import GeneratorSpec
 from fertransfer.augment.cli import check_output_dir
 from fertransfer.augment.io import file_stem
 from fertransfer.data import FER, load_dataset
@@ -102,13 +103,19 @@ def test_sets_are_readable_with_the_summary_counts(built):
     assert "class 'disgust' has no images; skipped (it stays empty)" in summary["sets"]["balanced"]["notes"]
     assert summary["sets"]["balanced"]["target_per_class"] == 12
     assert "class 'disgust' has no images in split 'train'" in summary["warnings"]
-    # The real set keeps the original images; the others are at the generator's size in RGB.
+    # The real set keeps the original images; translations and classic copies are at the generator's
+    # size in RGB; the mixed sets' real images keep their size (no blurring round trip), in RGB.
     real_file = next((out / "sets/real/happy").iterdir())
     assert read_image(real_file, channels=3).shape == (24, 24, 3)
     assert read_image(real_file, channels=1).shape == (24, 24, 1)
     for name in ("synthetic", "real_synthetic", "balanced", "classic", "real_classic"):
-        some = next((out / "sets" / name / "happy").iterdir())
-        assert read_image(some, channels=3).shape == (SIZE, SIZE, 3), name
+        for some in (out / "sets" / name / "happy").iterdir():
+            size = 24 if some.name.startswith("real_") else SIZE
+            assert read_image(some, channels=3).shape == (size, size, 3), some.name
+    train = data["train"]
+    for some in (out / "sets/real_synthetic/happy").glob("real_*"):
+        index = int(some.name.split("_")[1])
+        assert np.array_equal(read_image(some, channels=1), train.images[index]), some.name  # the pixels of `real`
 
 
 def test_sets_share_files_instead_of_copies(built):
@@ -166,6 +173,18 @@ def test_smileys_end_to_end_with_jpg(smileys, tmp_path):
     assert summary["sets"]["balanced"]["counts"] == dict.fromkeys(data.class_names, largest)
     assert all(p.suffix == ".jpg" for p in (tmp_path / "sets/balanced/disgust").iterdir())
     assert summary["image_shapes"]["real set (original FER)"] == "48x48x1"
+
+
+def test_a_gray_generators_mixed_sets_link_the_real_sets_files(tmp_path):
+    data = labelled([4, 2, 3, 5, 2, 2, 3])
+    darker = Generator(lambda images: images // 2, GeneratorSpec(SIZE, 1, 1, "stand-in, gray"))
+    build_outputs(tmp_path, tmp_path, data, darker, settings(sets=["real", "real+synthetic"], gallery_examples=0), "c")
+    mixed = sorted((tmp_path / "sets/real_synthetic/angry").glob("real_*"))
+    assert mixed
+    for some in mixed:
+        original = tmp_path / "sets/real/angry" / some.name
+        assert some.stat().st_nlink >= 2 and np.array_equal(read_image(some, 1), read_image(original, 1))
+        assert read_image(some, 1).shape == (24, 24, 1)
 
 
 def test_file_stems():

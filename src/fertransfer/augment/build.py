@@ -256,12 +256,17 @@ def _write_sets(out_dir: Path, dataset: LabelledDataset, translated: dict[str, I
             pools["classic_copies"] = result.extra
             recipes.append(result.recipe)
     written = {("translated", i): p for i, p in enumerate(translated_paths["train"])}
+    # Real images keep their own size in every set, so that a set's real half is the `real` set: a round
+    # trip through the generator's size blurs them (FER's 48 px through 64 and back: a fifth of the
+    # pixel-to-pixel contrast gone), and the classifier, tested on unblurred FER, would pay for it. In a
+    # mixed set they take the generator's channels; the `real` set keeps the originals as they are.
+    same_channels = real.images.shape[3] == spec.out_channels
     writer = SetWriter(
         out_dir,
         pools,
         class_names,
         settings.image_format,
-        convert={"real": lambda images: conform(images, spec.image_size, spec.out_channels)},
+        convert={} if same_channels else {"real": lambda images: conform(images, images.shape[1], spec.out_channels)},
         written=written,
     )
     summary: dict[str, dict] = {}
@@ -356,7 +361,8 @@ def build_outputs(
         "image_format": ext,
         "image_shapes": {
             "real set (original FER)": real_shape,
-            "translated and the other sets": f"{spec.image_size}x{spec.image_size}x{spec.out_channels}",
+            "translated and the other sets (their real images at the real set's size)":
+                f"{spec.image_size}x{spec.image_size}x{spec.out_channels}",
         },
         "translated": {split: class_counts(t.labels, class_names) for split, t in translated.items()},
         "translated_total": total,
