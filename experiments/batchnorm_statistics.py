@@ -28,6 +28,7 @@ import torch
 from fertransfer.classify.testsets import load_test_set
 from fertransfer.data import load_dataset
 from fertransfer.data.classes import class_set
+from fertransfer.data.images import is_image_file, read_images
 from fertransfer.expression.cnn import CnnClassifier, random_crop_flip, standardise, to_tensor
 from fertransfer.expression.models import load_classifier
 
@@ -66,6 +67,14 @@ def reestimated(classifier: CnnClassifier, images: np.ndarray, seed: int = 0, ba
     return copied
 
 
+def face_images(folder: Path, size: int, channels: int) -> np.ndarray:
+    """Every image under `folder`, as the classifier reads faces."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p.name))
+    if not files:
+        raise ValueError(f"{folder}: no images")
+    return read_images(files, channels=channels, size=size)[0]
+
+
 def accuracy(classifier, images: np.ndarray, labels: np.ndarray, tta: str) -> float:
     return float((classifier.predict_proba(images, tta=tta).argmax(1) == labels).mean())
 
@@ -75,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", metavar="NAME=FOLDER", help="a model folder or a classify set folder")
     parser.add_argument("--fer", required=True, type=Path, help="the FER dataset the models were trained on")
     parser.add_argument("--person-test", type=Path, help="the person's labelled faces (optional)")
-    parser.add_argument("--images", type=int, default=6400, help="FER train images for the statistics")
+    parser.add_argument("--statistics-from", type=Path, metavar="FOLDER",
+                        help="re-estimate on these faces instead of FER train: e.g. the person's unlabelled "
+                             "footage (extract's faces/), the adaptation of BatchNorm to a new domain (AdaBN, Li et "
+                             "al. 2016); never the person's test faces")
+    parser.add_argument("--images", type=int, default=6400,
+                        help="images for the statistics (a face folder is cycled through, new crops each time)")
     parser.add_argument("--tta", default="flip", choices=("center", "flip", "tencrop"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -91,10 +105,20 @@ def main(argv: list[str] | None = None) -> int:
 
     fer = load_dataset(args.fer)
     train, test = fer["train"], fer["test"]
-    chosen = np.random.default_rng(0).choice(len(train.labels), min(args.images, len(train.labels)), replace=False)
-    statistics_images = train.images[chosen]
+    rng = np.random.default_rng(0)
+    if args.statistics_from:
+        try:
+            faces = face_images(args.statistics_from, train.images.shape[1], train.images.shape[3])
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        statistics_images, source = faces[np.arange(args.images) % len(faces)], f"{len(faces)} faces of {args.statistics_from}"
+    else:
+        chosen = rng.choice(len(train.labels), min(args.images, len(train.labels)), replace=False)
+        statistics_images, source = train.images[chosen], f"{len(chosen)} FER train images"
     rows = {}
-    print(f"FER test: {len(test.labels)} images; statistics re-estimated on {len(chosen)} FER train images; tta {args.tta}")
+    print(f"FER test: {len(test.labels)} images; statistics re-estimated on {source} ({len(statistics_images)} "
+          f"crops); tta {args.tta}")
     print("| model | FER test | re-estimated | person | re-estimated |\n|---|---:|---:|---:|---:|")
     for label, path in folders.items():
         classifier = load_classifier(path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fertransfer.data import FER_CLASSES, load_dataset
+from fertransfer.data import FER_CLASSES, load_dataset, write_png
 from fertransfer.expression.cnn import CnnConfig, train_cnn
 from fertransfer.expression.models import save_classifier
 
@@ -67,3 +67,19 @@ def test_the_script_scores_every_seed_of_a_set(trained, smileys, tmp_path, capsy
     assert "| tuned seed 1 |" in capsys.readouterr().out
     assert batchnorm_statistics.main([f"x={tmp_path / 'nothing'}", "--fer", str(smileys)]) == 2
     assert "neither a model folder" in capsys.readouterr().err
+
+
+def test_statistics_from_a_folder_of_faces(trained, smileys, tmp_path, capsys):
+    data, classifier = trained
+    save_classifier(classifier, tmp_path / "model")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i, image in enumerate(data["train"].images[:5]):
+        write_png(faces / f"clip_{i:04d}.png", image)
+    assert batchnorm_statistics.main([f"m={tmp_path / 'model'}", "--fer", str(smileys), "--images", "40",
+                                      "--statistics-from", str(faces)]) == 0
+    assert f"5 faces of {faces} (40 crops)" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert batchnorm_statistics.main([f"m={tmp_path / 'model'}", "--fer", str(smileys),
+                                      "--statistics-from", str(tmp_path / "empty")]) == 2
+    assert "no images" in capsys.readouterr().err
