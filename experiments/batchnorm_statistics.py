@@ -11,25 +11,24 @@ was last trained on, so the cost may sit in them alone. For every model (a CNN m
 classify set folder: its `model/` and each `seed_<n>/model/`), this scores FER's test split and the
 person's faces as the model is, then again with its BatchNorm statistics re-estimated on real FER
 train images (the training crops and flips, every weight unchanged). If FER recovers, the
-statistics were the cost: `[classify] finetune_freeze_batchnorm` holds them while fine-tuning.
+statistics were the cost: `[classify] finetune_batchnorm = "real"` re-estimates them so after
+fine-tuning.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fertransfer.classify.testsets import load_test_set
 from fertransfer.data import load_dataset
 from fertransfer.data.classes import class_set
 from fertransfer.data.images import is_image_file, read_images
-from fertransfer.expression.cnn import CnnClassifier, random_crop_flip, standardise, to_tensor
+from fertransfer.expression.cnn import reestimate_batchnorm
 from fertransfer.expression.models import load_classifier
 
 
@@ -42,29 +41,6 @@ def model_folders(name: str, folder: Path) -> dict[str, Path]:
     if not found:
         raise ValueError(f"{folder}: neither a model folder (model.json) nor a classify set folder with model/")
     return found
-
-
-@torch.no_grad()
-def reestimated(classifier: CnnClassifier, images: np.ndarray, seed: int = 0, batch_size: int = 256) -> CnnClassifier:
-    """A copy whose BatchNorm statistics are the plain average over `images` (uint8, N H W C) seen
-    as in training; the weights are the original's."""
-    copied = copy.copy(classifier)
-    copied.model = copy.deepcopy(classifier.model)
-    norms = [m for m in copied.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over every batch, not a moving one
-    copied.model.train()
-    generator = torch.Generator().manual_seed(seed)
-    batches = to_tensor(images)
-    for start in range(0, len(batches), batch_size):
-        crops = random_crop_flip(batches[start : start + batch_size], classifier.config.crop, generator)
-        copied.model(standardise(crops).to(classifier.device))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    copied.model.eval()
-    return copied
 
 
 def face_images(folder: Path, size: int, channels: int) -> np.ndarray:
@@ -126,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.person_test:
             person = load_test_set(args.person_test, class_set(classifier.classes), classifier.channels,
                                    classifier.size).data
-        fixed = reestimated(classifier, statistics_images)
+        fixed = reestimate_batchnorm(classifier, statistics_images)
         row = {"fer": accuracy(classifier, test.images, test.labels, args.tta),
                "fer_reestimated": accuracy(fixed, test.images, test.labels, args.tta)}
         if person is not None:

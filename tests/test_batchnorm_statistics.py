@@ -1,4 +1,5 @@
-"""experiments/batchnorm_statistics.py: BatchNorm statistics re-estimated on real images, weights kept."""
+"""BatchNorm statistics re-estimated on other images, weights kept (expression.cnn.reestimate_batchnorm),
+and experiments/batchnorm_statistics.py, which scores models with and without."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from fertransfer.data import FER_CLASSES, load_dataset, write_png
-from fertransfer.expression.cnn import CnnConfig, train_cnn
+from fertransfer.expression.cnn import CnnConfig, reestimate_batchnorm, train_cnn
 from fertransfer.expression.models import save_classifier
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "batchnorm_statistics.py"
@@ -37,11 +38,11 @@ def statistics(classifier) -> dict[str, torch.Tensor]:
 def test_statistics_are_reestimated_and_weights_kept(trained):
     data, classifier = trained
     images = data["train"].images
-    spoiled = batchnorm_statistics.reestimated(classifier, images)  # a copy to spoil
+    spoiled = reestimate_batchnorm(classifier, images)  # a copy to spoil
     for buffer in statistics(spoiled).values():
         buffer.add_(5.0)
-    fixed = batchnorm_statistics.reestimated(spoiled, images)
-    reference = batchnorm_statistics.reestimated(classifier, images)
+    fixed = reestimate_batchnorm(spoiled, images)
+    reference = reestimate_batchnorm(classifier, images)
     for key, value in statistics(reference).items():
         assert torch.allclose(statistics(fixed)[key], value, atol=1e-5), key  # the spoiling is gone
         assert not torch.equal(statistics(spoiled)[key], value)

@@ -229,10 +229,21 @@ def test_init_from_a_model_folder_and_its_mismatch(smileys, tmp_path, smiley_dat
     base = train_cnn(train.images, train.labels, val.images, val.labels, list(FER_CLASSES), CnnConfig(**TINY, max_steps=2),
                      device="cpu").classifier
     save_classifier(base, tmp_path / "base" / "model")
-    _, summary = run_classify(tmp_path / "a", fer=str(smileys), init=str(tmp_path / "base" / "model"),
-                              finetune_steps=2, train_limit=40)
+    out, summary = run_classify(tmp_path / "a", fer=str(smileys), init=str(tmp_path / "base" / "model"),
+                                finetune_steps=2, train_limit=40)
     assert summary["protocol"]["initial_model"]["model"] == str(tmp_path / "base" / "model")
     assert summary["train_sets"]["real"]["steps"] == 2 and summary["train_sets"]["real"]["seeds"] == 1
+    # finetune_batchnorm = "real": the same fine-tuning, then BatchNorm's statistics re-estimated on real FER
+    again, summary = run_classify(tmp_path / "reestimated", fer=str(smileys), init=str(tmp_path / "base" / "model"),
+                                  finetune_steps=2, train_limit=40, finetune_batchnorm="real")
+    assert "statistics re-estimated on real FER after" in summary["protocol"]["description"]
+    metrics = json.loads((again / "real" / "metrics.json").read_text())
+    assert metrics["training"]["batchnorm"] == f"re-estimated on {len(smiley_data['train'])} real FER train images"
+    from fertransfer.expression.models import load_classifier
+
+    plain, reestimated = (load_classifier(o / "real" / "model").model.state_dict() for o in (out, again))
+    assert torch.equal(plain["features.0.0.weight"], reestimated["features.0.0.weight"])
+    assert not torch.equal(plain["features.0.1.running_mean"], reestimated["features.0.1.running_mean"])
     with pytest.raises(StageError, match=r"init: .*model's classes \[angry.*neutral\] at 48 px, 1 channel\(s\) are not "
                                          r"this run's \[angry.*neutral\] at 40 px"):
         run_classify(tmp_path / "b", fer=str(smileys), init=str(tmp_path / "base" / "model"), size=40)

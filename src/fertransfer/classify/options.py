@@ -14,6 +14,7 @@ from fertransfer.options import declared_default, option
 from .automl_hparams import SPACE
 
 ENGINES = ("cnn", "autokeras")
+FINETUNE_BATCHNORM = ("train", "frozen", "real")
 EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
 # The options the CNN takes as they are, CnnConfig fields of the same name (crop is derived from
 # `size`, max_steps is `steps`).
@@ -60,10 +61,12 @@ class ClassifyOptions:
     finetune_steps: int = option(900, "With `init`: optimizer steps of fine-tuning, the same for every set.", ge=1)
     finetune_lr: float = option(0.005, "With `init`: the fine-tuning's peak learning rate (after warm-up, then "
                                 "cosine decay), the same for every set.", gt=0)
-    finetune_freeze_batchnorm: bool = option(False, "With `init`: BatchNorm keeps the initial model's running "
-                                             "statistics while fine-tuning (its scale and shift still learn), so "
-                                             "added images unlike real FER's do not shift how real faces are "
-                                             "normalised.")
+    finetune_batchnorm: str = option("train", "With `init`: BatchNorm's running statistics: \"train\" follow the "
+                                     "fine-tuning's images; \"frozen\" held at the initial model's (scale and shift "
+                                     "still learn); \"real\" re-estimated on real FER train images after "
+                                     "fine-tuning, every weight kept, so that added images unlike real FER do not "
+                                     "cost its test faces (docs/results.md: 3-4 points, all of it).",
+                                     choices=FINETUNE_BATCHNORM)
     seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
                                      "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)
     bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "

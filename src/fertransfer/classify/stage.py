@@ -258,6 +258,8 @@ def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, se
                 resume = _kept_checkpoint(ctx, checkpoint_file)
         trained = ex.train_flat(settings, train, scoring.evaluation["val"], kept, folder, checkpoint, resume, init)
         checkpoint_file.unlink(missing_ok=True)
+        if init is not None and options.finetune_batchnorm == "real":
+            trained.info["batchnorm"] = _reestimate_on_real(trained, scoring, settings.seed)
     save_classifier(trained.classifier, folder / "model")
 
     metrics = {"engine": "two_tier/" + options.engine if options.two_tier else options.engine,
@@ -398,14 +400,30 @@ def _initial_model(ctx: StageContext, options: ClassifyOptions, real_train, sett
     return classifier, metrics
 
 
+BATCHNORM_IMAGES = 6400  # real FER train images whose crops give the re-estimated statistics (14 batches)
+
+
+def _reestimate_on_real(trained, scoring: _Scoring, seed: int) -> str:
+    """The fine-tuned model's BatchNorm statistics re-estimated on real FER train images (replaced in
+    `trained`); returns what was done, for the metrics."""
+    import numpy as np
+
+    from fertransfer.expression.cnn import reestimate_batchnorm
+
+    images = scoring.real["train"].images
+    chosen = np.random.default_rng(seed).choice(len(images), min(BATCHNORM_IMAGES, len(images)), replace=False)
+    trained.classifier = reestimate_batchnorm(trained.classifier, images[chosen], seed)
+    return f"re-estimated on {len(chosen)} real FER train images"
+
+
 def _finetune_settings(options: ClassifyOptions, settings, init):
     """The fine-tuning recipe: the initial model's architecture, `finetune_steps` at `finetune_lr`,
-    BatchNorm's statistics held when asked."""
+    BatchNorm's statistics held when asked (re-estimating them comes after, in _train_one)."""
     import dataclasses
 
     cnn = dataclasses.replace(settings.cnn, width=init.config.width, dropout=init.config.dropout,
                               crop=init.config.crop, max_steps=options.finetune_steps, lr=options.finetune_lr,
-                              freeze_batchnorm=options.finetune_freeze_batchnorm)
+                              freeze_batchnorm=options.finetune_batchnorm == "frozen")
     return dataclasses.replace(settings, cnn=cnn)
 
 
@@ -571,7 +589,9 @@ def _protocol_text(options: ClassifyOptions, init_metrics: dict | None) -> str:
     start = (f"a model trained here on real FER ({budget}, lr {options.lr:g})" if options.init == protocol.INIT_REAL
              else f"the model {init_metrics['model'] if init_metrics else options.init}")
     return (f"adapt: every set fine-tuned from {start} for {options.finetune_steps} steps at peak lr "
-            f"{options.finetune_lr:g}" + (", BatchNorm's statistics held" if options.finetune_freeze_batchnorm else ""))
+            f"{options.finetune_lr:g}" + {"frozen": ", BatchNorm's statistics held",
+                                           "real": ", BatchNorm's statistics re-estimated on real FER after"}.get(
+                options.finetune_batchnorm, ""))
 
 
 def _init_summary(metrics: dict) -> dict:
