@@ -18,8 +18,8 @@ from augment_helpers import SIZE, backward, forward, labelled, to_person
 from fertransfer.augment import generators as augment_generators
 from fertransfer.augment import stage as augment_stage
 from fertransfer.augment.build import BuildSettings, Generator, build_outputs, load_fer
-from fertransfer.augment.core import GeneratorSpec
 from fertransfer.augment.cli import check_output_dir
+from fertransfer.augment.core import GeneratorSpec
 from fertransfer.augment.io import file_stem
 from fertransfer.data import FER, load_dataset
 from fertransfer.data.images import conform, read_image, write_jpeg

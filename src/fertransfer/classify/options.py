@@ -65,7 +65,7 @@ class ClassifyOptions:
                                      "fine-tuning's images; \"frozen\" held at the initial model's (scale and shift "
                                      "still learn); \"real\" re-estimated on real FER train images after "
                                      "fine-tuning, every weight kept, so that added images unlike real FER do not "
-                                     "cost its test faces (docs/results.md: 3-4 points, all of it).",
+                                     "cost its test faces (docs/results.md: it gave back the 3-4 points that blurred sets cost).",
                                      choices=FINETUNE_BATCHNORM)
     seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
                                      "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)

@@ -425,7 +425,8 @@ def reestimate_batchnorm(classifier: CnnClassifier, images: np.ndarray, seed: in
     in training (random crops and flips); every weight is the original's.
 
     Fine-tuning on real FER plus added images leaves the statistics of the mix in the network, and
-    FER's test faces then pay for images they are not (docs/results.md: 3-4 points, all of it).
+    FER's test faces then pay for images they are not (docs/results.md: the 3-4 points that session
+    28's blurred sets cost, all given back).
     """
     copied = copy.copy(classifier)
     copied.model = copy.deepcopy(classifier.model)
