@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fertransfer.augment.build import load_faces
 from fertransfer.classify.testsets import load_test_set
 from fertransfer.data import load_dataset
 from fertransfer.data.classes import class_set
-from fertransfer.data.images import is_image_file, read_images
 from fertransfer.expression.cnn import reestimate_batchnorm
 from fertransfer.expression.models import load_classifier
 
@@ -44,11 +44,11 @@ def model_folders(name: str, folder: Path) -> dict[str, Path]:
 
 
 def face_images(folder: Path, size: int, channels: int) -> np.ndarray:
-    """Every image under `folder`, as the classifier reads faces."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p.name))
-    if not files:
+    """Every image under `folder`, as augment reads the person's faces (in file order)."""
+    images = load_faces(folder, sys.maxsize, size, channels, seed=0)
+    if not len(images):
         raise ValueError(f"{folder}: no images")
-    return read_images(files, channels=channels, size=size)[0]
+    return images
 
 
 def accuracy(classifier, images: np.ndarray, labels: np.ndarray, tta: str) -> float:
