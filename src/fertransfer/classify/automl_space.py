@@ -372,6 +372,15 @@ def choose_final_trial(scored: list[dict], trial_images: int, all_images: int, v
     return best, affordable
 
 
+def unspent_minutes(affordable_epochs: float | None, final_epochs: int, remaining_seconds: float) -> float:
+    """Minutes of the budget the final run leaves unused when `final_epochs` caps it before the clock
+    does (seed 1's 12-trial search picked width 16, which affords about 90 epochs in the hour's 58
+    minutes: a cap of 60 would stop it 20 minutes early). 0 when the clock ends the run."""
+    if not affordable_epochs or remaining_seconds <= 0 or final_epochs >= affordable_epochs:
+        return 0.0
+    return remaining_seconds / 60 * (1 - final_epochs / affordable_epochs)
+
+
 def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                    num_classes: int, config, work_dir: Path, seed: int, verbose: int):
     """Successive halving over the space on a stratified subset, then the best configuration
@@ -422,13 +431,19 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     if top is not best_trial:
         log.info("trial %s (val acc %s) affords %s final epochs, under automl_final_min_epochs %d: trial %s kept",
                  top["trial"], top["val_acc"], affordable[top["trial"]], config.final_min_epochs, best_trial["trial"])
+    unspent = unspent_minutes(affordable[best_trial["trial"]], config.final_epochs, remaining)
+    if unspent >= 1:
+        log.warning("trial %s affords about %.0f final epochs in the %.1f min left; automl_final_epochs = %d ends the "
+                    "final run about %.0f min before the budget: raise it to spend them", best_trial["trial"],
+                    affordable[best_trial["trial"]], remaining / 60, config.final_epochs, unspent)
     best_hp = search.tuner.oracle.get_trial(best_trial["trial"]).hyperparameters
     info = {"space": "fer_cnn", "trial_images": len(subset), "search_seconds": round(search_seconds, 1),
             # AutoKeras's own time around the trials' fits (setup, model builds, checkpoints)
             "search_overhead_seconds": round(search_seconds - sum(t["seconds"] for t in trials), 1),
             "fixed": dict(config.fixed), "best_trial": best_trial["trial"],
             "best_hyperparameters": {k: best_trial[k] for k in SPACE},
-            "best_trial_val_acc": best_trial["val_acc"], "final_min_epochs": config.final_min_epochs}
+            "best_trial_val_acc": best_trial["val_acc"], "final_min_epochs": config.final_min_epochs,
+            "final_epochs_affordable": affordable[best_trial["trial"]], "final_unspent_minutes": round(unspent, 1)}
 
     final_history: list[dict] = []
     model, kept = None, "trial"
