@@ -238,7 +238,6 @@ def test_the_final_run_takes_the_best_trial_that_affords_its_epochs():
     assert choose_final_trial([wide, narrow], 1000, 10_000, 300, 50.0, min_epochs=10)[0] is wide
 
 
-
 def test_a_final_epoch_cap_under_what_the_budget_affords_is_reported_as_unspent_minutes():
     from fertransfer.classify.automl_space import unspent_minutes
 
@@ -248,6 +247,7 @@ def test_a_final_epoch_cap_under_what_the_budget_affords_is_reported_as_unspent_
     assert unspent_minutes(47.0, 60, 3450.0) == 0.0
     assert unspent_minutes(90.0, 60, 0.0) == 0.0
     assert unspent_minutes(None, 60, 3600.0) == 0.0
+
 
 def test_the_fused_batch_norm_computes_what_keras_batch_normalization_does():
     """FusedBatchNorm (torch's kernel) against Keras's own layer with the same weights: the same

@@ -431,11 +431,12 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     if top is not best_trial:
         log.info("trial %s (val acc %s) affords %s final epochs, under automl_final_min_epochs %d: trial %s kept",
                  top["trial"], top["val_acc"], affordable[top["trial"]], config.final_min_epochs, best_trial["trial"])
-    unspent = unspent_minutes(affordable[best_trial["trial"]], config.final_epochs, remaining)
+    best_affordable = affordable[best_trial["trial"]]
+    unspent = unspent_minutes(best_affordable, config.final_epochs, remaining)
     if unspent >= 1:
         log.warning("trial %s affords about %.0f final epochs in the %.1f min left; automl_final_epochs = %d ends the "
                     "final run about %.0f min before the budget: raise it to spend them", best_trial["trial"],
-                    affordable[best_trial["trial"]], remaining / 60, config.final_epochs, unspent)
+                    best_affordable, remaining / 60, config.final_epochs, unspent)
     best_hp = search.tuner.oracle.get_trial(best_trial["trial"]).hyperparameters
     info = {"space": "fer_cnn", "trial_images": len(subset), "search_seconds": round(search_seconds, 1),
             # AutoKeras's own time around the trials' fits (setup, model builds, checkpoints)
@@ -443,7 +444,7 @@ def search_fer_cnn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
             "fixed": dict(config.fixed), "best_trial": best_trial["trial"],
             "best_hyperparameters": {k: best_trial[k] for k in SPACE},
             "best_trial_val_acc": best_trial["val_acc"], "final_min_epochs": config.final_min_epochs,
-            "final_epochs_affordable": affordable[best_trial["trial"]], "final_unspent_minutes": round(unspent, 1)}
+            "final_epochs_affordable": best_affordable, "final_unspent_minutes": round(unspent, 1)}
 
     final_history: list[dict] = []
     model, kept = None, "trial"
