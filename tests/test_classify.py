@@ -275,6 +275,41 @@ def test_weight_average_is_scored_and_can_be_turned_off(smileys):
     assert not any("val_acc_ema" in row for row in plain.history) and plain.best_weights == "raw"
 
 
+def test_resample_blur_softens_a_share_of_the_images():
+    import torch
+
+    from fertransfer.expression.cnn import random_resample
+
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.integers(0, 256, (40, 1, 48, 48), dtype=np.uint8))
+    untouched = random_resample(batch, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, batch)
+    softened = random_resample(batch, 1.0, torch.Generator().manual_seed(0))
+    assert softened.dtype == torch.uint8 and softened.shape == batch.shape
+    # noise loses contrast through a smaller size; the mean stays where it was
+    contrast = (softened.float() - softened.float().mean(dim=(2, 3), keepdim=True)).abs().mean()
+    assert contrast < 0.8 * (batch.float() - batch.float().mean(dim=(2, 3), keepdim=True)).abs().mean()
+    assert abs(softened.float().mean() - batch.float().mean()) < 2.0
+    half = random_resample(batch, 0.5, torch.Generator().manual_seed(0))
+    changed = int((half != batch).flatten(1).any(1).sum())
+    assert 5 <= changed <= 35
+
+
+def test_training_with_resample_blur_records_it_and_differs(smileys):
+    from fertransfer.expression.cnn import CnnConfig, train_cnn
+
+    data = load_dataset(smileys)
+    train, val = data["train"].subset(np.arange(64)), data["val"]
+    args = (train.images, train.labels, val.images, val.labels, list(FER_CLASSES))
+    plain = train_cnn(*args, CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", ema=0))
+    again = train_cnn(*args, CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", ema=0))
+    blurred = train_cnn(*args, CnnConfig(width=4, epochs=1, batch_size=32, patience=0, tta="center", ema=0,
+                                         resample_blur=1.0))
+    assert plain.history[0]["train_loss"] == again.history[0]["train_loss"]
+    assert blurred.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    assert blurred.classifier.config.resample_blur == 1.0
+
+
 def test_old_model_with_input_blur_still_loads(smileys, tmp_path):
     """Models saved while `input_blur` existed carry it in model.json and cnn.pt; it is ignored."""
     import torch

@@ -18,8 +18,8 @@ FINETUNE_BATCHNORM = ("train", "frozen", "real")
 EXTRACT = "extract"  # person_test's value for the extract stage's held-out faces
 # The options the CNN takes as they are, CnnConfig fields of the same name (crop is derived from
 # `size`, max_steps is `steps`).
-CNN_OPTIONS = ("width", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "label_smoothing", "patience",
-               "time_budget_minutes", "tta", "ema", "bf16", "eval_every")
+CNN_OPTIONS = ("width", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "label_smoothing", "resample_blur",
+               "patience", "time_budget_minutes", "tta", "ema", "bf16", "eval_every")
 
 
 def _cnn(name: str):
@@ -79,6 +79,10 @@ class ClassifyOptions:
     weight_decay: float = option(_cnn("weight_decay"), "cnn (and autokeras's sgd final run): weight decay.", ge=0)
     label_smoothing: float = option(_cnn("label_smoothing"),
         "cnn: label smoothing of the cross-entropy loss.", ge=0, lt=1)
+    resample_blur: float = option(_cnn("resample_blur"),
+        "cnn: the share of training images brought down to a random 50-100% of their size and back up "
+        "before the crop, so that the network sees the softness of a video's face crops (0: off; the "
+        "same in fine-tuning).", ge=0, le=1)
     patience: int = option(_cnn("patience"),
         "cnn: stop after this many epochs without a better validation accuracy (0: never). Validation "
         "accuracy plateaus mid-schedule and climbs again as the rate anneals: for a run sized by "

@@ -85,6 +85,30 @@ def standardise(batch: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + 1.0)
 
 
+# The smallest size random_resample brings an image to, as a share of its own.
+RESAMPLE_MIN_SCALE = 0.5
+
+
+def random_resample(batch: torch.Tensor, share: float, generator: torch.Generator,
+                    min_scale: float = RESAMPLE_MIN_SCALE) -> torch.Tensor:
+    """A share of the images brought down to a random 50-100% of their size and back up.
+
+    A video's face crops are softer than FER's faces (compression, focus, the crop's own
+    resampling); this shows the network that softness at training time. uint8 in, uint8 out.
+    """
+    n, _, h, w = batch.shape
+    chosen = torch.rand(n, generator=generator) < share
+    scales = min_scale + (1.0 - min_scale) * torch.rand(n, generator=generator)
+    out = batch.clone()
+    for i in torch.nonzero(chosen).flatten().tolist():
+        small = (max(1, round(h * float(scales[i]))), max(1, round(w * float(scales[i]))))
+        image = batch[i : i + 1].float()
+        down = F.interpolate(image, size=small, mode="bilinear", antialias=True, align_corners=False)
+        up = F.interpolate(down, size=(h, w), mode="bilinear", align_corners=False)
+        out[i] = up[0].round().clamp(0, 255).to(batch.dtype)
+    return out
+
+
 def random_crop_flip(batch: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
     """A random crop of size `crop` from each image, mirrored with probability 1/2."""
     n, _, h, w = batch.shape
@@ -364,7 +388,10 @@ def train_cnn(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = order[position * config.batch_size : (position + 1) * config.batch_size]
-            batch = random_crop_flip(x_train[index], config.crop, generator)
+            batch = x_train[index]
+            if config.resample_blur > 0:  # drawn only when on, so that runs without it stay as they were
+                batch = random_resample(batch, config.resample_blur, generator)
+            batch = random_crop_flip(batch, config.crop, generator)
             inputs = standardise(batch).to(dev).contiguous(memory_format=torch.channels_last)
             targets = y_train[index].to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
