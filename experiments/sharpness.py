@@ -1,0 +1,83 @@
+"""How sharp are a set's faces at the classifier's input, and how far does resample_blur move FER's?
+
+    PYTHONPATH=src python experiments/sharpness.py \\
+        FER=../shared/data/fer2013/test M030=runs/mead_M030/extract/person_test --soften FER
+
+A person's video crops can be softer than FER2013's faces, a gap the classifier sees and FER alone
+never shows it. Sharpness here is the mean absolute Laplacian of each face brought to the
+classifier's input (grey, `--size` px, area resampling, as classify reads it) and standardised per
+image as the CNN standardises it, so that contrast and brightness do not count. `--soften NAME`
+also scores that set through `random_resample` (every image; resample_blur = 1) and through the
+48 -> 64 -> 48 px round trip that augment's mixed sets once gave their real images
+(docs/results.md, session 29).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fertransfer.augment.build import load_faces
+from fertransfer.expression.cnn import random_resample
+
+
+def sharpness(images: np.ndarray) -> np.ndarray:
+    """Per image: the mean |Laplacian| of the standardised grey face ((N, H, W, 1) uint8 in)."""
+    values = []
+    for face in images[..., 0].astype(np.float32):
+        standard = (face - face.mean()) / (face.std() + 1.0)
+        values.append(float(np.abs(cv2.Laplacian(standard, cv2.CV_32F)).mean()))
+    return np.array(values)
+
+
+def round_trip(images: np.ndarray, size: int) -> np.ndarray:
+    """Up to the generator's 64 px (bilinear) and back (area): the blur augment's sets once had."""
+    up = [cv2.resize(face, (64, 64), interpolation=cv2.INTER_LINEAR) for face in images[..., 0]]
+    return np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA) for face in up])[..., None]
+
+
+def resampled(images: np.ndarray, seed: int) -> np.ndarray:
+    batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return random_resample(batch, 1.0, torch.Generator().manual_seed(seed)).numpy().transpose(0, 2, 3, 1)
+
+
+def row(name: str, values: np.ndarray) -> str:
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return f"| {name} | {len(values)} | {values.mean():.3f} | {median:.3f} | {q1:.3f}-{q3:.3f} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sets", nargs="+", metavar="NAME=FOLDER", help="a folder of faces (searched recursively)")
+    parser.add_argument("--size", type=int, default=48, help="the classifier's input size")
+    parser.add_argument("--limit", type=int, default=2000, help="at most this many faces per set (a random draw)")
+    parser.add_argument("--soften", action="append", default=[], metavar="NAME",
+                        help="also score this set resampled and round-tripped")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    lines = ["| faces | n | mean sharpness | median | quartiles |", "| --- | ---: | ---: | ---: | --- |"]
+    for spec in args.sets:
+        name, _, folder = spec.partition("=")
+        if not folder or not Path(folder).is_dir():
+            print(f"error: {spec}: expected NAME=FOLDER with an existing folder", file=sys.stderr)
+            return 2
+        images = load_faces(Path(folder), args.limit, args.size, 1, args.seed)
+        if not len(images):
+            print(f"error: {folder}: no images", file=sys.stderr)
+            return 2
+        lines.append(row(name, sharpness(images)))
+        if name in args.soften:
+            lines.append(row(f"{name}, resample_blur (every image)", sharpness(resampled(images, args.seed))))
+            lines.append(row(f"{name}, 48 -> 64 -> 48 px", sharpness(round_trip(images, args.size))))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
