@@ -4,9 +4,9 @@
         FER=../shared/data/fer2013/test M030=runs/mead_M030/extract/person_test --soften FER
 
 A person's video crops can be softer than FER2013's faces, a gap the classifier sees and FER alone
-never shows it. Sharpness here is the mean absolute Laplacian of each face brought to the
-classifier's input (grey, `--size` px, area resampling, as classify reads it) and standardised per
-image as the CNN standardises it, so that contrast and brightness do not count. `--soften NAME`
+never shows it. Sharpness is `pipeline inspect`'s (`fertransfer.data.inspect`): the mean absolute
+Laplacian of each face, standardised on its own so that contrast and brightness do not count, here
+with every face brought to the classifier's input (grey, `--size` px, as classify reads it). `--soften NAME`
 also scores that set through `random_resample` (every image; resample_blur = 1) and through the
 48 -> 64 -> 48 px round trip that augment's mixed sets once gave their real images
 (docs/results.md, session 29).
@@ -23,16 +23,8 @@ import numpy as np
 import torch
 
 from fertransfer.augment.build import load_faces
+from fertransfer.data.inspect import sharpness_values
 from fertransfer.expression.cnn import random_resample
-
-
-def sharpness(images: np.ndarray) -> np.ndarray:
-    """Per image: the mean |Laplacian| of the standardised grey face ((N, H, W, 1) uint8 in)."""
-    values = []
-    for face in images[..., 0].astype(np.float32):
-        standard = (face - face.mean()) / (face.std() + 1.0)
-        values.append(float(np.abs(cv2.Laplacian(standard, cv2.CV_32F)).mean()))
-    return np.array(values)
 
 
 def round_trip(images: np.ndarray, size: int) -> np.ndarray:
@@ -71,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         if not len(images):
             print(f"error: {folder}: no images", file=sys.stderr)
             return 2
-        lines.append(row(name, sharpness(images)))
+        lines.append(row(name, sharpness_values(images)))
         if name in args.soften:
-            lines.append(row(f"{name}, resample_blur (every image)", sharpness(resampled(images, args.seed))))
-            lines.append(row(f"{name}, 48 -> 64 -> 48 px", sharpness(round_trip(images, args.size))))
+            lines.append(row(f"{name}, resample_blur (every image)", sharpness_values(resampled(images, args.seed))))
+            lines.append(row(f"{name}, 48 -> 64 -> 48 px", sharpness_values(round_trip(images, args.size))))
     print("\n".join(lines))
     return 0
 

@@ -14,8 +14,8 @@ from .datasets import LabelledDataset
 SHARPNESS_RATIO_WARNING = 3.0
 
 
-def sharpness(images: np.ndarray, limit: int = 2000) -> float:
-    """Median over images of the mean |Laplacian| of each image standardised on its own.
+def sharpness_values(images: np.ndarray, limit: int = 2000) -> np.ndarray:
+    """Per image, the mean |Laplacian| of the image standardised on its own.
 
     Standardising first makes it independent of brightness and contrast, so it measures blur.
     At most `limit` evenly spaced images are measured.
@@ -29,7 +29,13 @@ def sharpness(images: np.ndarray, limit: int = 2000) -> float:
         gray = gray.astype(np.float32)
         gray = (gray - gray.mean()) / (gray.std() + 1e-6)
         values.append(float(np.abs(cv2.Laplacian(gray, cv2.CV_32F)).mean()))
-    return float(np.median(values)) if values else 0.0
+    return np.array(values)
+
+
+def sharpness(images: np.ndarray, limit: int = 2000) -> float:
+    """The median of `sharpness_values`: one figure per split."""
+    values = sharpness_values(images, limit)
+    return float(np.median(values)) if len(values) else 0.0
 
 
 def sharpness_warning(per_split: dict[str, float]) -> str | None:
