@@ -226,7 +226,6 @@ def plot_statistics(fer: dict[str, dict], person: dict[str, dict] | None, path: 
     ax.set_xticks(x, names, rotation=20)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=7)
     ax.set_title("accuracy per training set")
     if differences:
         ax = axes[0][1]
@@ -240,8 +239,11 @@ def plot_statistics(fer: dict[str, dict], person: dict[str, dict] | None, path: 
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(others)), others, rotation=20)
         ax.set_ylabel(f"difference from {reference} (points)")
-        ax.legend(fontsize=7)
         ax.set_title(f"each set minus {reference}, paired by seed")
-    fig.tight_layout()
+    # One legend below both panels (the series and their colours are the same in each), so that
+    # no bar hides under it.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
