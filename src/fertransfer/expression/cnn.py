@@ -91,10 +91,10 @@ RESAMPLE_MIN_SCALE = 0.5
 
 def random_resample(batch: torch.Tensor, share: float, generator: torch.Generator,
                     min_scale: float = RESAMPLE_MIN_SCALE) -> torch.Tensor:
-    """A share of the images brought down to a random 50-100% of their size and back up.
+    """A share of the images brought down to a random `min_scale`-100% of their size and back up.
 
-    A video's face crops are softer than FER's faces (compression, focus, the crop's own
-    resampling); this shows the network that softness at training time. uint8 in, uint8 out.
+    The MEAD persons' video crops measure a third softer than FER's faces (docs/results.md,
+    "Softness"); this shows the network that softness at training time. uint8 in, uint8 out.
     """
     n, _, h, w = batch.shape
     chosen = torch.rand(n, generator=generator) < share
