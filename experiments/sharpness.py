@@ -18,24 +18,24 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from fertransfer.augment.build import load_faces
+from fertransfer.data.images import fit_square
 from fertransfer.data.inspect import sharpness_values
-from fertransfer.expression.cnn import random_resample
+from fertransfer.expression.cnn import random_resample, to_tensor
 
 
 def round_trip(images: np.ndarray, size: int) -> np.ndarray:
-    """Up to the generator's 64 px (bilinear) and back (area): the blur augment's sets once had."""
-    up = [cv2.resize(face, (64, 64), interpolation=cv2.INTER_LINEAR) for face in images[..., 0]]
-    return np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA) for face in up])[..., None]
+    """Up to the generator's 64 px and back, with the resize augment and classify use (bilinear up,
+    area down): the blur augment's mixed sets once gave their real images."""
+    return np.stack([fit_square(fit_square(face, 64), size) for face in images])
 
 
 def resampled(images: np.ndarray, seed: int) -> np.ndarray:
-    batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    return random_resample(batch, 1.0, torch.Generator().manual_seed(seed)).numpy().transpose(0, 2, 3, 1)
+    softened = random_resample(to_tensor(images), 1.0, torch.Generator().manual_seed(seed))
+    return softened.numpy().transpose(0, 2, 3, 1)
 
 
 def row(name: str, values: np.ndarray) -> str:
