@@ -80,17 +80,19 @@ def limit(split: ImageSet, count: int, seed: int) -> ImageSet:
 
 def train_flat(
     settings: EngineSettings, train: ImageSet, val: ImageSet, classes: list[str], work_dir: Path,
-    checkpoint=None, resume=None, init=None,
+    checkpoint=None, resume=None, init=None, pseudo=None,
 ) -> Trained:
     """One classifier over `classes` with the chosen engine, selected on `val`; the cnn starts
-    from `init`'s weights when given (fine-tuning)."""
+    from `init`'s weights when given (fine-tuning), with `pseudo`'s faces (a PseudoLabels) in
+    every batch when its share is set."""
     if settings.engine == "cnn":
         from fertransfer.expression.cnn import train_cnn
 
         result = train_cnn(train.images, train.labels, val.images, val.labels, classes, settings.cnn,
                            seed=settings.seed, device=settings.device, checkpoint=checkpoint, resume=resume,
-                           init=init)
-        info = {"best_epoch": result.best_epoch, "best_weights": result.best_weights, "stopped": result.stopped,
+                           init=init, pseudo=(pseudo.images.images, pseudo.images.labels) if pseudo else None)
+        info = {**({"pseudo_share": settings.cnn.pseudo_share, "pseudo_faces": len(pseudo.images)} if pseudo else {}),
+                "best_epoch": result.best_epoch, "best_weights": result.best_weights, "stopped": result.stopped,
                 "seconds": result.seconds, "steps": result.steps, "validations": len(result.history),
                 "epochs_run": result.history[-1]["epoch"] if result.history else 0}
         return Trained(result.classifier, result.history, info)

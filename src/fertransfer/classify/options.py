@@ -67,6 +67,13 @@ class ClassifyOptions:
                                      "fine-tuning, every weight kept, so that added images unlike real FER do not "
                                      "cost its test faces (docs/results.md: it gave back the 3-4 points that blurred sets cost).",
                                      choices=FINETUNE_BATCHNORM)
+    pseudo_share: float = option(_cnn("pseudo_share"),
+        "With `init`: self-training, the share of every fine-tuning batch drawn from the person's footage "
+        "faces (extract's faces/, no labels) labelled by the initial model, the same for every set, so that a "
+        "translated set is measured against the plain domain-adaptation baseline as well as against `real` "
+        "(0: off; classify/pseudo_labels.csv lists every face's reading).", ge=0, lt=1)
+    pseudo_keep: float = option(0.5, "With `pseudo_share`: for each expression the initial model reads in the "
+                                "footage, the share of those faces it is surest of that are kept as labels.", gt=0, le=1)
     seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
                                      "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)
     bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "

@@ -39,7 +39,8 @@ def _consumes(options: ClassifyOptions, data: DataOptions) -> list[Consumes]:
         needs.append(Consumes("extract.person_test", "" if options.person_test == EXTRACT else options.person_test))
     if any(name != "real" for name in options.train_sets):
         needs.append(Consumes("augment.sets"))
-    footage = options.footage == EXTRACT  # the person model's predictions over extract's footage
+    # The person model's predictions over extract's footage, or self-training on it.
+    footage = options.footage == EXTRACT or options.pseudo_share > 0
     if options.judge or any(name != "real" for name in options.train_sets):
         needs += [Consumes("augment.translations"), Consumes("cyclegan.generator", optional=True),
                   Consumes("cyclegan.person_scorer", optional=True)]
@@ -80,6 +81,9 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
         problems.append(f"footage: \"{EXTRACT}\" or empty, got \"{options.footage}\"")
     if options.engine == "autokeras":
         problems += _check_autokeras(options)
+    if options.pseudo_share > 0 and (not options.init or options.engine != "cnn" or options.two_tier):
+        problems.append("pseudo_share: self-training fine-tunes the cnn engine from `init` (the model that labels "
+                        "the footage); set `init` and engine = \"cnn\" without two_tier, or pseudo_share = 0")
     if options.engine != "cnn" and (options.steps or options.eval_every):
         problems.append(f"steps, eval_every: options of the cnn engine (engine = \"{options.engine}\" has epochs "
                         "and time_budget_minutes)")
@@ -222,7 +226,8 @@ class _Scoring:
 
 
 def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, settings, folder: Path,
-               scoring: _Scoring, init=None, pictures: str = "", before: int | None = None) -> tuple[dict, object]:
+               scoring: _Scoring, init=None, pictures: str = "", before: int | None = None,
+               pseudo=None) -> tuple[dict, object]:
     """Train one model (one set, one seed) into `folder`, score it and write its metrics; with
     `pictures` (the set's file-name slug) also its confusion matrices and curves. Returns
     (metrics, classifier); the classifier is None when an interrupted run already finished it."""
@@ -256,7 +261,8 @@ def _train_one(ctx: StageContext, options: ClassifyOptions, name: str, train, se
 
             if ctx.resuming and checkpoint_file.is_file():
                 resume = _kept_checkpoint(ctx, checkpoint_file)
-        trained = ex.train_flat(settings, train, scoring.evaluation["val"], kept, folder, checkpoint, resume, init)
+        trained = ex.train_flat(settings, train, scoring.evaluation["val"], kept, folder, checkpoint, resume, init,
+                                pseudo)
         checkpoint_file.unlink(missing_ok=True)
         if init is not None and options.finetune_batchnorm == "real":
             trained.info["batchnorm"] = _reestimate_on_real(trained, scoring, settings.seed)
@@ -418,12 +424,13 @@ def _reestimate_on_real(trained, scoring: _Scoring, seed: int) -> str:
 
 def _finetune_settings(options: ClassifyOptions, settings, init):
     """The fine-tuning recipe: the initial model's architecture, `finetune_steps` at `finetune_lr`,
-    BatchNorm's statistics held when asked (re-estimating them comes after, in _train_one)."""
+    BatchNorm's statistics held when asked (re-estimating them comes after, in _train_one), and
+    self-training's share of each batch."""
     import dataclasses
 
     cnn = dataclasses.replace(settings.cnn, width=init.config.width, dropout=init.config.dropout,
                               crop=init.config.crop, max_steps=options.finetune_steps, lr=options.finetune_lr,
-                              freeze_batchnorm=options.finetune_batchnorm == "frozen")
+                              freeze_batchnorm=options.finetune_batchnorm == "frozen", pseudo_share=options.pseudo_share)
     return dataclasses.replace(settings, cnn=cnn)
 
 
@@ -500,8 +507,10 @@ def run(ctx: StageContext) -> dict:
     if options.init == protocol.INIT_REAL:
         base_train = (prepared.get("real") or _prepare(real["train"], "real", options, classes, dropped, ctx.run.seed))[0]
     init, init_metrics = _initial_model(ctx, options, base_train, settings, scoring)
+    pseudo = None
     if init is not None:
         settings = _finetune_settings(options, settings, init)
+        pseudo = _pseudo_labels(ctx, options, init)
     results: dict[str, list[dict]] = {name: [] for name in train_sets}
     for seed in seeds:  # seeds outside: after the first, every set has a complete result
         for name, (train, before) in prepared.items():
@@ -510,7 +519,7 @@ def run(ctx: StageContext) -> dict:
             label = name if len(seeds) == 1 else f"{name} (seed {seed})"
             metrics, _ = _train_one(ctx, options, label, train, dataclasses.replace(settings, seed=seed),
                                     protocol.seed_folder(ctx.out_dir / slug, seed, seeds), scoring, init,
-                                    pictures=slug if first else "", before=before)
+                                    pictures=slug if first else "", before=before, pseudo=pseudo)
             metrics["train_set"] = name
             ctx.timings[f"train_{name}" if first else f"train_{name}_seed_{seed}"] = float(
                 metrics["training"].get("seconds", 0))
@@ -567,6 +576,7 @@ def run(ctx: StageContext) -> dict:
         "protocol": {"init": options.init or "scratch", "description": protocol_text, "seeds": seeds,
                      **({"initial_model": _init_summary(init_metrics)} if init_metrics else {})},
         **({"person_clips": {"clips": clips.count, "warnings": clips.warnings}} if clips else {}),
+        **({"pseudo_labels": pseudo.summary} if pseudo is not None else {}),
         "train_sets": {name: _set_summary(runs, fer_stats[name], person_stats and person_stats[name], final)
                        for name, runs in results.items()},
         **_search_summary({name: runs[0] for name, runs in results.items()}),
@@ -577,6 +587,23 @@ def run(ctx: StageContext) -> dict:
         **({"footage": product["footage"]} if "footage" in product else {}),
         "gallery": "gallery/gallery.html" if (ctx.out_dir / "gallery" / "gallery.html").exists() else None,
     }
+
+
+def _pseudo_labels(ctx: StageContext, options: ClassifyOptions, init):
+    """Self-training's labelled faces (the initial model's surest readings of the footage), or None
+    when it is off; every face's reading goes to pseudo_labels.csv."""
+    from . import pseudo
+
+    if options.pseudo_share <= 0:
+        return None
+    result, rows = pseudo.label_footage(init, ctx.artifact("extract.faces_table"), ctx.artifact("extract.faces"),
+                                        options.pseudo_keep)
+    pseudo.write_rows(rows, ctx.out_dir / pseudo.PSEUDO_LABELS)
+    summary = result.summary
+    ctx.log.info("self-training: %d of %d footage faces kept as labels (%s), %.0f%% of every fine-tuning batch",
+                 summary["kept"], summary["footage_faces"],
+                 ", ".join(f"{c} {n}" for c, n in summary["kept_per_class"].items() if n), 100 * options.pseudo_share)
+    return result
 
 
 def _protocol_text(options: ClassifyOptions, init_metrics: dict | None) -> str:
@@ -591,7 +618,9 @@ def _protocol_text(options: ClassifyOptions, init_metrics: dict | None) -> str:
     return (f"adapt: every set fine-tuned from {start} for {options.finetune_steps} steps at peak lr "
             f"{options.finetune_lr:g}" + {"frozen": ", BatchNorm's statistics held",
                                            "real": ", BatchNorm's statistics re-estimated on real FER after"}.get(
-                options.finetune_batchnorm, ""))
+                options.finetune_batchnorm, "") + (f", {100 * options.pseudo_share:g}% of every batch the person's "
+                                                   "footage labelled by the initial model (self-training)"
+                                                   if options.pseudo_share > 0 else ""))
 
 
 def _init_summary(metrics: dict) -> dict:

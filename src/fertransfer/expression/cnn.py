@@ -295,6 +295,7 @@ def train_cnn(
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
     init: CnnClassifier | None = None,
+    pseudo: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train FaceNet on uint8 images (N, H, W, C); select the weights by validation accuracy.
 
@@ -304,9 +305,13 @@ def train_cnn(
     input must be these); without it the network starts from random weights.
     `checkpoint(state)` is called after every validation with a resumable state; passing that
     state back as `resume` continues the run where it stopped.
+    `pseudo` (images, labels), with `config.pseudo_share` > 0: that share of every batch is drawn
+    from it at random instead (self-training on the person's pseudo-labelled faces).
     """
     if len(train_labels) == 0:
         raise ValueError("no training images")
+    if config.pseudo_share > 0 and (pseudo is None or len(pseudo[1]) == 0):
+        raise ValueError("pseudo_share is on but no pseudo-labelled images were given")
     if len(val_labels) == 0:
         raise ValueError("no validation images: model selection needs a validation split")
     torch.manual_seed(seed)
@@ -327,6 +332,9 @@ def train_cnn(
     ema_classifier = CnnClassifier(ema.module, list(classes), channels, size, config, dev) if ema else None
 
     x_train, y_train = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
+    if config.pseudo_share > 0:
+        x_pseudo, y_pseudo = to_tensor(pseudo[0]), torch.from_numpy(pseudo[1].astype(np.int64))
+        pseudo_count = max(1, round(config.pseudo_share * config.batch_size))
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     if config.max_steps > 0:
         # A step budget: every training set gets the same schedule, whatever its size.
@@ -388,12 +396,17 @@ def train_cnn(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = order[position * config.batch_size : (position + 1) * config.batch_size]
-            batch = x_train[index]
+            batch, targets = x_train[index], y_train[index]
+            if config.pseudo_share > 0:  # the batch's last places go to pseudo-labelled faces
+                drawn = torch.randint(len(y_pseudo), (min(pseudo_count, len(index)),), generator=generator)
+                keep = len(index) - len(drawn)
+                batch = torch.cat([batch[:keep], x_pseudo[drawn]])
+                targets = torch.cat([targets[:keep], y_pseudo[drawn]])
             if config.resample_blur > 0:  # drawn only when on, so that runs without it stay as they were
                 batch = random_resample(batch, config.resample_blur, generator)
             batch = random_crop_flip(batch, config.crop, generator)
             inputs = standardise(batch).to(dev).contiguous(memory_format=torch.channels_last)
-            targets = y_train[index].to(dev)
+            targets = targets.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(inputs)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)

@@ -30,6 +30,7 @@ class CnnConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     resample_blur: float = 0.0  # share of training images resampled through a smaller size (0 = off)
+    pseudo_share: float = 0.0  # share of each batch drawn from pseudo-labelled faces (self-training; 0 = off)
     patience: int = 8  # validations (epochs) without a better validation accuracy before stopping; 0 = never
     max_steps: int = 0  # optimizer steps, the schedule's length (0: `epochs` decide)
     eval_every: int = 0  # steps between validations (0: at each epoch's end); always at the end too
