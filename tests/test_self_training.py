@@ -88,6 +88,16 @@ def test_the_stage_pseudo_labels_the_footage_and_fine_tunes_with_it(smileys, tmp
     assert "held_out.jpg" not in {r["file"] for r in rows}  # extract's test crops are never read
     training = json.loads((out / "real" / "metrics.json").read_text())["training"]
     assert training["pseudo_share"] == 0.25 and training["pseudo_faces"] == pseudo["kept"]
+    assert pseudo["labeller"] == "the initial model"
+    # a second round: the self-trained model reads the footage
+    again, summary = run_classify(tmp_path / "round2", {"extract": tmp_path / "extract"}, fer=str(smileys),
+                                  init=str(tmp_path / "base" / "model"), finetune_steps=2, train_limit=40,
+                                  pseudo_share=0.25, pseudo_model=str(out / "real" / "model"))
+    assert summary["pseudo_labels"]["labeller"] == str(out / "real" / "model")
+    assert f"labelled by the model {out / 'real' / 'model'}" in summary["protocol"]["description"]
+    with open(again / "pseudo_labels.csv") as handle:
+        second = {r["file"]: r["confidence"] for r in csv.DictReader(handle)}
+    assert second != {r["file"]: r["confidence"] for r in rows}  # another reader, other readings
 
 
 def test_pseudo_share_needs_a_model_to_label_with(smileys, tmp_path):
@@ -97,6 +107,16 @@ def test_pseudo_share_needs_a_model_to_label_with(smileys, tmp_path):
     problems = _check(ClassifyOptions(pseudo_share=0.2), tmp_path, DataOptions())
     assert len(problems) == 1 and problems[0].startswith("pseudo_share: self-training fine-tunes the cnn engine from `init`")
     assert _check(ClassifyOptions(pseudo_share=0.2, init="real"), tmp_path, DataOptions()) == []
+    assert _check(ClassifyOptions(pseudo_model="m"), tmp_path, DataOptions()) == [
+        "pseudo_model: read only by self-training; set pseudo_share > 0 or remove it"]
+    train, val = _split(smileys)
+    two = train_cnn(train.images, train.labels % 2, val.images, val.labels % 2, ["a", "b"],
+                    CnnConfig(**TINY, max_steps=1), device="cpu").classifier
+    save_classifier(two, tmp_path / "two")
+    [problem] = _check(ClassifyOptions(pseudo_share=0.2, init="real", pseudo_model=str(tmp_path / "two")), tmp_path,
+                       DataOptions())
+    assert problem == (f"pseudo_model: {tmp_path / 'two'}: the model's classes [a, b] are not this run's "
+                       f"[{', '.join(FER_CLASSES)}]")
     # found before any stage runs, as is a share of the whole batch
     config = tmp_path / "pipeline.toml"
     config.write_text(default_config_text({"run": {"dir": "run"}, "data": {"fer": str(smileys)},

@@ -74,6 +74,9 @@ class ClassifyOptions:
         "(0: off; classify/pseudo_labels.csv lists every face's reading).", ge=0, lt=1)
     pseudo_keep: float = option(0.5, "With `pseudo_share`: for each expression the initial model reads in the "
                                 "footage, the share of those faces it is surest of that are kept as labels.", gt=0, le=1)
+    pseudo_model: str = option("", "With `pseudo_share`: the model that reads the footage, a model folder as classify "
+                               "writes it (e.g. a self-trained model of an earlier run, for a second round); empty: "
+                               "the initial model.", kind="path")
     seeds: list[int] | None = option(None, "Seeds: every set is trained once per seed and reported as mean ± std, "
                                      "with its difference from 'real' paired by seed (unset: [run] seed alone).", ge=0)
     bootstrap: int = option(2000, "Resamples of the person's clips for the 95% intervals of the person figures "

@@ -91,7 +91,28 @@ def _check(options: ClassifyOptions, config_dir: Path, data: DataOptions) -> lis
     left_out = {classes.names[i] for i in map(classes.index, options.leave_out) if i is not None}
     problems += protocol.init_problems(options.init, config_dir, options.engine, options.two_tier,
                                        [c for c in classes.names if c not in left_out], options.size, options.channels)
+    problems += _pseudo_model_problems(options, config_dir, [c for c in classes.names if c not in left_out])
     return problems
+
+
+def _pseudo_model_problems(options: ClassifyOptions, config_dir: Path, classes: list[str]) -> list[str]:
+    """A labeller for self-training must be read only when it is on, and know this run's classes."""
+    if not options.pseudo_model:
+        return []
+    if options.pseudo_share <= 0:
+        return ["pseudo_model: read only by self-training; set pseudo_share > 0 or remove it"]
+    path = Path(options.pseudo_model).expanduser()
+    path = path if path.is_absolute() else config_dir / path
+    if not path.exists():
+        return []  # the config's path check names it
+    try:
+        folder, meta = protocol.model_meta(path)
+    except (StageError, ValueError) as error:
+        return [f"pseudo_model: {error}"]
+    if list(meta.get("classes", [])) != classes:
+        return [f"pseudo_model: {folder}: the model's classes [{', '.join(meta.get('classes', []))}] are not this "
+                f"run's [{', '.join(classes)}]"]
+    return []
 
 
 def _check_autokeras(options: ClassifyOptions) -> list[str]:
@@ -125,7 +146,8 @@ def _check_autokeras(options: ClassifyOptions) -> list[str]:
 
 def _inputs(options: ClassifyOptions) -> list[str]:
     return ([options.person_test] if options.person_test not in ("", EXTRACT) else []) + (
-        [options.init] if options.init not in ("", protocol.INIT_REAL) else [])
+        [options.init] if options.init not in ("", protocol.INIT_REAL) else []) + (
+        [options.pseudo_model] if options.pseudo_model else [])
 
 
 def _settings(options: ClassifyOptions, ctx: StageContext):
@@ -592,16 +614,23 @@ def run(ctx: StageContext) -> dict:
 def _pseudo_labels(ctx: StageContext, options: ClassifyOptions, init):
     """Self-training's labelled faces (the initial model's surest readings of the footage), or None
     when it is off; every face's reading goes to pseudo_labels.csv."""
+    from fertransfer.expression.models import load_classifier
+
     from . import pseudo
 
     if options.pseudo_share <= 0:
         return None
-    result, rows = pseudo.label_footage(init, ctx.artifact("extract.faces_table"), ctx.artifact("extract.faces"),
+    labeller = init
+    if options.pseudo_model:
+        folder, _ = protocol.model_meta(ctx.path(options.pseudo_model))
+        labeller = load_classifier(folder, device=ctx.run.device)
+    result, rows = pseudo.label_footage(labeller, ctx.artifact("extract.faces_table"), ctx.artifact("extract.faces"),
                                         options.pseudo_keep)
+    result.summary["labeller"] = str(folder) if options.pseudo_model else "the initial model"
     pseudo.write_rows(rows, ctx.out_dir / pseudo.PSEUDO_LABELS)
     summary = result.summary
-    ctx.log.info("self-training: %d of %d footage faces kept as labels (%s), %.0f%% of every fine-tuning batch",
-                 summary["kept"], summary["footage_faces"],
+    ctx.log.info("self-training: %d of %d footage faces kept as labels by %s (%s), %.0f%% of every fine-tuning batch",
+                 summary["kept"], summary["footage_faces"], summary["labeller"],
                  ", ".join(f"{c} {n}" for c, n in summary["kept_per_class"].items() if n), 100 * options.pseudo_share)
     return result
 
@@ -615,11 +644,12 @@ def _protocol_text(options: ClassifyOptions, init_metrics: dict | None) -> str:
         return f"scratch: every set from random weights, {budget} at peak lr {options.lr:g}"
     start = (f"a model trained here on real FER ({budget}, lr {options.lr:g})" if options.init == protocol.INIT_REAL
              else f"the model {init_metrics['model'] if init_metrics else options.init}")
+    reader = f"the model {options.pseudo_model}" if options.pseudo_model else "the initial model"
     return (f"adapt: every set fine-tuned from {start} for {options.finetune_steps} steps at peak lr "
             f"{options.finetune_lr:g}" + {"frozen": ", BatchNorm's statistics held",
                                            "real": ", BatchNorm's statistics re-estimated on real FER after"}.get(
                 options.finetune_batchnorm, "") + (f", {100 * options.pseudo_share:g}% of every batch the person's "
-                                                   "footage labelled by the initial model (self-training)"
+                                                   f"footage labelled by {reader} (self-training)"
                                                    if options.pseudo_share > 0 else ""))
 
 
