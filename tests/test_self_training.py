@@ -89,6 +89,12 @@ def test_the_stage_pseudo_labels_the_footage_and_fine_tunes_with_it(smileys, tmp
     training = json.loads((out / "real" / "metrics.json").read_text())["training"]
     assert training["pseudo_share"] == 0.25 and training["pseudo_faces"] == pseudo["kept"]
     assert pseudo["labeller"] == "the initial model"
+    from fertransfer.pipelines.report import write_report
+
+    (tmp_path / "classify").mkdir()
+    (tmp_path / "classify" / "manifest.json").write_text(json.dumps({"summary": summary}))
+    assert (f"Self-training: {pseudo['kept']} of {faces} footage faces kept as labels, read by the initial model"
+            in write_report(tmp_path).read_text())
     # a second round: the self-trained model reads the footage
     again, summary = run_classify(tmp_path / "round2", {"extract": tmp_path / "extract"}, fer=str(smileys),
                                   init=str(tmp_path / "base" / "model"), finetune_steps=2, train_limit=40,
@@ -127,3 +133,14 @@ def test_pseudo_share_needs_a_model_to_label_with(smileys, tmp_path):
                                            "classify": {"pseudo_share": 1.0, "init": "real"}}))
     with pytest.raises(ConfigError, match=r"pseudo_share"):
         check_before_run(load_config(config), ["classify"])
+
+
+def test_the_report_says_what_self_training_read():
+    from fertransfer.pipelines.report import _pseudo_labels_text
+
+    assert _pseudo_labels_text(None) == ""
+    text = _pseudo_labels_text({"kept": 3, "footage_faces": 6, "labeller": "the initial model",
+                                "kept_per_class": {"angry": 2, "sad": 0, "happy": 1},
+                                "agreement": {"kept": {"faces": 2, "accuracy": 0.5}}})
+    assert "3 of 6 footage faces kept as labels, read by the initial model (angry 2, happy 1)." in text
+    assert "50.0% of the 2 kept faces whose video sits in a class folder carry that folder&#x27;s class" in text

@@ -174,10 +174,26 @@ def _sets_table(classify: dict) -> str:
         intro = (f"<p>{html.escape(protocol['description'])}; seeds {html.escape(', '.join(map(str, seeds)))}. "
                  "Points: mean ± standard deviation over seeds, [95% interval resampling the person's clips], "
                  "&Delta;: the set minus <code>real</code>, paired by seed.</p>")
+    intro += _pseudo_labels_text(classify.get("pseudo_labels"))
     warnings = (classify.get("person_clips") or {}).get("warnings") or []
     notes = "".join(f'<p class="muted">Warning: {html.escape(w)}</p>' for w in warnings)
     return (intro + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
             + notes)
+
+
+def _pseudo_labels_text(pseudo: dict | None) -> str:
+    """What self-training read in the footage: the labels it kept per expression, and (where the
+    footage sits in class folders) how often they agree with them."""
+    if not pseudo:
+        return ""
+    kept = ", ".join(f"{c} {n}" for c, n in pseudo.get("kept_per_class", {}).items() if n)
+    text = (f"Self-training: {pseudo.get('kept')} of {pseudo.get('footage_faces')} footage faces kept as labels, "
+            f"read by {pseudo.get('labeller', 'the initial model')} ({kept}).")
+    agreement = (pseudo.get("agreement") or {}).get("kept") or {}
+    if agreement.get("faces"):
+        text += (f" {_percent(agreement['accuracy'])} of the {agreement['faces']} kept faces whose video sits in a "
+                 "class folder carry that folder's class (a check; folders are never trained on).")
+    return f"<p>{html.escape(text)}</p>"
 
 
 def headline_section(run_dir: Path) -> str:
