@@ -47,24 +47,34 @@ def _stems(videos: list[str]) -> dict[str, str]:
     return stems
 
 
+def read_footage(classifier: Classifier, table: Path, faces: Path,
+                 keep_images: bool = False) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
+    """The footage rows of `table` (extract's faces.csv, crops in `faces`), the classifier's
+    probabilities for each, and with `keep_images` the crops at its input (else None); read and
+    predicted in batches, so that long footage shows progress."""
+    rows = footage_rows(table, faces)
+    probabilities, images, kept = [], [], []
+    for start in progress(range(0, len(rows), BATCH), desc="footage faces", unit="batch", disable=len(rows) <= BATCH):
+        chunk = rows[start:start + BATCH]
+        batch, ok, errors = read_images([r["path"] for r in chunk], channels=classifier.channels, size=classifier.size)
+        if errors:
+            raise StageError(f"{faces}: {len(errors)} face crop(s) unreadable, e.g. {errors[0]}")
+        probabilities.append(predict_labels(classifier, batch)[1])
+        images += [batch] if keep_images else []
+        kept += [chunk[i] for i in ok]
+    classes = len(classifier.classes)
+    probs = np.concatenate(probabilities) if probabilities else np.zeros((0, classes), np.float32)
+    return kept, probs, (np.concatenate(images) if images else None)
+
+
 def predict_footage(classifier: Classifier, table: Path, faces: Path, out_dir: Path, model_name: str) -> dict:
     """predictions.csv, distribution.png and timeline_<video>.png in `out_dir` for the footage faces
     that `table` (extract's faces.csv) lists in `faces`; returns the summary."""
-    rows = footage_rows(table, faces)
-    if not rows:
+    kept, probs, _ = read_footage(classifier, table, faces)
+    if not kept:
         return {"faces": 0, "note": f"{table} lists no footage faces"}
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classifier.classes)
-    probabilities, kept = [], []
-    for start in progress(range(0, len(rows), BATCH), desc="footage faces", unit="batch", disable=len(rows) <= BATCH):
-        chunk = rows[start:start + BATCH]
-        images, ok, errors = read_images([r["path"] for r in chunk], channels=classifier.channels,
-                                         size=classifier.size)
-        if errors:
-            raise StageError(f"{faces}: {len(errors)} face crop(s) unreadable, e.g. {errors[0]}")
-        probabilities.append(predict_labels(classifier, images)[1])
-        kept += [chunk[i] for i in ok]
-    probs = np.concatenate(probabilities)
     labels = probs.argmax(axis=1)
     with open(out_dir / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -76,6 +76,14 @@ def init_mismatch(where: str, meta: dict, classes: list[str], size: int, channel
             f"this run's [{', '.join(classes)}] at {size} px, {channels} channel(s)")
 
 
+def configured_model(text: str, config_dir: Path) -> tuple[Path, dict] | None:
+    """(model folder, its model.json) of a model path as a config names it (relative to the config);
+    None when the path does not exist (the config's path check names it)."""
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else config_dir / path
+    return model_meta(path) if path.exists() else None
+
+
 def init_problems(init: str, config_dir: Path, engine: str, two_tier: bool, classes: list[str], size: int,
                   channels: int) -> list[str]:
     """What is wrong with [classify].init, found without training (the path itself is checked
@@ -90,14 +98,13 @@ def init_problems(init: str, config_dir: Path, engine: str, two_tier: bool, clas
                         f"{', two_tier' if two_tier else ''})")
     if init == INIT_REAL:
         return problems
-    path = Path(init).expanduser()
-    path = path if path.is_absolute() else config_dir / path
-    if not path.exists():
-        return problems
     try:
-        folder, meta = model_meta(path)
+        found = configured_model(init, config_dir)
     except (StageError, ValueError) as error:
         return problems + [f"init: {error}"]
+    if found is None:
+        return problems
+    folder, meta = found
     mismatch = init_mismatch(f"init: {folder}", meta, classes, size, channels)
     return problems + ([mismatch] if mismatch else [])
 

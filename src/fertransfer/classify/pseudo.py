@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from fertransfer.data.datasets import ImageSet
-from fertransfer.expression.models import Classifier, predict_labels
+from fertransfer.expression.models import Classifier
 
-from .footage import footage_rows
+from .footage import read_footage
 
 PSEUDO_LABELS = "pseudo_labels.csv"  # in the classify stage's folder: every footage face, its reading, kept or not
 
@@ -44,6 +44,7 @@ def select_confident(probabilities: np.ndarray, keep: float) -> np.ndarray:
 @dataclass
 class PseudoLabels:
     images: ImageSet  # the kept faces with their pseudo-labels
+    chosen: np.ndarray  # their indices among the faces read
     summary: dict  # counts, confidence, and the agreement with the table's labels where it has them
 
 
@@ -65,7 +66,7 @@ def pseudo_label(probabilities: np.ndarray, images: np.ndarray, files: list[str]
     if folder_labels is not None:
         summary["agreement"] = agreement(predicted, chosen, folder_labels, classes)
     kept = ImageSet(images[chosen], predicted[chosen].astype(np.int64), [files[i] for i in chosen])
-    return PseudoLabels(kept, summary)
+    return PseudoLabels(kept, chosen, summary)
 
 
 def agreement(predicted: np.ndarray, chosen: np.ndarray, folder_labels: list[str], classes: list[str]) -> dict:
@@ -84,23 +85,18 @@ def agreement(predicted: np.ndarray, chosen: np.ndarray, folder_labels: list[str
 def label_footage(classifier: Classifier, table: Path, faces: Path, keep: float) -> tuple[PseudoLabels, list[dict]]:
     """Read extract's footage faces (`table`: faces.csv, crops in `faces`) at the classifier's input,
     pseudo-label them, and return the kept set with one row per face for `write_rows`."""
-    from fertransfer.data import read_images
     from fertransfer.errors import StageError
 
-    rows = footage_rows(table, faces)
+    rows, probabilities, images = read_footage(classifier, table, faces, keep_images=True)
     if not rows:
         raise StageError(f"{table}: no footage faces to pseudo-label")
-    images, ok, errors = read_images([r["path"] for r in rows], channels=classifier.channels, size=classifier.size)
-    if errors:
-        raise StageError(f"{faces}: {len(errors)} face crop(s) unreadable, e.g. {errors[0]}")
-    rows = [rows[i] for i in ok]
-    _, probabilities = predict_labels(classifier, images)
     classes = list(classifier.classes)
     result = pseudo_label(probabilities, images, [r["file"] for r in rows], classes, keep,
                           [r.get("label", "") or "" for r in rows])
-    kept = set(result.images.files)
-    for row, p in zip(rows, probabilities):
-        row.update(pseudo_label=classes[int(p.argmax())], confidence=round(float(p.max()), 4), kept=row["file"] in kept)
+    kept = np.zeros(len(rows), bool)
+    kept[result.chosen] = True
+    for row, p, chosen in zip(rows, probabilities, kept):
+        row.update(pseudo_label=classes[int(p.argmax())], confidence=round(float(p.max()), 4), kept=bool(chosen))
     return result, rows
 
 

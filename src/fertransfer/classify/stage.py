@@ -101,14 +101,13 @@ def _pseudo_model_problems(options: ClassifyOptions, config_dir: Path, classes: 
         return []
     if options.pseudo_share <= 0:
         return ["pseudo_model: read only by self-training; set pseudo_share > 0 or remove it"]
-    path = Path(options.pseudo_model).expanduser()
-    path = path if path.is_absolute() else config_dir / path
-    if not path.exists():
-        return []  # the config's path check names it
     try:
-        folder, meta = protocol.model_meta(path)
+        found = protocol.configured_model(options.pseudo_model, config_dir)
     except (StageError, ValueError) as error:
         return [f"pseudo_model: {error}"]
+    if found is None:
+        return []
+    folder, meta = found
     if list(meta.get("classes", [])) != classes:
         return [f"pseudo_model: {folder}: the model's classes [{', '.join(meta.get('classes', []))}] are not this "
                 f"run's [{', '.join(classes)}]"]
